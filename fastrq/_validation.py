@@ -1,0 +1,80 @@
+"""Input checks shared by every op: they turn bad input into a :mod:`fastrq.errors` exception that names the
+problem, and bring good input into the form every backend expects (2-D, contiguous, in the compute dtype)."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import CodeRangeError, DTypeError, EmptyCodebookError, ShapeError
+
+__all__ = ["compute_dtype", "check_vectors", "check_codebook", "check_codebooks", "check_codes", "as_rows"]
+
+
+def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype the search runs in: float64 if any input is float64, else float32 (fp16 / bf16 are upcast)."""
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def _check_floating(name: str, t: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise DTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise DTypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+
+
+def check_vectors(x: torch.Tensor, dim: int, name: str = "x") -> None:
+    """x must be floating with at least one dimension and its last dimension equal to ``dim``."""
+    _check_floating(name, x)
+    if x.dim() < 1:
+        raise ShapeError(f"{name} must have at least one dimension [..., D], got a scalar")
+    if x.shape[-1] != dim:
+        raise ShapeError(f"dimension mismatch: {name} has last dimension {x.shape[-1]} but the codebook has D = {dim}")
+
+
+def check_codebook(codebook: torch.Tensor, name: str = "codebook") -> None:
+    """A single codebook: floating, shape [K, D] with K ≥ 1."""
+    _check_floating(name, codebook)
+    if codebook.dim() != 2:
+        raise ShapeError(f"{name} must have shape [K, D], got {tuple(codebook.shape)}")
+    if codebook.shape[0] == 0:
+        raise EmptyCodebookError(f"{name} is empty (K = 0): there is nothing to quantize to")
+
+
+def check_codebooks(codebooks: torch.Tensor, name: str = "codebooks") -> None:
+    """Stacked codebooks: floating, shape [L, K, D] with L ≥ 1 and K ≥ 1."""
+    _check_floating(name, codebooks)
+    if codebooks.dim() != 3:
+        raise ShapeError(f"{name} must have shape [L, K, D], got {tuple(codebooks.shape)}")
+    if codebooks.shape[0] == 0:
+        raise ShapeError(f"{name} has no levels (L = 0)")
+    if codebooks.shape[1] == 0:
+        raise EmptyCodebookError(f"{name} are empty (K = 0): there is nothing to quantize to")
+
+
+def check_same_device(*named: tuple[str, torch.Tensor]) -> None:
+    devices = {t.device for _, t in named}
+    if len(devices) > 1:
+        desc = ", ".join(f"{n} on {t.device}" for n, t in named)
+        raise ShapeError(f"tensors must be on one device: {desc}")
+
+
+def check_codes(codes: torch.Tensor, codebook_size: int, *, allow_skip: bool, name: str = "codes") -> None:
+    """Codes must be integers in [0, K) (or -1 where ``allow_skip``). Checking the range costs one reduction
+    (and a host sync), which decode pays so that an out-of-range code never becomes a silent wrong gather."""
+    if not isinstance(codes, torch.Tensor):
+        raise DTypeError(f"{name} must be a torch.Tensor, got {type(codes).__name__}")
+    if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
+        raise DTypeError(f"{name} must be an integer tensor, got dtype {codes.dtype}")
+    if codes.numel() == 0:
+        return
+    lo, hi = int(codes.min()), int(codes.max())
+    low_ok = -1 if allow_skip else 0
+    if lo < low_ok or hi >= codebook_size:
+        allowed = f"[-1, {codebook_size})" if allow_skip else f"[0, {codebook_size})"
+        bad = lo if lo < low_ok else hi
+        raise CodeRangeError(f"{name} out of range: found {bad}, allowed {allowed} (K = {codebook_size})")
+
+
+def as_rows(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """View x [..., D] as contiguous rows [N, D] in ``dtype`` (copies only when it must)."""
+    return x.reshape(-1, x.shape[-1]).to(dtype).contiguous()

@@ -1,0 +1,158 @@
+"""The fast pure-PyTorch backend: tiled, memory-bounded, runs on any device torch runs on.
+
+Nearest-code search (the hot loop of every op) works on row blocks × code blocks:
+
+    scores[n, k] = ½‖e_k − μ‖² − (x_n − μ)·(e_k − μ)        (= ½‖x_n − e_k‖² − ½‖x_n − μ‖²)
+
+one ``addmm`` per tile into a reused buffer, then a row-wise ``min`` merged into a running (min, argmin) with a
+strict ``<`` over code blocks in increasing order, so among equal scores the smallest index wins. μ, the codebook
+mean, is subtracted from both sides (distances are translation-invariant): without it the expansion loses every
+significant digit for data with a large common offset (x, e ≈ 1000 + N(0, 1)). ‖x‖² is argmin-irrelevant and never
+added; nothing is clamped.
+
+Exact ties between duplicate codebook rows are settled independently of GEMM rounding: each row is mapped to the
+first row equal to it (``torch.unique``), so a duplicate never beats its earlier twin.
+
+Extra memory beyond inputs and outputs: one scores tile of at most ``TILE_ELEMENTS`` (2²⁰) elements (4 MiB in
+float32), one centred row block (≤ ``ROW_BLOCK`` × D), the centred codebook (K × D) and O(N + K) vectors; never N×K.
+
+On the CPU with float32 data and faiss importable, the search may instead call faiss' exact ``knn`` (its fused
+top-1 kernels are far faster for small D); ``FASTRQ_FAISS`` chooses: ``auto`` (default, use it where it is faster),
+``1`` (always), ``0`` (never: pure PyTorch). The centring and the tie rule above apply to both paths.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+__all__ = ["nearest_code", "residual_quantize", "residual_decode", "code_statistics", "unavailable_reason"]
+
+ROW_BLOCK = 1024
+TILE_ELEMENTS = 1 << 20
+
+
+def unavailable_reason(device: torch.device | None = None) -> str | None:
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _faiss():
+    try:
+        import faiss  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the environment
+        return None
+    return faiss
+
+
+def _use_faiss(x: torch.Tensor, dim: int) -> bool:
+    mode = os.environ.get("FASTRQ_FAISS", "auto")
+    if mode == "0" or x.device.type != "cpu" or x.dtype != torch.float32 or _faiss() is None:
+        return False
+    if mode == "1":
+        return True
+    return dim <= FAISS_MAX_DIM
+
+
+# Measured crossover (benchmarks/README.md): faiss' fused small-D kernels win clearly for small D; from D ≈ 64 on
+# the tiled GEMM here is as fast or faster.
+FAISS_MAX_DIM = 32
+
+
+def first_equal_row(codebook: torch.Tensor) -> torch.Tensor | None:
+    """For each row k of codebook [K, D], the smallest j with codebook[j] == codebook[k] (int64 [K]); None if all
+    rows are distinct."""
+    unique_rows, inverse = torch.unique(codebook, dim=0, return_inverse=True)
+    if unique_rows.shape[0] == codebook.shape[0]:
+        return None
+    index = torch.arange(codebook.shape[0], device=codebook.device)
+    first = torch.full((unique_rows.shape[0],), codebook.shape[0], dtype=torch.long, device=codebook.device)
+    first.scatter_reduce_(0, inverse, index, reduce="amin")
+    return first[inverse]
+
+
+def _search_tiled(x: torch.Tensor, centred: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """argmin_k of ½‖e_k‖² − x·e_k over centred codebook rows; x [N, D] uncentred. Returns codes [N]."""
+    n = x.shape[0]
+    k = centred.shape[0]
+    half_norm = 0.5 * centred.square().sum(dim=1)  # [K]
+    centred_t = centred.T  # [D, K] view; addmm takes it as a transposed operand
+    code_block = min(k, max(256, TILE_ELEMENTS // ROW_BLOCK))
+    row_block = min(max(n, 1), max(ROW_BLOCK, TILE_ELEMENTS // code_block))
+    scores_buf = torch.empty(row_block * code_block, dtype=x.dtype, device=x.device)
+    codes = torch.empty(n, dtype=torch.long, device=x.device)
+    for r0 in range(0, n, row_block):
+        rows = x[r0 : r0 + row_block] - mean
+        best_score = best_code = None
+        for k0 in range(0, k, code_block):
+            k1 = min(k, k0 + code_block)
+            scores = scores_buf[: rows.shape[0] * (k1 - k0)].view(rows.shape[0], k1 - k0)
+            torch.addmm(half_norm[k0:k1], rows, centred_t[:, k0:k1], beta=1, alpha=-1, out=scores)
+            score, code = scores.min(dim=1)
+            if best_score is None:
+                best_score, best_code = score, code
+            else:
+                better = score < best_score  # strict: an equal score in a later block never wins
+                best_score = torch.where(better, score, best_score)
+                best_code = torch.where(better, code + k0, best_code)
+        codes[r0 : r0 + rows.shape[0]] = best_code
+    return codes
+
+
+def _search_faiss(x: torch.Tensor, centred: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    faiss = _faiss()
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    _, index = faiss.knn((x - mean).numpy(), centred.numpy(), 1)
+    return torch.from_numpy(index[:, 0])
+
+
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [N, D], codebook [K, D] (same dtype, contiguous) -> (codes int64 [N], sqdist [N])."""
+    if x.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=x.device), x.new_empty(0)
+    mean = codebook.mean(dim=0)
+    centred = codebook - mean
+    search = _search_faiss if _use_faiss(x, x.shape[1]) else _search_tiled
+    codes = search(x, centred, mean)
+    first = first_equal_row(codebook)
+    if first is not None:
+        codes = first[codes]
+    sqdist = (x - codebook[codes]).square().sum(dim=1)
+    return codes, sqdist
+
+
+def residual_quantize(x: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [N, D], codebooks [L, K, D] -> (quantized [N, D] = Σ_l C_l[c_l], codes int64 [N, L]); greedy."""
+    num_levels = codebooks.shape[0]
+    codes = torch.empty(x.shape[0], num_levels, dtype=torch.long, device=x.device)
+    quantized = torch.zeros_like(x)
+    residual = x.clone()
+    for level in range(num_levels):
+        level_codes, _ = nearest_code(residual, codebooks[level])
+        chosen = codebooks[level].index_select(0, level_codes)
+        residual.sub_(chosen)
+        quantized.add_(chosen)
+        codes[:, level] = level_codes
+    return quantized, codes
+
+
+def residual_decode(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """codes int64 [N, L'] (−1 = skipped), codebooks [L, K, D] -> [N, D]: one gather over the flattened codebooks."""
+    n, levels_used = codes.shape
+    num_codes, dim = codebooks.shape[1], codebooks.shape[2]
+    if n == 0 or levels_used == 0:
+        return codebooks.new_zeros(n, dim)
+    flat = codebooks[:levels_used].reshape(levels_used * num_codes, dim)
+    offsets = torch.arange(levels_used, device=codes.device) * num_codes
+    skipped = codes < 0
+    rows = flat.index_select(0, (codes.clamp(min=0) + offsets).reshape(-1)).view(n, levels_used, dim)
+    return rows.masked_fill(skipped[..., None], 0).sum(dim=1)
+
+
+def code_statistics(x: torch.Tensor, codes: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [N, D], codes int64 [N] -> (counts [K], sums [K, D]) via bincount and index_add_ (deterministic on CPU)."""
+    counts = torch.bincount(codes, minlength=codebook_size).to(x.dtype)
+    sums = torch.zeros(codebook_size, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, codes, x)
+    return counts, sums

@@ -1,0 +1,25 @@
+"""Shared test setup.
+
+- Without CUDA, Triton kernels run under the interpreter: TRITON_INTERPRET must be set before triton is imported,
+  so it is set here, first.
+- Hypothesis profiles: ``ci`` (default; few examples, no deadline: the interpreter and shared CI machines are slow)
+  and ``thorough`` (``HYPOTHESIS_PROFILE=thorough``).
+- Threads are pinned so timings and results do not depend on the machine's core count.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+settings.register_profile("thorough", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+torch.set_num_threads(int(os.environ.get("FASTRQ_TEST_THREADS", "2")))

@@ -36,6 +36,8 @@ def check_codebook(codebook: torch.Tensor, name: str = "codebook") -> None:
     _check_floating(name, codebook)
     if codebook.dim() != 2:
         raise ShapeError(f"{name} must have shape [K, D], got {tuple(codebook.shape)}")
+    if codebook.shape[1] == 0:
+        raise ShapeError(f"{name} has vector dimension D = 0")
     if codebook.shape[0] == 0:
         raise EmptyCodebookError(f"{name} is empty (K = 0): there is nothing to quantize to")
 
@@ -47,6 +49,8 @@ def check_codebooks(codebooks: torch.Tensor, name: str = "codebooks") -> None:
         raise ShapeError(f"{name} must have shape [L, K, D], got {tuple(codebooks.shape)}")
     if codebooks.shape[0] == 0:
         raise ShapeError(f"{name} has no levels (L = 0)")
+    if codebooks.shape[2] == 0:
+        raise ShapeError(f"{name} have vector dimension D = 0")
     if codebooks.shape[1] == 0:
         raise EmptyCodebookError(f"{name} are empty (K = 0): there is nothing to quantize to")
 

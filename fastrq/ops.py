@@ -7,6 +7,8 @@ backend (:mod:`fastrq.backends`) and restores the caller's leading shape.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _validation as check
@@ -89,7 +91,7 @@ def residual_decode(codes: torch.Tensor, codebooks: torch.Tensor, *, backend: st
     check.check_same_device(("codes", codes), ("codebooks", codebooks))
     impl = resolve_backend(backend, codebooks.device)
     dtype = check.compute_dtype(codebooks.dtype)
-    rows = codes.reshape(-1, codes.shape[-1]).long().contiguous()
+    rows = codes.reshape(math.prod(codes.shape[:-1]), codes.shape[-1]).long().contiguous()
     quantized = impl.residual_decode(rows, codebooks.to(dtype).contiguous())
     return quantized.to(codebooks.dtype).reshape(*codes.shape[:-1], codebooks.shape[2])
 

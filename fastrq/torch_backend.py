@@ -5,8 +5,8 @@ Nearest-code search (the hot loop of every op) works on row blocks × code block
     scores[n, k] = ½‖e_k − μ‖² − (x_n − μ)·(e_k − μ)        (= ½‖x_n − e_k‖² − ½‖x_n − μ‖²)
 
 one ``addmm`` per tile into a reused buffer, then a row-wise ``min`` merged into a running (min, argmin) with a
-strict ``<`` over code blocks in increasing order, so among equal scores the smallest index wins. μ, the codebook
-mean, is subtracted from both sides (distances are translation-invariant): without it the expansion loses every
+strict ``<`` over code blocks in increasing order, so among equal scores the smallest index wins. μ, about the codebook
+mean (see :func:`centring_shift`), is subtracted from both sides (distances are translation-invariant): without it the expansion loses every
 significant digit for data with a large common offset (x, e ≈ 1000 + N(0, 1)). ‖x‖² is argmin-irrelevant and never
 added; nothing is clamped.
 
@@ -73,6 +73,20 @@ def first_equal_row(codebook: torch.Tensor) -> torch.Tensor | None:
     return first[inverse]
 
 
+def centring_shift(codebook: torch.Tensor) -> torch.Tensor:
+    """The vector μ [D] subtracted from x and the codebook before the expanded-distance search.
+
+    The codebook mean, rounded to a multiple of the largest power of two not above the codebook's spread
+    (max |e − mean|): it removes any common offset down to the spread's scale (which is all precision needs), and
+    for data on a coarse grid (small integers, say) it lies on that grid, so x − μ and e − μ stay exact and exact
+    ties stay exact ties. No host sync.
+    """
+    mean = codebook.mean(dim=0)
+    spread = (codebook - mean).abs().amax()
+    step = torch.exp2(torch.floor(torch.log2(spread.clamp_min(torch.finfo(codebook.dtype).tiny))))
+    return torch.where(spread > 0, torch.round(mean / step) * step, codebook[0])
+
+
 def _search_tiled(x: torch.Tensor, centred: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """argmin_k of ½‖e_k‖² − x·e_k over centred codebook rows; x [N, D] uncentred. Returns codes [N]."""
     n = x.shape[0]
@@ -105,14 +119,15 @@ def _search_faiss(x: torch.Tensor, centred: torch.Tensor, mean: torch.Tensor) ->
     faiss = _faiss()
     faiss.omp_set_num_threads(torch.get_num_threads())
     _, index = faiss.knn((x - mean).numpy(), centred.numpy(), 1)
-    return torch.from_numpy(index[:, 0])
+    # faiss answers -1 for rows it cannot place (NaN): keep the contract "some code in [0, K)"
+    return torch.from_numpy(index[:, 0]).clamp_(min=0)
 
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x [N, D], codebook [K, D] (same dtype, contiguous) -> (codes int64 [N], sqdist [N])."""
     if x.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=x.device), x.new_empty(0)
-    mean = codebook.mean(dim=0)
+    mean = centring_shift(codebook)
     centred = codebook - mean
     search = _search_faiss if _use_faiss(x, x.shape[1]) else _search_tiled
     codes = search(x, centred, mean)

@@ -1,0 +1,57 @@
+"""``python -m fastrq.info`` / ``fastrq info``: versions and which backends are usable here, and why not.
+
+Paste its output into bug reports.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+
+import torch
+
+from .backends import backend_status
+
+ENVIRONMENT_VARIABLES = ("FASTRQ_BACKEND", "FASTRQ_FAISS", "FASTRQ_TRITON_PRECISION", "TRITON_INTERPRET", "FASTRQ_DATA")
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def report() -> str:
+    """The report as text. Does not initialise CUDA unless torch already sees a device."""
+    from . import __version__
+
+    lines = [
+        f"fastrq {__version__}",
+        f"python {sys.version.split()[0]} on {platform.platform()}",
+        f"torch {torch.__version__} (threads: {torch.get_num_threads()}, CPU capability: "
+        f"{torch.backends.cpu.get_cpu_capability()})",
+        f"cuda available: {torch.cuda.is_available()}",
+    ]
+    for dist in ("triton", "numpy", "faiss-cpu", "vector-quantize-pytorch", "torchvision", "safetensors"):
+        lines.append(f"{dist}: {_version(dist)}")
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        lines.append(f"backends for {device.type} tensors:")
+        for name, reason in backend_status(device).items():
+            lines.append(f"  {name:<10} {'usable' if reason is None else 'unavailable: ' + reason}")
+    lines.append("environment:")
+    for var in ENVIRONMENT_VARIABLES:
+        lines.append(f"  {var}={os.environ.get(var, '')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    print(report())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,7 +14,9 @@ Exact ties between duplicate codebook rows are settled independently of GEMM rou
 first row equal to it (``torch.unique``), so a duplicate never beats its earlier twin.
 
 Extra memory beyond inputs and outputs: one scores tile of at most ``TILE_ELEMENTS`` (2²⁰) elements (4 MiB in
-float32), one centred row block (≤ ``ROW_BLOCK`` × D), the centred codebook (K × D) and O(N + K) vectors; never N×K.
+float32), one centred row block (≤ 2²⁰ / min(K, ``CODE_BLOCK``) rows × D), the centred codebook (K × D), and
+O(N + K) vectors (codes, running minimum); never N×K. At N = 65,536, K = 16,384, D = 64 that is about 14 MiB
+(``tests/test_memory_bound.py`` measures it). ``residual_quantize`` adds two [N, D] buffers (residual and sum).
 
 On the CPU with float32 data and faiss importable, the search may instead call faiss' exact ``knn`` (its fused
 top-1 kernels are far faster for small D); ``FASTRQ_FAISS`` chooses: ``auto`` (default, use it where it is faster),
@@ -153,19 +155,23 @@ def _search_faiss(x: torch.Tensor, centred: torch.Tensor, mean: torch.Tensor) ->
     return torch.from_numpy(index[:, 0]).clamp_(min=0)
 
 
-def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [N, D], codebook [K, D] (same dtype, contiguous) -> (codes int64 [N], sqdist [N])."""
+def search_codes(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """x [N, D], codebook [K, D] (same dtype, contiguous) -> codes int64 [N]: the nearest row, smallest index
+    among exact ties."""
     if x.shape[0] == 0:
-        return torch.empty(0, dtype=torch.long, device=x.device), x.new_empty(0)
+        return torch.empty(0, dtype=torch.long, device=x.device)
     mean = centring_shift(codebook)
     centred = codebook - mean
     search = _search_faiss if _use_faiss(x, x.shape[1]) else _search_tiled
     codes = search(x, centred, mean)
     first = first_equal_row(codebook)
-    if first is not None:
-        codes = first[codes]
-    sqdist = (x - codebook[codes]).square().sum(dim=1)
-    return codes, sqdist
+    return codes if first is None else first[codes]
+
+
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [N, D], codebook [K, D] -> (codes int64 [N], sqdist [N] = Σ_d (x − codebook[codes])², direct difference)."""
+    codes = search_codes(x, codebook)
+    return codes, (x - codebook[codes]).square().sum(dim=1)
 
 
 def residual_quantize(x: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +181,7 @@ def residual_quantize(x: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.T
     quantized = torch.zeros_like(x)
     residual = x.clone()
     for level in range(num_levels):
-        level_codes, _ = nearest_code(residual, codebooks[level])
+        level_codes = search_codes(residual, codebooks[level])
         chosen = codebooks[level].index_select(0, level_codes)
         residual.sub_(chosen)
         quantized.add_(chosen)

@@ -14,7 +14,7 @@ Exact ties between duplicate codebook rows are settled independently of GEMM rou
 first row equal to it (``torch.unique``), so a duplicate never beats its earlier twin.
 
 Extra memory beyond inputs and outputs: one scores tile of at most ``TILE_ELEMENTS`` (2²⁰) elements (4 MiB in
-float32), one centred row block (≤ 2²⁰ / min(K, ``CODE_BLOCK``) rows × D), the centred codebook (K × D), and
+float32; on a GPU ``GPU_TILE_ELEMENTS``, 2²⁴: 64 MiB), one centred row block (≤ 2²⁰ / min(K, ``CODE_BLOCK``) rows × D), the centred codebook (K × D), and
 O(N + K) vectors (codes, running minimum); never N×K. At N = 65,536, K = 16,384, D = 64 that is about 14 MiB
 (``tests/test_memory_bound.py`` measures it). ``residual_quantize`` adds two [N, D] buffers (residual and sum).
 
@@ -32,8 +32,11 @@ import torch
 
 __all__ = ["nearest_code", "residual_quantize", "residual_decode", "code_statistics", "unavailable_reason"]
 
+# CPU tiles stay cache-sized; on a GPU (torch backend without Triton) fewer, larger launches pay more.
 CODE_BLOCK = 1024
 TILE_ELEMENTS = 1 << 20
+GPU_CODE_BLOCK = 8192
+GPU_TILE_ELEMENTS = 1 << 24
 
 
 def unavailable_reason(device: torch.device | None = None) -> str | None:
@@ -108,7 +111,7 @@ def block_argmin(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     attaining the minimum, so ties still go to the smallest index.
     """
     rows, cols = scores.shape
-    if cols % GROUP or cols < 2 * GROUP:
+    if scores.device.type != "cpu" or cols % GROUP or cols < 2 * GROUP:
         return scores.min(dim=1)
     grouped = scores.view(rows, cols // GROUP, GROUP)
     best, group = grouped.amin(dim=2).min(dim=1)
@@ -125,8 +128,9 @@ def _search_tiled(x: torch.Tensor, centred: torch.Tensor, mean: torch.Tensor) ->
     k = centred.shape[0]
     half_norm = 0.5 * centred.square().sum(dim=1)  # [K], once per call
     centred_t = centred.T  # [D, K] view; addmm takes it as a transposed operand
-    code_block = min(k, CODE_BLOCK)
-    row_block = min(n, max(64, TILE_ELEMENTS // code_block))
+    tile_elements = TILE_ELEMENTS if x.device.type == "cpu" else GPU_TILE_ELEMENTS
+    code_block = min(k, CODE_BLOCK if x.device.type == "cpu" else GPU_CODE_BLOCK)
+    row_block = min(n, max(64, tile_elements // code_block))
     scores_buf = torch.empty(row_block * code_block, dtype=x.dtype, device=x.device)
     codes = torch.empty(n, dtype=torch.long, device=x.device)
     for r0 in range(0, n, row_block):

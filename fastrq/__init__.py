@@ -23,10 +23,13 @@ from .errors import (
     StateDictError,
 )
 from .ops import code_statistics, ema_update_, nearest_code, residual_decode, residual_quantize
+from .modules.quantizer import ResidualQuantizer, VectorQuantizer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "VectorQuantizer",
+    "ResidualQuantizer",
     "BACKENDS",
     "backend_status",
     "nearest_code",

@@ -1,0 +1,160 @@
+"""``torch.library`` registrations of the ops the quantizer modules call, so that ``torch.compile(fullgraph=True)``
+treats them as opaque nodes (with fake implementations for shape propagation) instead of graph-breaking on the
+Python control flow, host-side checks and collectives inside them.
+
+Ops (namespace ``fastrq``):
+
+- ``check_finite(x, on_nonfinite) -> bool[]``: raises :class:`fastrq.NonFiniteError` (``"raise"``) or warns
+  (``"skip"``) when x holds NaN/inf; returns whether x is finite (the state updates are skipped when not).
+- ``search_codes(x [N, D], codebooks [L, K, D], level_sizes, active_levels?, beam_size, backend) -> int64 [N, L]``.
+- ``residual_walk(x, codebooks, codes, active_levels?, want_stats, backend) -> (quantized [N, D], level_sqerr [L],
+  commit_dir [N, D], counts [L, K], sums [L, K, D])``.
+- ``kmeans_init_(codebooks!, cluster_size!, embed_sum!, initted!, rng_state, x, finite, ...)``: mutating.
+- ``codebook_update_(codebooks!, cluster_size!, embed_sum!, rng_state!, x, codes, counts, sums, finite, ...)``.
+
+``active_levels`` is an optional 0-d int64 CPU tensor (quantizer dropout: how many leading levels run); reading it
+is not a device sync. The math lives in :mod:`fastrq.modules`; these are thin wrappers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+
+from .errors import InvalidArgumentError, NonFiniteError
+from .modules import codebook_state, search
+
+__all__ = ["check_finite", "search_codes", "residual_walk", "kmeans_init_", "codebook_update_"]
+
+
+def _num_active(active_levels: Optional[torch.Tensor], num_levels: int) -> int:
+    return num_levels if active_levels is None else max(1, min(num_levels, int(active_levels)))
+
+
+@torch.library.custom_op("fastrq::check_finite", mutates_args=())
+def check_finite(x: torch.Tensor, on_nonfinite: str) -> torch.Tensor:
+    finite = torch.isfinite(x).all()
+    if not bool(finite):
+        if on_nonfinite == "raise":
+            raise NonFiniteError(
+                "the quantizer input holds NaN or infinity; no codebook or EMA buffer was changed "
+                "(on_nonfinite='skip' skips such batches instead)"
+            )
+        if on_nonfinite == "skip":
+            warnings.warn(
+                "fastrq: non-finite quantizer input, codebook update skipped for this batch "
+                "(this warning is shown once per location)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            raise InvalidArgumentError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+    return finite
+
+
+@check_finite.register_fake
+def _(x, on_nonfinite):
+    return x.new_empty((), dtype=torch.bool)
+
+
+@torch.library.custom_op("fastrq::search_codes", mutates_args=())
+def search_codes(
+    x: torch.Tensor,
+    codebooks: torch.Tensor,
+    level_sizes: list[int],
+    active_levels: Optional[torch.Tensor],
+    beam_size: int,
+    backend: str,
+) -> torch.Tensor:
+    num_active = _num_active(active_levels, codebooks.shape[0])
+    return search.search_codes(x, codebooks, list(level_sizes), num_active, beam_size, backend)
+
+
+@search_codes.register_fake
+def _(x, codebooks, level_sizes, active_levels, beam_size, backend):
+    return x.new_empty((x.shape[0], codebooks.shape[0]), dtype=torch.long)
+
+
+@torch.library.custom_op("fastrq::residual_walk", mutates_args=())
+def residual_walk(
+    x: torch.Tensor,
+    codebooks: torch.Tensor,
+    codes: torch.Tensor,
+    active_levels: Optional[torch.Tensor],
+    want_stats: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    num_active = _num_active(active_levels, codebooks.shape[0])
+    return codebook_state.residual_walk(x, codebooks, codes, num_active, want_stats, backend)
+
+
+@residual_walk.register_fake
+def _(x, codebooks, codes, active_levels, want_stats, backend):
+    num_levels, num_codes, dim = codebooks.shape
+    return (
+        torch.empty_like(x),
+        x.new_empty(num_levels),
+        torch.empty_like(x),
+        x.new_empty(num_levels, num_codes),
+        x.new_empty(num_levels, num_codes, dim),
+    )
+
+
+@torch.library.custom_op("fastrq::kmeans_init_", mutates_args=("codebooks", "cluster_size", "embed_sum", "initted"))
+def kmeans_init_(
+    codebooks: torch.Tensor,
+    cluster_size: torch.Tensor,
+    embed_sum: torch.Tensor,
+    initted: torch.Tensor,
+    rng_state: torch.Tensor,
+    x: torch.Tensor,
+    finite: torch.Tensor,
+    level_sizes: list[int],
+    iters: int,
+    sync: bool,
+    backend: str,
+) -> None:
+    codebook_state.kmeans_init_(
+        codebooks, cluster_size, embed_sum, initted, rng_state, x, finite, list(level_sizes), iters, sync, backend
+    )
+
+
+@kmeans_init_.register_fake
+def _(codebooks, cluster_size, embed_sum, initted, rng_state, x, finite, level_sizes, iters, sync, backend):
+    return None
+
+
+@torch.library.custom_op(
+    "fastrq::codebook_update_", mutates_args=("codebooks", "cluster_size", "embed_sum", "rng_state")
+)
+def codebook_update_(
+    codebooks: torch.Tensor,
+    cluster_size: torch.Tensor,
+    embed_sum: torch.Tensor,
+    rng_state: torch.Tensor,
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    counts: torch.Tensor,
+    sums: torch.Tensor,
+    finite: torch.Tensor,
+    active_levels: Optional[torch.Tensor],
+    level_sizes: list[int],
+    decay: float,
+    eps: float,
+    dead_code_threshold: float,
+    ema: bool,
+    sync: bool,
+) -> None:
+    num_active = _num_active(active_levels, len(level_sizes))
+    codebook_state.codebook_update_(
+        codebooks, cluster_size, embed_sum, rng_state, x, codes, counts, sums, finite, num_active,
+        list(level_sizes), decay, eps, dead_code_threshold, ema, sync,
+    )
+
+
+@codebook_update_.register_fake
+def _(codebooks, cluster_size, embed_sum, rng_state, x, codes, counts, sums, finite, active_levels, level_sizes,
+      decay, eps, dead_code_threshold, ema, sync):
+    return None

@@ -8,6 +8,7 @@ once per codebook version by the caller and handed in as ``prepared=``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -119,7 +120,10 @@ def _launch(
         return codes, (quantized if want_quantized else None), sqdist, (level_err.sum(0) if want_level_err else None)
     canon = prep.canon if prep.canon is not None else codes  # any tensor: never read without HAS_CANON
     dummy = codes  # stands in for outputs that are not written
-    common = dict(PRECISION=prep.precision, HAS_CANON=prep.canon is not None, WRITE_SQDIST=want_sqdist,
+    kernel_precision = prep.precision
+    if kernel_precision == "bf16" and os.environ.get("TRITON_INTERPRET", "0") == "1":
+        kernel_precision = "bf16_emulated"  # see search_kernels._tile_products
+    common = dict(PRECISION=kernel_precision, HAS_CANON=prep.canon is not None, WRITE_SQDIST=want_sqdist,
                   WRITE_LEVEL_ERR=want_level_err, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if cfg.kernel == "registers":
         rq_registers_kernel[(programs,)](
@@ -131,7 +135,7 @@ def _launch(
             WRITE_QUANTIZED=want_quantized, **common,
         )
     else:
-        residual = torch.empty_like(x)
+        residual = _alloc.empty(n, dim, dtype=dtype, device=device)  # scratch, filled by the kernel
         rq_chunked_kernel[(programs,)](
             x, prep.codebooks, prep.centred, prep.half_norms, prep.shifts, canon, residual,
             codes, quantized, sqdist if sqdist is not None else dummy, level_err if level_err is not None else dummy,

@@ -8,6 +8,8 @@ minimises
     s_k = h_k − (r − μ_l)·ê_k          (= ½‖r − C_l[k]‖² − ½‖r − μ_l‖² in exact arithmetic)
 
 over k. ‖r − μ‖² is argmin-irrelevant and never added; nothing is clamped (both would create false ties).
+NaN policy: a NaN score counts as +inf, so a row holding NaN or infinity gets code 0 (or the nearest code among
+its finite scores) and a non-finite squared distance; the other rows are unaffected.
 
 Each program owns ``BLOCK_N`` rows and streams the codebook in tiles of ``BLOCK_K`` codes, in increasing order:
 
@@ -46,6 +48,9 @@ def _tile_products(rc, e, PRECISION: tl.constexpr, USE_DOT: tl.constexpr):
     if USE_DOT:
         if PRECISION == "bf16":
             return tl.dot(rc.to(tl.bfloat16), tl.trans(e.to(tl.bfloat16)), out_dtype=tl.float32)
+        elif PRECISION == "bf16_emulated":
+            # the interpreter (triton 3.8) multiplies bf16 tensors' raw bits: round to bf16, multiply in fp32
+            return tl.dot(rc.to(tl.bfloat16).to(tl.float32), tl.trans(e), input_precision="ieee")
         else:
             return tl.dot(rc, tl.trans(e), input_precision=PRECISION)
     else:
@@ -99,7 +104,6 @@ def rq_registers_kernel(
     offsets = rows64[:, None] * D + cols[None, :]
 
     residual = tl.load(x_ptr + offsets, mask=tile_mask, other=0.0)
-    quantized = tl.zeros_like(residual)
     for level in range(L):
         level64 = tl.zeros([], dtype=tl.int64) + level  # 64-bit offsets: L·K·D may exceed 2³¹
         shift = tl.load(shifts_ptr + level64 * D + cols, mask=col_mask, other=0.0)
@@ -116,7 +120,8 @@ def rq_registers_kernel(
             )
             half_norm = tl.load(half_norms_ptr + level64 * K + codes_k, mask=code_mask, other=0.0)
             scores = half_norm[None, :] - _tile_products(centred, e, PRECISION, USE_DOT).to(residual.dtype)
-            scores = tl.where(code_mask[None, :], scores, float("inf"))
+            # padding codes and NaN scores count as +inf (NaN policy: a row whose scores are all NaN gets code 0)
+            scores = tl.where(code_mask[None, :] & (scores == scores), scores, float("inf"))
             best, best_idx = _merge_tile(best, best_idx, scores, k0)
         if HAS_CANON:
             best_idx = tl.load(canon_ptr + level64 * K + best_idx, mask=row_mask, other=0)
@@ -125,14 +130,21 @@ def rq_registers_kernel(
             codebooks_ptr + (level64 * K + best_idx[:, None]) * D + cols[None, :], mask=tile_mask, other=0.0
         )
         residual = residual - chosen
-        quantized = quantized + chosen
         if WRITE_LEVEL_ERR:
             row_err = tl.sum(residual * residual, axis=1)
             tl.store(level_err_ptr + pid * L + level, tl.sum(tl.where(row_mask, row_err, 0.0), axis=0))
-    if WRITE_QUANTIZED:
-        tl.store(quantized_ptr + offsets, quantized, mask=tile_mask)
     if WRITE_SQDIST:
         tl.store(sqdist_ptr + rows64, tl.sum(residual * residual, axis=1), mask=row_mask)
+    if WRITE_QUANTIZED:
+        # Σ_l C_l[c_l] in level order, from the codes just written (L2 hits): keeping the sum in registers during
+        # the search would double the live tile and spill.
+        tl.debug_barrier()  # the codes were stored by other threads of this program
+        quantized = tl.zeros_like(residual)
+        for level in range(L):
+            level64 = tl.zeros([], dtype=tl.int64) + level
+            code = tl.load(codes_ptr + rows64 * L + level, mask=row_mask, other=0)
+            quantized += tl.load(codebooks_ptr + (level64 * K + code[:, None]) * D + cols[None, :], mask=tile_mask, other=0.0)
+        tl.store(quantized_ptr + offsets, quantized, mask=tile_mask)
 
 
 @triton.jit
@@ -201,7 +213,8 @@ def rq_chunked_kernel(
                 )
                 acc += _tile_products(centred, e, PRECISION, True).to(acc.dtype)
             half_norm = tl.load(half_norms_ptr + level64 * K + codes_k, mask=code_mask, other=0.0)
-            scores = tl.where(code_mask[None, :], half_norm[None, :] - acc, float("inf"))
+            scores = half_norm[None, :] - acc
+            scores = tl.where(code_mask[None, :] & (scores == scores), scores, float("inf"))
             best, best_idx = _merge_tile(best, best_idx, scores, k0)
         if HAS_CANON:
             best_idx = tl.load(canon_ptr + level64 * K + best_idx, mask=row_mask, other=0)

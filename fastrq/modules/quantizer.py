@@ -210,7 +210,9 @@ class ResidualQuantizer(nn.Module):
                     self.cluster_size, self.embed_sum, self.initted, self.rng_state, rows.detach(), finite,
                     self.level_sizes, self.kmeans_iters, sync, self.backend,
                 )
-                self._initted_known = True
+                # one read (a sync) per step until the init has happened; a compiled graph cannot read it and
+                # assumes success (under torch.compile an init skipped for non-finite input is not retried)
+                self._initted_known = True if torch.compiler.is_compiling() else bool(self.initted)
             active = None
             if update and self.quantize_dropout and self.num_quantizers > 1:
                 active = torch.randint(1, self.num_quantizers + 1, ())

@@ -1,0 +1,131 @@
+"""Training-step benchmark: fastrq.ResidualQuantizer vs vector-quantize-pytorch ResidualVQ, same settings.
+
+One step = forward (search, straight-through output, commitment loss, EMA update) + backward of
+``(quantized · g).sum() + loss``. Settings shared by both: EMA codebooks on, decay equal, commitment weight 0.25,
+k-means init off, dead-code restarts off, no rotation trick (VQP ``rotation_trick=False``), fp32, CPU.
+
+Method: inputs built outside the timed region; A B A B interleaving (the machine is shared and its speed drifts),
+one warm-up step each, medians and the median ratio; threads pinned (torch, faiss). Peak memory: the process'
+peak RSS growth across one step of each (``resource.getrusage`` high-water mark, measured in a fresh subprocess
+per provider so one provider's peak does not hide the other's).
+
+    python benchmarks/train_step.py --n 65536 --dim 64 --codebook-size 1024 --levels 8 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def build(provider: str, args):
+    torch.manual_seed(0)
+    if provider == "fastrq":
+        import fastrq
+
+        return fastrq.ResidualQuantizer(
+            args.dim, args.codebook_size, args.levels, ema=True, decay=args.decay, commitment_weight=0.25,
+            backend=args.backend,
+        ).train()
+    from vector_quantize_pytorch import ResidualVQ
+
+    return ResidualVQ(
+        dim=args.dim, codebook_size=args.codebook_size, num_quantizers=args.levels, decay=args.decay,
+        commitment_weight=0.25, kmeans_init=False, rotation_trick=False, threshold_ema_dead_code=0,
+    ).train()
+
+
+def step(module, x, upstream):
+    x = x.detach().requires_grad_()
+    quantized, codes, loss = module(x)
+    loss = loss.sum()  # VQP returns per-level losses
+    ((quantized * upstream).sum() + loss).backward()
+    return codes
+
+
+def _threads(n):
+    torch.set_num_threads(n)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def peak_memory_child(provider, args) -> int:
+    """Bytes of peak-RSS growth over one training step, in this (fresh) process."""
+    _threads(args.threads)
+    module = build(provider, args)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(args.n, args.dim, generator=gen)
+    upstream = torch.randn(args.n, args.dim, generator=gen)
+    step(module, x[:1024], upstream[:1024])  # warm-up at a small size: allocator and lazy imports
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step(module, x, upstream)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=65536)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--codebook-size", type=int, default=1024)
+    parser.add_argument("--levels", type=int, default=8)
+    parser.add_argument("--decay", type=float, default=0.99)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--providers", default="fastrq,vqp")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        print(peak_memory_child(args.memory_child, args))
+        return
+    _threads(args.threads)
+    providers = args.providers.split(",")
+    modules = {p: build(p, args) for p in providers}
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(args.n, args.dim, generator=gen)
+    upstream = torch.randn(args.n, args.dim, generator=gen)
+    for p in providers:
+        step(modules[p], x, upstream)  # warm-up
+    times = {p: [] for p in providers}
+    for _ in range(args.repeats):
+        for p in providers:  # interleaved A B A B
+            t0 = time.perf_counter()
+            step(modules[p], x, upstream)
+            times[p].append(time.perf_counter() - t0)
+    result = {
+        "shape": dict(n=args.n, dim=args.dim, codebook_size=args.codebook_size, levels=args.levels),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "median_ms": {p: 1e3 * statistics.median(t) for p, t in times.items()},
+        "all_ms": {p: [round(1e3 * v, 1) for v in t] for p, t in times.items()},
+    }
+    if len(providers) == 2:
+        ratios = [b / a for a, b in zip(times[providers[0]], times[providers[1]])]
+        result["median_ratio_vqp_over_fastrq"] = statistics.median(ratios)
+    if not args.no_memory:
+        result["peak_rss_growth_MiB"] = {}
+        for p in providers:
+            cmd = [sys.executable, __file__, "--memory-child", p] + [
+                f"--n={args.n}", f"--dim={args.dim}", f"--codebook-size={args.codebook_size}",
+                f"--levels={args.levels}", f"--threads={args.threads}", f"--backend={args.backend}",
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ, check=True).stdout
+            result["peak_rss_growth_MiB"][p] = round(int(out.strip().splitlines()[-1]) / 2**20, 1)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""State updates of the quantizer modules: the EMA formula per level, shared codebooks, convergence, k-means init,
+dead-code restarts, quantizer dropout and the non-finite policy."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastrq
+from fastrq import ResidualQuantizer, VectorQuantizer
+from fastrq.modules import codebook_state
+
+
+def _rand(seed, *shape, scale=1.0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+def _state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _mixture(seed, n, means, sigma):
+    gen = torch.Generator().manual_seed(seed)
+    which = torch.randint(0, means.shape[0], (n,), generator=gen)
+    return means[which] + sigma * torch.randn(n, means.shape[1], generator=gen)
+
+
+@given(
+    n=st.sampled_from([1, 9, 100]),
+    levels=st.sampled_from([1, 3]),
+    k=st.sampled_from([2, 7]),
+    decay=st.sampled_from([0.0, 0.5, 0.99]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_ema_step_is_ema_update_per_level(n, levels, k, decay, seed):
+    """One training step = fastrq.ops.ema_update_ on each level's own residuals (with the pre-step codebooks)."""
+    torch.manual_seed(seed)
+    rq = ResidualQuantizer(3, k, levels, decay=decay, eps=1e-3)
+    before = _state(rq)
+    x = _rand(seed, n, 3)
+    _, codes, _ = rq(x)
+    residual = x.clone()
+    for level in range(levels):
+        cb, cs, es = before["codebook"][level].clone(), before["cluster_size"][level].clone(), before["embed_sum"][level].clone()
+        fastrq.ema_update_(cb, cs, es, residual, codes[:, level], decay=decay, eps=1e-3)
+        torch.testing.assert_close(rq.codebook[level], cb, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(rq.cluster_size[level], cs, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(rq.embed_sum[level], es, rtol=1e-5, atol=1e-6)
+        residual = residual - before["codebook"][level][codes[:, level]]
+    assert int(rq.rng_state[1]) == 1
+
+
+def test_shared_codebook_accumulates_levels_and_decays_once():
+    torch.manual_seed(0)
+    levels, k, decay = 4, 8, 0.9
+    rq = ResidualQuantizer(2, k, levels, shared_codebook=True, decay=decay)
+    assert rq.codebook.shape == (1, k, 2) and rq.codebooks.shape == (levels, k, 2)
+    before = _state(rq)
+    x = _rand(1, 50, 2)
+    _, codes, _ = rq(x)
+    counts = torch.zeros(k)
+    sums = torch.zeros(k, 2)
+    residual = x.clone()
+    for level in range(levels):
+        counts += torch.bincount(codes[:, level], minlength=k)
+        sums.index_add_(0, codes[:, level], residual)
+        residual = residual - before["codebook"][0][codes[:, level]]
+    cs, es, cb = fastrq.ops.ema_step(
+        before["codebook"][0], before["cluster_size"][0], before["embed_sum"][0], counts, sums, decay=decay, eps=1e-5
+    )
+    torch.testing.assert_close(rq.cluster_size[0], cs)
+    torch.testing.assert_close(rq.embed_sum[0], es)
+    torch.testing.assert_close(rq.codebook[0], cb)
+    # decay applied once: total mass = decay·old + (1 − decay)·N·L (per-level decay would give decay^L·old + …)
+    torch.testing.assert_close(rq.cluster_size.sum(), decay * before["cluster_size"].sum() + (1 - decay) * 50 * levels)
+
+
+def test_ema_converges_to_mixture_means():
+    torch.manual_seed(0)
+    means = torch.tensor([[5.0, 5.0], [-5.0, 5.0], [5.0, -5.0], [-5.0, -5.0]])
+    vq = VectorQuantizer(2, 4, decay=0.8)
+    with torch.no_grad():  # each code starts 1.5 off its cluster (nearer its own than any other)
+        vq.codebook[0] = means + 1.5
+        vq.embed_sum.copy_(vq.codebook * vq.cluster_size[..., None])
+    for step in range(60):
+        vq(_mixture(step, 256, means, 0.2))
+    torch.testing.assert_close(vq.codebook[0], means, rtol=0, atol=0.1)
+
+
+def test_dead_code_restart_finds_every_cluster():
+    torch.manual_seed(0)
+    means = torch.tensor([[5.0, 5.0], [-5.0, 5.0], [5.0, -5.0], [-5.0, -5.0]])
+    vq = VectorQuantizer(2, 6, decay=0.8, dead_code_threshold=0.5)
+    with torch.no_grad():  # all codes far away on one side: only one would ever be used without restarts
+        vq.codebook[0] = torch.tensor([[50.0, 50.0]]) + torch.arange(6.0)[:, None]
+        vq.embed_sum.copy_(vq.codebook * vq.cluster_size[..., None])
+    for step in range(60):
+        vq(_mixture(step, 256, means, 0.2))
+    dist = torch.cdist(means, vq.codebook[0]).min(dim=1).values
+    assert torch.all(dist < 0.3), dist
+
+
+def test_dead_code_restart_resets_state_consistently():
+    torch.manual_seed(0)
+    rq = ResidualQuantizer(3, 8, 2, dead_code_threshold=0.5, decay=0.9)
+    with torch.no_grad():
+        rq.codebook[:, 4:] = 1e3  # codes 4..7 are never chosen
+        rq.cluster_size[:, 4:] = 0.1  # and already below the threshold
+        rq.embed_sum.copy_(rq.codebook * rq.cluster_size[..., None])
+    before = _state(rq)
+    x = _rand(0, 40, 3)
+    _, codes, _ = rq(x)
+    residual1 = x - before["codebook"][0][codes[:, 0]]
+    for level, rows in ((0, x), (1, residual1)):
+        for k in range(4, 8):
+            new = rq.codebook[level, k]
+            assert torch.isclose(rows, new, atol=1e-6).all(dim=1).any(), "replacement is not a residual of the batch"
+            assert float(rq.cluster_size[level, k]) == 0.5
+            torch.testing.assert_close(rq.embed_sum[level, k], new * 0.5)
+    # live codes were not touched by the restart
+    assert torch.all(rq.cluster_size[:, :4] >= 0)
+    # the replacement is not undone by a stale embed_sum at the next step
+    rq(_rand(1, 40, 3))
+    assert rq.codebook[0, 4:].abs().max() < 100
+
+
+def test_kmeans_init_fixed_point_and_consistent_sums():
+    torch.manual_seed(0)
+    means = torch.tensor([[4.0, 0.0], [-4.0, 0.0], [0.0, 4.0]])
+    x = _mixture(0, 300, means, 0.3)
+    vq = VectorQuantizer(2, 3, kmeans_init=True, kmeans_iters=20)
+    codebooks, cs, es = vq.codebook.clone(), vq.cluster_size.clone(), vq.embed_sum.clone()
+    initted = torch.tensor(False)
+    codebook_state.kmeans_init_(codebooks, cs, es, initted, vq.rng_state, x, torch.tensor(True), [3], 20, False, "torch")
+    assert bool(initted)
+    codes = torch.cdist(x, codebooks[0]).argmin(1)
+    counts = torch.bincount(codes, minlength=3).float()
+    for k in range(3):
+        if counts[k] > 0:
+            torch.testing.assert_close(codebooks[0, k], x[codes == k].mean(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cs[0], counts.clamp_min(1))
+    torch.testing.assert_close(es, codebooks * cs[..., None])
+
+
+def test_kmeans_empty_cluster_keeps_a_sample():
+    x = torch.tensor([[0.0], [0.0], [0.0], [10.0]])  # 4 rows, 3 codes: duplicate seeds leave a cluster empty
+    cb, cs, es = torch.zeros(1, 3, 1), torch.zeros(1, 3), torch.zeros(1, 3, 1)
+    initted = torch.tensor(False)
+    for seed in range(8):
+        initted.fill_(False)
+        codebook_state.kmeans_init_(cb, cs, es, initted, torch.tensor([seed, 0]), x, torch.tensor(True), [3], 5, False, "torch")
+        assert all(v in (0.0, 10.0) for v in cb.flatten().tolist()), "an empty cluster must keep a data sample"
+        assert torch.all(cs >= 1)
+
+
+def test_kmeans_init_runs_once_and_second_step_does_not_collapse():
+    torch.manual_seed(0)
+    means = torch.tensor([[4.0, 0.0], [-4.0, 0.0], [0.0, 4.0], [0.0, -4.0]])
+    rq = ResidualQuantizer(2, 4, 2, kmeans_init=True, decay=0.99)
+    assert not bool(rq.initted)
+    rq(_mixture(0, 400, means, 0.3))
+    assert bool(rq.initted)
+    after_first = rq.codebook.clone()
+    for step in range(1, 4):
+        rq(_mixture(step, 400, means, 0.3))
+    # with embed_sum = embed (no · count) the next EMA step would shrink every code towards 0 by ~count·(1−γ)
+    torch.testing.assert_close(rq.codebook[0], after_first[0], rtol=0, atol=0.1)
+    assert rq.codebook[0].norm(dim=1).min() > 3.0
+
+
+def test_quantize_dropout_prefixes():
+    torch.manual_seed(0)
+    rq = ResidualQuantizer(4, 8, 4, quantize_dropout=True)
+    seen = set()
+    x = _rand(0, 30, 4)
+    for _ in range(40):
+        before = _state(rq)
+        q, codes, _ = rq(x)
+        active = int((codes[0] >= 0).sum())
+        seen.add(active)
+        assert torch.all(codes[:, :active] >= 0) and torch.all(codes[:, active:] == -1)
+        # skipped levels get no update
+        torch.testing.assert_close(rq.cluster_size[active:], before["cluster_size"][active:], rtol=0, atol=0)
+        torch.testing.assert_close(rq.codebook[active:], before["codebook"][active:], rtol=0, atol=0)
+    assert seen == {1, 2, 3, 4}
+    rq.eval()
+    assert torch.all(rq(x)[1] >= 0)
+
+
+def test_quantize_dropout_output_is_prefix_decode():
+    torch.manual_seed(1)
+    rq = ResidualQuantizer(4, 8, 3, quantize_dropout=True, decay=1.0)  # decay 1: codebooks frozen
+    x = _rand(0, 20, 4).requires_grad_()
+    for _ in range(10):
+        q, codes, loss = rq(x)
+        torch.testing.assert_close(q, rq.decode(codes))
+        active = int((codes[0] >= 0).sum())
+        r = x.detach().double()
+        expected = 0.0
+        for level in range(active):
+            r = r - rq.codebooks[level].double()[codes[:, level]]
+            expected += 0.25 * r.square().mean()
+        torch.testing.assert_close(loss.double(), torch.as_tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("ema", [True, False])
+@pytest.mark.parametrize("kmeans", [True, False])
+def test_nonfinite_raise_changes_nothing(ema, kmeans):
+    torch.manual_seed(0)
+    rq = ResidualQuantizer(3, 8, 2, ema=ema, kmeans_init=kmeans, dead_code_threshold=1.0)
+    before = _state(rq)
+    for bad in (float("nan"), float("inf")):
+        x = _rand(0, 20, 3)
+        x[3, 1] = bad
+        with pytest.raises(fastrq.NonFiniteError):
+            rq(x.requires_grad_())
+        for key, value in rq.state_dict().items():
+            torch.testing.assert_close(value, before[key], rtol=0, atol=0, equal_nan=False)
+    if not ema:
+        assert rq.codebook.grad is None
+
+
+def test_nonfinite_skip_warns_and_changes_no_codebook():
+    torch.manual_seed(0)
+    rq = ResidualQuantizer(3, 8, 2, on_nonfinite="skip", kmeans_init=True)
+    before = _state(rq)
+    x = _rand(0, 20, 3)
+    x[0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        rq(x)
+    for key in ("codebook", "cluster_size", "embed_sum", "initted"):
+        torch.testing.assert_close(rq.state_dict()[key], before[key], rtol=0, atol=0)
+    rq(_rand(1, 20, 3))  # a finite batch afterwards updates normally
+    assert bool(rq.initted) and torch.isfinite(rq.codebook).all()
+
+
+def test_nonfinite_skip_learned_codebook_gets_no_update_from_stats():
+    torch.manual_seed(0)
+    rq = ResidualQuantizer(3, 8, 2, ema=False, on_nonfinite="skip")
+    before = _state(rq)
+    x = _rand(0, 20, 3)
+    x[0, 0] = float("inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rq(x)
+    torch.testing.assert_close(rq.cluster_size, before["cluster_size"], rtol=0, atol=0)

@@ -48,14 +48,13 @@ class ResidualStraightThrough(torch.autograd.Function):
         want_stats: bool,
         backend: str,
     ):
-        quantized, level_sqerr, commit_dir, counts, sums = torch.ops.fastrq.residual_walk(
-            x, codebooks, codes, active_levels, want_stats or learn_codebook, backend
+        quantized, level_sqerr, commit_dir, counts, sums, grad_codebooks = torch.ops.fastrq.residual_walk(
+            x, codebooks, codes, active_levels, want_stats, learn_codebook, backend
         )
         numel = max(x.numel(), 1)
         total = level_sqerr.sum() / numel
         loss = total * (commitment_weight + (1.0 if learn_codebook else 0.0))
-        grad_codebooks = (counts[..., None] * codebooks - sums) * (2.0 / numel) if learn_codebook else None
-        ctx.save_for_backward(commit_dir, grad_codebooks)
+        ctx.save_for_backward(commit_dir, grad_codebooks if learn_codebook else None)
         ctx.scale = 2.0 * commitment_weight / numel
         ctx.learn_codebook = learn_codebook
         ctx.mark_non_differentiable(level_sqerr, counts, sums)

@@ -7,8 +7,8 @@ Ops (namespace ``fastrq``):
 - ``check_finite(x, on_nonfinite) -> bool[]``: raises :class:`fastrq.NonFiniteError` (``"raise"``) or warns
   (``"skip"``) when x holds NaN/inf; returns whether x is finite (the state updates are skipped when not).
 - ``search_codes(x [N, D], codebooks [L, K, D], level_sizes, active_levels?, beam_size, backend) -> int64 [N, L]``.
-- ``residual_walk(x, codebooks, codes, active_levels?, want_stats, backend) -> (quantized [N, D], level_sqerr [L],
-  commit_dir [N, D], counts [L, K], sums [L, K, D])``.
+- ``residual_walk(x, codebooks, codes, active_levels?, want_stats, want_codebook_grad, backend) -> (quantized [N, D],
+  level_sqerr [L], commit_dir [N, D], counts [L, K], sums [L, K, D], codebook_grad [L, K, D])``.
 - ``kmeans_init_(codebooks!, cluster_size!, embed_sum!, initted!, rng_state, x, finite, ...)``: mutating.
 - ``codebook_update_(codebooks!, cluster_size!, embed_sum!, rng_state!, x, codes, counts, sums, finite, ...)``.
 
@@ -84,20 +84,22 @@ def residual_walk(
     codes: torch.Tensor,
     active_levels: Optional[torch.Tensor],
     want_stats: bool,
+    want_codebook_grad: bool,
     backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     num_active = _num_active(active_levels, codebooks.shape[0])
-    return codebook_state.residual_walk(x, codebooks, codes, num_active, want_stats, backend)
+    return codebook_state.residual_walk(x, codebooks, codes, num_active, want_stats, want_codebook_grad, backend)
 
 
 @residual_walk.register_fake
-def _(x, codebooks, codes, active_levels, want_stats, backend):
+def _(x, codebooks, codes, active_levels, want_stats, want_codebook_grad, backend):
     num_levels, num_codes, dim = codebooks.shape
     return (
         torch.empty_like(x),
         x.new_empty(num_levels),
         torch.empty_like(x),
         x.new_empty(num_levels, num_codes),
+        x.new_empty(num_levels, num_codes, dim),
         x.new_empty(num_levels, num_codes, dim),
     )
 

@@ -37,8 +37,14 @@ _DEAD_STREAM = 2 << 20
 
 
 def residual_walk(
-    x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, num_active: int, want_stats: bool, backend: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x: torch.Tensor,
+    codebooks: torch.Tensor,
+    codes: torch.Tensor,
+    num_active: int,
+    want_stats: bool,
+    want_codebook_grad: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass over the levels for given codes.
 
     Args:
@@ -48,7 +54,10 @@ def residual_walk(
     Returns, with ``r_0 = x``, ``e_l = C_l[c_l]``, ``r_{l+1} = r_l − e_l`` over active levels:
         ``quantized [N, D] = Σ_l e_l``; ``level_sqerr [L] = Σ_{n,d} r_{l+1}²`` (0 for skipped levels);
         ``commit_dir [N, D] = Σ_l r_{l+1}`` (the commitment loss gradient is 2β/(N·D) times this);
-        ``counts [L, K]`` and ``sums [L, K, D]`` of the rows of r_l per code (zeros unless ``want_stats``).
+        ``counts [L, K]`` and ``sums [L, K, D]`` of the rows of r_l per code (zeros unless ``want_stats``);
+        ``codebook_grad [L, K, D] = 2/(N·D) · (counts · C − sums)``, the gradient of the codebook loss
+        Σ_l mean((sg(r_l) − e_l)²) (zeros unless ``want_codebook_grad``, which implies the statistics). Computed
+        here so that a backward never needs the codebooks (a later in-place update may have changed them).
     """
     n, dim = x.shape
     num_levels, num_codes, _ = codebooks.shape
@@ -59,6 +68,7 @@ def residual_walk(
     counts = x.new_zeros(num_levels, num_codes)
     sums = x.new_zeros(num_levels, num_codes, dim)
     residual = x.clone()
+    want_stats = want_stats or want_codebook_grad
     for level in range(num_active):
         level_codes = codes[:, level].contiguous()
         if want_stats:
@@ -69,7 +79,11 @@ def residual_walk(
         commit_dir.add_(residual)
         flat = residual.view(-1)
         level_sqerr[level] = torch.dot(flat, flat)
-    return quantized, level_sqerr, commit_dir, counts, sums
+    if want_codebook_grad:
+        codebook_grad = (counts[..., None] * codebooks - sums) * (2.0 / max(x.numel(), 1))
+    else:
+        codebook_grad = torch.zeros_like(sums)
+    return quantized, level_sqerr, commit_dir, counts, sums, codebook_grad
 
 
 def _rank_candidates(cand: torch.Tensor, rank: int, world: int) -> torch.Tensor:
@@ -199,7 +213,8 @@ def codebook_update_(
 
     Args:
         codebooks ``[S, K, D]``, cluster_size ``[S, K]``, embed_sum ``[S, K, D]`` (empty when ``ema`` is False),
-        rng_state ``[2]``: the state. x ``[N, D]`` and codes ``[N, L]``: this batch (codes −1 from level
+        rng_state ``[2]``: the state (codebooks may be an empty placeholder when neither ``ema`` nor restarts
+        need it: a learned codebook is then left to its optimizer). x ``[N, D]`` and codes ``[N, L]``: this batch (codes −1 from level
         ``num_active`` on). counts ``[L, K]``, sums ``[L, K, D]``: per-level statistics from :func:`residual_walk`.
         finite: 0-d bool, False skips the update (the statistics would be NaN).
 
@@ -214,7 +229,8 @@ def codebook_update_(
     every rank computes the same new state (and skips together when any rank saw non-finite input).
     """
     num_levels = len(level_sizes)
-    num_stored, num_codes, dim = codebooks.shape
+    num_stored, num_codes = cluster_size.shape
+    dim = x.shape[1]
     shared = num_stored == 1 and num_levels > 1
     rank, world = rank_and_world(sync)
     dtype = codebooks.dtype
@@ -250,7 +266,7 @@ def codebook_update_(
         stored_active = [ok & level_active[s] for s in range(num_stored)]
 
     old_cb = codebooks.detach()
-    new_cb = old_cb.clone()
+    new_cb = old_cb.clone() if (ema or restart) else old_cb
     new_cs = cluster_size.clone()
     new_es = embed_sum.clone()
     for s in range(num_stored):
@@ -272,7 +288,8 @@ def codebook_update_(
             if ema:
                 new_es[s, :k] = torch.where(dead[:, None], g_cands[s, :k] * dead_code_threshold, new_es[s, :k])
     with torch.no_grad():
-        codebooks.copy_(new_cb)
+        if ema or restart:
+            codebooks.copy_(new_cb)
         cluster_size.copy_(new_cs)
         if ema:
             embed_sum.copy_(new_es)

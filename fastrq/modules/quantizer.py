@@ -183,6 +183,16 @@ class ResidualQuantizer(nn.Module):
         out = rows.reshape(*lead, self.dim).to(dtype)
         return out.movedim(-1, 1) if self.channel_first else out
 
+    def _updated_codebook(self) -> torch.Tensor:
+        """What the update op may write: the EMA buffer; a learned codebook only for dead-code restarts (through
+        a detached alias, outside autograd); else an empty placeholder, so that the parameter is not declared
+        mutated (a compiled backward may read it)."""
+        if self.ema:
+            return self.codebook
+        if self.dead_code_threshold > 0:
+            return self.codebook.detach()
+        return self.cluster_size.new_empty(0)
+
     def _search_codebooks(self) -> torch.Tensor:
         return self.codebooks.detach()
 
@@ -226,7 +236,7 @@ class ResidualQuantizer(nn.Module):
             )
             if update:
                 torch.ops.fastrq.codebook_update_(
-                    self.codebook if self.ema else self.codebook.detach(),
+                    self._updated_codebook(),
                     self.cluster_size, self.embed_sum, self.rng_state, rows.detach(), codes, counts, sums, finite,
                     active, self.level_sizes, self.decay, self.eps, self.dead_code_threshold, self.ema, sync,
                 )

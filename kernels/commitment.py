@@ -19,7 +19,11 @@ import triton.language as tl
 
 from . import _alloc
 
-__all__ = ["commitment_backward", "commitment_backward_kernel"]
+__all__ = ["commitment_backward", "commitment_backward_kernel", "COMMITMENT_BLOCK_N", "COMMITMENT_BLOCK_D"]
+
+# residual and gradient tiles of 16 × 128: ≤ 32 live values per thread, spill-free on sm_80 / sm_90
+COMMITMENT_BLOCK_N = 16
+COMMITMENT_BLOCK_D = 128
 
 
 @triton.jit
@@ -61,7 +65,7 @@ def commitment_backward(
     beta: float,
     *,
     numel: int | None = None,
-    block_n: int = 64,
+    block_n: int = COMMITMENT_BLOCK_N,
 ) -> torch.Tensor:
     """x [N, D], codes int64 [N, L], codebooks [L, K, D], level_grads [L] (g_l) -> ∂loss/∂x [N, D] in x's dtype,
     ``(2β/numel) Σ_l g_l · r_{l+1}``; ``numel`` defaults to N·D."""
@@ -72,7 +76,7 @@ def commitment_backward(
         return out
     numel = n * dim if numel is None else numel
     scaled = (level_grads.to(x.dtype) * (2.0 * beta / numel)).contiguous()
-    block_d = min(triton.next_power_of_2(dim), 128)
+    block_d = min(triton.next_power_of_2(dim), COMMITMENT_BLOCK_D)
     grid = (triton.cdiv(n, block_n), triton.cdiv(dim, block_d))
     commitment_backward_kernel[grid](x, codes.contiguous(), codebooks.contiguous(), scaled, out,
                                      n, num_codes, dim, num_levels, BLOCK_N=block_n, BLOCK_D=block_d)

@@ -25,15 +25,14 @@ __all__ = [
     "SearchConfig",
     "prepare_codebooks",
     "choose_config",
+    "device_arch",
+    "TUNED",
     "nearest_code",
     "residual_quantize",
     "residual_quantize_with_errors",
 ]
 
-# Largest padded D whose [BLOCK_N, D] residual and sum stay in registers (checked spill-free for sm_80 / sm_90 by
-# tests/test_kernel_report.py); larger D uses the chunked kernel.
-REGISTER_MAX_D = 128
-# Up to this padded D the scores use a broadcast multiply-add instead of tensor cores.
+# Up to this padded D the scores use a broadcast multiply-add on CUDA cores instead of tensor cores.
 SMALL_D = 16
 
 
@@ -42,30 +41,69 @@ class SearchConfig:
     """Tile sizes and kernel choice of one launch (all compile-time constants)."""
 
     kernel: str  # "registers" or "chunked"
-    block_n: int
-    block_k: int
+    block_n: int  # rows per program
+    block_k: int  # codes per tile
     block_d: int  # D_PAD for "registers", the chunk width for "chunked"
-    use_dot: bool
+    use_dot: bool  # tl.dot (tensor cores unless ieee) or the broadcast multiply-add (registers kernel only)
     num_warps: int = 4
     num_stages: int = 2
 
 
-def choose_config(dim: int, dtype: torch.dtype, **overrides) -> SearchConfig:
-    """Default tiles for vectors of dimension ``dim`` (overridable field by field, e.g. in tests)."""
+# Default tiles per (kernel, dtype, padded-D class, precision) and target, found by compiling candidates from the
+# largest tile down for sm_80 and sm_90 and keeping the first with no register spills (stack frame and local memory
+# 0, read from the cubin; see fastrq.kernels.static_check and benchmarks/kernel_report.py). Entry:
+# (block_n, block_k, block_d, num_warps, num_stages). A class missing for a target falls back to the chunked kernel.
+TUNED: dict[tuple[str, str, int, str], dict[str, tuple[int, int, int, int, int]]] = {
+    ("registers", "fp32", 4, "any"): {"sm_80": (64, 32, 4, 4, 2), "sm_90": (64, 32, 4, 4, 2)},
+    ("registers", "fp32", 16, "any"): {"sm_80": (32, 32, 16, 4, 2), "sm_90": (32, 32, 16, 4, 2)},
+    ("registers", "fp32", 32, "ieee"): {"sm_80": (64, 32, 32, 8, 2), "sm_90": (128, 64, 32, 8, 2)},
+    ("registers", "fp32", 32, "tf32x3"): {"sm_80": (128, 32, 32, 8, 2), "sm_90": (128, 64, 32, 8, 2)},
+    ("registers", "fp32", 32, "tf32"): {"sm_80": (128, 64, 32, 8, 2), "sm_90": (128, 64, 32, 8, 2)},
+    ("registers", "fp32", 32, "bf16"): {"sm_80": (128, 64, 32, 8, 2), "sm_90": (128, 64, 32, 8, 2)},
+    ("registers", "fp32", 64, "ieee"): {"sm_80": (32, 32, 64, 8, 2), "sm_90": (32, 32, 64, 8, 2)},
+    ("registers", "fp32", 64, "tf32x3"): {"sm_80": (32, 32, 64, 8, 2), "sm_90": (128, 64, 64, 8, 2)},
+    ("registers", "fp32", 64, "tf32"): {"sm_80": (128, 64, 64, 8, 2), "sm_90": (128, 64, 64, 8, 2)},
+    ("registers", "fp32", 64, "bf16"): {"sm_80": (128, 64, 64, 8, 2), "sm_90": (128, 32, 64, 8, 2)},
+    ("registers", "fp32", 128, "ieee"): {"sm_80": (64, 32, 128, 8, 2), "sm_90": (32, 32, 128, 8, 2)},
+    ("registers", "fp64", 4, "any"): {"sm_80": (32, 32, 4, 4, 2), "sm_90": (32, 32, 4, 4, 2)},
+    ("registers", "fp64", 16, "any"): {"sm_80": (16, 16, 16, 4, 2), "sm_90": (16, 16, 16, 4, 2)},
+    ("registers", "fp64", 32, "ieee"): {"sm_80": (32, 32, 32, 4, 2), "sm_90": (32, 32, 32, 4, 2)},
+    ("registers", "fp64", 64, "ieee"): {"sm_80": (16, 32, 64, 4, 2), "sm_90": (16, 32, 64, 4, 2)},
+    ("chunked", "fp32", 0, "ieee"): {"sm_80": (32, 32, 32, 4, 2), "sm_90": (32, 32, 32, 4, 2)},
+    ("chunked", "fp32", 0, "tf32x3"): {"sm_80": (32, 32, 32, 4, 2), "sm_90": (32, 32, 32, 4, 2)},
+    ("chunked", "fp32", 0, "tf32"): {"sm_80": (32, 32, 32, 4, 2), "sm_90": (32, 32, 32, 4, 2)},
+    ("chunked", "fp32", 0, "bf16"): {"sm_80": (32, 32, 32, 4, 2), "sm_90": (32, 32, 32, 4, 2)},
+    ("chunked", "fp64", 0, "ieee"): {"sm_80": (32, 32, 32, 4, 2), "sm_90": (32, 32, 32, 4, 2)},
+}
+ARCHS = ("sm_80", "sm_90")
+
+
+def device_arch(device: torch.device) -> str:
+    """The tuning target for a device: "sm_90" for compute capability ≥ 9, else "sm_80" (also for the CPU
+    interpreter, where tile sizes only change speed)."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
+        return "sm_90"
+    return "sm_80"
+
+
+def choose_config(dim: int, dtype: torch.dtype, precision: str = "ieee", arch: str = "sm_80", **overrides) -> SearchConfig:
+    """Default tiles for vectors of dimension ``dim`` searched in ``precision`` on ``arch`` (overridable field by
+    field, e.g. ``block_k=16`` in tests)."""
     d_pad = triton.next_power_of_2(max(dim, 1))
-    if dtype == torch.float64:
-        if d_pad <= 64:
-            cfg = SearchConfig("registers", 32, 32, max(d_pad, 16) if d_pad > SMALL_D else d_pad, d_pad > SMALL_D)
-        else:
-            cfg = SearchConfig("chunked", 32, 32, 32, True)
-    elif d_pad <= SMALL_D:
-        cfg = SearchConfig("registers", 64, 32, d_pad, False)
-    elif d_pad <= 64:
-        cfg = SearchConfig("registers", 64, 64, d_pad, True)
-    elif d_pad <= REGISTER_MAX_D:
-        cfg = SearchConfig("registers", 64, 64, d_pad, True, num_warps=8)
+    dt = "fp64" if dtype == torch.float64 else "fp32"
+    if d_pad <= SMALL_D:
+        key = ("registers", dt, 4 if d_pad <= 4 else 16, "any")
+        use_dot = False
     else:
-        cfg = SearchConfig("chunked", 64, 64, 64, True)
+        key = ("registers", dt, d_pad, precision)
+        use_dot = True
+    tiles = TUNED.get(key, {}).get(arch)
+    if tiles is not None:
+        block_n, block_k, _, warps, stages = tiles
+        cfg = SearchConfig("registers", block_n, block_k, d_pad, use_dot, warps, stages)
+    else:
+        block_n, block_k, block_d, warps, stages = TUNED[("chunked", dt, 0, precision)][arch]
+        cfg = SearchConfig("chunked", block_n, block_k, block_d, True, warps, stages)
     return SearchConfig(**{**cfg.__dict__, **overrides})
 
 
@@ -109,7 +147,7 @@ def _launch(
 ):
     n, dim = x.shape
     num_levels, num_codes, _ = prep.codebooks.shape
-    cfg = config or choose_config(dim, x.dtype)
+    cfg = config or choose_config(dim, x.dtype, prep.precision, device_arch(x.device))
     device, dtype = x.device, x.dtype
     codes = _alloc.empty(n, num_levels, dtype=torch.int64, device=device)
     quantized = _alloc.empty(n, dim, dtype=dtype, device=device) if want_quantized or cfg.kernel == "chunked" else None

@@ -81,21 +81,29 @@ def _search_signature(dtype: torch.dtype, chunked: bool) -> dict:
     return sig
 
 
-def kernel_configs() -> list[KernelConfig]:
-    """The kernels at their default configurations (per D class and precision mode)."""
+# (dtype, D, precision modes) compiled per target: every D class of choose_config's table
+SEARCH_CLASSES = [
+    (torch.float32, 4, ["ieee"]),
+    (torch.float32, 16, ["ieee"]),
+    (torch.float32, 32, ["ieee", "tf32x3", "tf32", "bf16"]),
+    (torch.float32, 64, ["ieee", "tf32x3", "tf32", "bf16"]),
+    (torch.float32, 128, ["ieee", "tf32x3", "tf32", "bf16"]),
+    (torch.float32, 256, ["ieee", "tf32x3", "tf32", "bf16"]),
+    (torch.float64, 4, ["ieee"]),
+    (torch.float64, 16, ["ieee"]),
+    (torch.float64, 32, ["ieee"]),
+    (torch.float64, 64, ["ieee"]),
+    (torch.float64, 256, ["ieee"]),
+]
+
+
+def kernel_configs(target: str = "sm_80") -> list[KernelConfig]:
+    """The kernels at the configurations the launchers pick on ``target`` (per D class and precision mode)."""
     configs: list[KernelConfig] = []
     flags = dict(HAS_CANON=True, WRITE_SQDIST=True, WRITE_LEVEL_ERR=True)  # the largest variant
-    for dtype, dim, precisions in [
-        (torch.float32, 4, ["ieee"]),
-        (torch.float32, 16, ["ieee"]),
-        (torch.float32, 64, ["ieee", "tf32x3", "tf32", "bf16"]),
-        (torch.float32, 128, ["tf32x3"]),
-        (torch.float32, 256, ["ieee", "tf32x3"]),
-        (torch.float64, 64, ["ieee"]),
-        (torch.float64, 256, ["ieee"]),
-    ]:
-        cfg = choose_config(dim, dtype)
+    for dtype, dim, precisions in SEARCH_CLASSES:
         for precision in precisions:
+            cfg = choose_config(dim, dtype, precision, target)
             label = f"{_TYPE[dtype]} D={dim} {precision}"
             if cfg.kernel == "registers":
                 fn = search_kernels.rq_registers_kernel
@@ -108,28 +116,35 @@ def kernel_configs() -> list[KernelConfig]:
                 const = dict(BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, BLOCK_D=cfg.block_d, PRECISION=precision,
                              **flags)
             sig.update({k: "constexpr" for k in const})
-            label += f" [{cfg.block_n}x{cfg.block_k}x{cfg.block_d}, {cfg.num_warps}w]"
+            label += f" [{cfg.block_n}x{cfg.block_k}x{cfg.block_d}, {cfg.num_warps}w{cfg.num_stages}s]"
+            tensor_cores = cfg.use_dot and dtype == torch.float32 and precision != "ieee"
             configs.append(KernelConfig(fn.__name__, label, fn, sig, const, cfg.num_warps, cfg.num_stages,
-                                        uses_dot=cfg.use_dot and dtype == torch.float32 and precision != "ieee"))
+                                        uses_dot=tensor_cores))
     for dtype in (torch.float32, torch.float64):
         fp = "*" + _TYPE[dtype]
-        const = dict(BLOCK_N=decode.DECODE_BLOCK_N, BLOCK_D=128)
+        const = dict(BLOCK_N=decode.DECODE_BLOCK_N, BLOCK_D=decode.DECODE_BLOCK_D)
         configs.append(KernelConfig(
-            "decode_kernel", f"{_TYPE[dtype]} [64x128]", decode.decode_kernel,
+            "decode_kernel", f"{_TYPE[dtype]} [{decode.DECODE_BLOCK_N}x{decode.DECODE_BLOCK_D}]", decode.decode_kernel,
             {"codes_ptr": "*i64", "codebooks_ptr": fp, "out_ptr": fp, "N": "i32", "K": "i32", "D": "i32",
              "LC": "i32", "BLOCK_N": "constexpr", "BLOCK_D": "constexpr"}, const))
+        const = dict(BLOCK_N=commitment.COMMITMENT_BLOCK_N, BLOCK_D=commitment.COMMITMENT_BLOCK_D)
         configs.append(KernelConfig(
-            "commitment_backward_kernel", f"{_TYPE[dtype]} [64x128]", commitment.commitment_backward_kernel,
+            "commitment_backward_kernel", f"{_TYPE[dtype]} [{const['BLOCK_N']}x{const['BLOCK_D']}]",
+            commitment.commitment_backward_kernel,
             {"x_ptr": fp, "codes_ptr": "*i64", "codebooks_ptr": fp, "level_grad_ptr": fp, "out_ptr": fp,
              "N": "i32", "K": "i32", "D": "i32", "L": "i32", "BLOCK_N": "constexpr", "BLOCK_D": "constexpr"}, const))
         configs.append(KernelConfig(
-            "segment_sum_kernel", f"{_TYPE[dtype]} [32x128]", statistics.segment_sum_kernel,
+            "segment_sum_kernel", f"{_TYPE[dtype]} [{statistics.SEGMENT_BLOCK_R}x{statistics.STAT_BLOCK_D}]",
+            statistics.segment_sum_kernel,
             {"x_ptr": fp, "order_ptr": "*i64", "starts_ptr": "*i64", "counts_ptr": "*i64", "sums_ptr": fp,
-             "D": "i32", "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"}, dict(BLOCK_R=32, BLOCK_D=128)))
+             "D": "i32", "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"},
+            dict(BLOCK_R=statistics.SEGMENT_BLOCK_R, BLOCK_D=statistics.STAT_BLOCK_D)))
     configs.append(KernelConfig(
-        "atomic_sums_kernel", "fp32 [64x128] (opt-in)", statistics.atomic_sums_kernel,
+        "atomic_sums_kernel", f"fp32 [{statistics.ATOMIC_BLOCK_N}x{statistics.STAT_BLOCK_D}] (opt-in)",
+        statistics.atomic_sums_kernel,
         {"x_ptr": "*fp32", "codes_ptr": "*i64", "sums_ptr": "*fp32", "N": "i32", "D": "i32",
-         "BLOCK_N": "constexpr", "BLOCK_D": "constexpr"}, dict(BLOCK_N=64, BLOCK_D=128)))
+         "BLOCK_N": "constexpr", "BLOCK_D": "constexpr"},
+        dict(BLOCK_N=statistics.ATOMIC_BLOCK_N, BLOCK_D=statistics.STAT_BLOCK_D)))
     return configs
 
 

@@ -22,7 +22,11 @@ import triton.language as tl
 
 from . import _alloc
 
-__all__ = ["code_statistics", "segment_sum_kernel", "atomic_sums_kernel"]
+__all__ = ["code_statistics", "segment_sum_kernel", "atomic_sums_kernel", "SEGMENT_BLOCK_R", "STAT_BLOCK_D", "ATOMIC_BLOCK_N"]
+
+SEGMENT_BLOCK_R = 32  # rows per step of a segment walk
+STAT_BLOCK_D = 128  # columns per program
+ATOMIC_BLOCK_N = 16  # rows per program of the atomic path
 
 
 @triton.jit
@@ -75,7 +79,7 @@ def code_statistics(
     codebook_size: int,
     *,
     deterministic: bool = True,
-    block_r: int = 32,
+    block_r: int = SEGMENT_BLOCK_R,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x [N, D], codes int64 [N] in [0, K) (range-checked by the caller) -> (counts [K], sums [K, D]) in x's dtype.
 
@@ -84,12 +88,12 @@ def code_statistics(
     device = x.device
     counts_int = torch.bincount(codes, minlength=codebook_size)  # integer histogram: exact in any order
     counts = counts_int.to(x.dtype)
-    block_d = min(triton.next_power_of_2(max(dim, 1)), 128)
+    block_d = min(triton.next_power_of_2(max(dim, 1)), STAT_BLOCK_D)
     if not deterministic:
         sums = torch.zeros(codebook_size, dim, dtype=x.dtype, device=device)
         if n:
-            grid = (triton.cdiv(n, 64), triton.cdiv(dim, block_d))
-            atomic_sums_kernel[grid](x, codes, sums, n, dim, BLOCK_N=64, BLOCK_D=block_d)
+            grid = (triton.cdiv(n, ATOMIC_BLOCK_N), triton.cdiv(dim, block_d))
+            atomic_sums_kernel[grid](x, codes, sums, n, dim, BLOCK_N=ATOMIC_BLOCK_N, BLOCK_D=block_d)
         return counts, sums
     sums = _alloc.empty(codebook_size, dim, dtype=x.dtype, device=device)
     order = torch.sort(codes, stable=True).indices

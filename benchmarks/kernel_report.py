@@ -1,0 +1,87 @@
+"""Static GPU report of the Triton kernels, without a GPU: ``python -m benchmarks.kernel_report``.
+
+Compiles every kernel at the configuration the launchers pick by default for each target (sm_80 = A100,
+sm_90 = H100), for each precision mode, and prints per kernel × configuration × target: registers per thread,
+stack frame and local memory (both must be 0: anything else is register spilling), shared memory requested at launch,
+and whether tensor-core instructions (``mma.sync`` / ``wgmma.mma_async``) appear in the PTX where ``tl.dot`` feeds
+tensor cores. See ``fastrq.kernels.static_check`` for how.
+
+Options: ``--target sm_80`` (repeatable; default both), ``--kernel NAME`` (substring filter), ``--csv PATH``.
+Exit status 1 if any kernel fails to compile, spills, or lacks tensor-core instructions where expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+
+from fastrq.kernels.static_check import TARGETS, CompileReport, compile_report, kernel_configs
+
+COLUMNS = ["kernel", "configuration", "target", "status", "regs", "stack", "local", "shared", "tensor cores", "ptx ops"]
+
+
+def problems(report: CompileReport) -> list[str]:
+    """Why a report is not acceptable (empty: fine)."""
+    if not report.ok:
+        return [f"compile failed: {report.error}"]
+    found = []
+    if report.stack or report.local:
+        found.append(f"spills (stack {report.stack} B, local {report.local} B)")
+    if report.config.uses_dot and not (report.mma or report.wgmma):
+        found.append("tl.dot emitted no mma/wgmma")
+    return found
+
+
+def collect(targets=tuple(TARGETS), kernel_filter: str = "") -> list[CompileReport]:
+    reports = []
+    for target in targets:
+        for config in kernel_configs(target):
+            if kernel_filter in config.name:
+                reports.append(compile_report(config, target))
+    return reports
+
+
+def rows(reports: list[CompileReport]) -> list[list[str]]:
+    out = []
+    for r in reports:
+        bad = problems(r)
+        tensor = "wgmma" if r.wgmma else "mma" if r.mma else "-"
+        if r.config.uses_dot:
+            tensor += " (expected)"
+        ops = ", ".join(f"{k} {v}" for k, v in r.ptx_ops.items() if v)
+        out.append([r.config.name, r.config.label, r.target, "; ".join(bad) if bad else "ok", str(r.registers),
+                    str(r.stack), str(r.local), str(r.shared_launch), tensor, ops])
+    return out
+
+
+def format_table(table: list[list[str]]) -> str:
+    widths = [max(len(c), *(len(row[i]) for row in table)) if table else len(c) for i, c in enumerate(COLUMNS)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)), "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(v.ljust(w) for v, w in zip(row, widths)) for row in table]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", action="append", choices=sorted(TARGETS))
+    parser.add_argument("--kernel", default="")
+    parser.add_argument("--csv")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    reports = collect(tuple(args.target or TARGETS), args.kernel)
+    table = rows(reports)
+    print(format_table(table))
+    bad = sum(1 for r in reports if problems(r))
+    print(f"\n{len(reports)} compilations in {time.perf_counter() - start:.1f} s; {bad} with problems")
+    if args.csv:
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            writer.writerows(table)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -46,11 +46,15 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records with ``step > step`` (and a torn last line), atomically."""
+    def truncate_after(self, step: int, drop_at_step: tuple[str, ...] = ()) -> None:
+        """Drop records with ``"step" > step``, records at ``step`` whose ``"kind"`` is in ``drop_at_step``, and a
+        torn last line; atomically."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [r for r in read_jsonl(self.path) if int(r.get("step", 0)) <= step]
+        kept = [
+            r for r in read_jsonl(self.path)
+            if int(r.get("step", 0)) < step or (int(r.get("step", 0)) == step and r.get("kind") not in drop_at_step)
+        ]
         atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
 

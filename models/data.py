@@ -1,0 +1,129 @@
+"""MNIST (through torchvision) as in-memory tensors, plus a small generated stand-in for tests.
+
+Images are float32 ``[N, 1, 28, 28]`` in [0, 1]. The whole split is held in memory (MNIST train is 47 MB as uint8)
+and batched by index, which is far faster on a CPU than a per-item DataLoader and makes the batch order a pure
+function of (seed, epoch) — what exact resume needs.
+
+Data folder: ``--data-dir``, else the environment variable ``FASTRQ_DATA``, else ``./data``; torchvision's layout
+(``<data-dir>/MNIST/raw/*-ubyte[.gz]``). Nothing is downloaded unless asked (``download=True``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fastrq.errors import FastRQError, InvalidArgumentError
+
+__all__ = ["MissingDataError", "ImageSplit", "default_data_dir", "load_dataset", "epoch_order", "batch_indices"]
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+)
+
+
+class MissingDataError(FastRQError, FileNotFoundError):
+    """The dataset files are not where they were looked for (and downloading was not requested)."""
+
+
+@dataclass
+class ImageSplit:
+    """``images`` float32 ``[N, 1, H, W]`` in [0, 1], ``labels`` int64 ``[N]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def default_data_dir() -> str:
+    return os.environ.get("FASTRQ_DATA") or "./data"
+
+
+def _subset(split: ImageSplit, size: int | None) -> ImageSplit:
+    if size is None or size <= 0 or size >= len(split):
+        return split
+    return ImageSplit(split.images[:size].clone(), split.labels[:size].clone())  # the first N: same for every seed
+
+
+def _load_mnist(data_dir: str, train: bool, download: bool) -> ImageSplit:
+    try:
+        from torchvision.datasets import MNIST
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDataError("torchvision is needed for MNIST: pip install 'fastrq[models]'") from exc
+    try:
+        dataset = MNIST(data_dir, train=train, download=download)
+    except RuntimeError as exc:
+        raw = Path(data_dir).resolve() / "MNIST" / "raw"
+        raise MissingDataError(
+            f"MNIST was not found under {raw}.\n"
+            f"Put the four IDX files there ({', '.join(MNIST_FILES)}, optionally .gz), point --data-dir "
+            f"(or the environment variable FASTRQ_DATA) at the folder that contains MNIST/raw, "
+            f"or pass --download to fetch them (needs network access)."
+        ) from exc
+    images = dataset.data.unsqueeze(1).to(torch.float32).div_(255.0)
+    return ImageSplit(images, dataset.targets.to(torch.int64))
+
+
+def _synthetic(size: int, seed: int) -> ImageSplit:
+    """Digit-like 28×28 images: a few random strokes (Gaussian blobs along lines) per class; deterministic."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (size,), generator=generator)
+    class_gen = torch.Generator().manual_seed(1234)
+    anchors = torch.rand(10, 3, 2, generator=class_gen) * 16 + 6  # 3 points per class: a 2-stroke polyline
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    t = torch.linspace(0, 1, 12)
+    points = []
+    for a, b in ((0, 1), (1, 2)):
+        seg = anchors[:, a, None, :] + (anchors[:, b, None, :] - anchors[:, a, None, :]) * t[None, :, None]
+        points.append(seg)
+    path = torch.cat(points, 1)  # [10, 24, 2]
+    jitter = torch.randn(size, 1, 2, generator=generator) * 1.5
+    centers = path[labels] + jitter  # [N, 24, 2]
+    d2 = (yy[None, None] - centers[..., 0, None, None]) ** 2 + (xx[None, None] - centers[..., 1, None, None]) ** 2
+    images = torch.exp(-d2 / 2.0).amax(1).clamp(0, 1)
+    return ImageSplit(images.unsqueeze(1).contiguous(), labels)
+
+
+def load_dataset(
+    name: str = "mnist",
+    *,
+    data_dir: str | None = None,
+    train: bool = True,
+    download: bool = False,
+    subset: int | None = None,
+    synthetic_size: int = 2048,
+) -> ImageSplit:
+    """One split of ``name`` ("mnist" or "synthetic"), optionally its first ``subset`` images.
+
+    Raises :class:`MissingDataError` (with where to put the files) when MNIST is absent and ``download`` is False."""
+    if name == "mnist":
+        split = _load_mnist(data_dir or default_data_dir(), train, download)
+    elif name == "synthetic":
+        split = _synthetic(synthetic_size if train else max(synthetic_size // 4, 1), seed=0 if train else 1)
+    else:
+        raise InvalidArgumentError(f"unknown dataset {name!r}; choose 'mnist' or 'synthetic'")
+    return _subset(split, subset)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of epoch ``epoch``: a pure function of (n, seed, epoch), independent of global RNG."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def batch_indices(order: torch.Tensor, batch_size: int, rank: int = 0, world: int = 1) -> list[torch.Tensor]:
+    """Split an epoch order into this rank's batches: each global batch of ``batch_size * world`` images is dealt
+    round-robin to the ranks (every rank gets ``batch_size``; the incomplete last global batch is dropped so all
+    ranks run the same number of steps)."""
+    global_batch = batch_size * world
+    steps = len(order) // global_batch
+    if steps == 0:
+        raise InvalidArgumentError(
+            f"{len(order)} images are fewer than one global batch ({batch_size} per rank × {world} ranks)"
+        )
+    return [order[s * global_batch + rank: (s + 1) * global_batch: world] for s in range(steps)]

@@ -27,6 +27,26 @@ from tests.strategies import assert_codes_near_optimal, random_data, seeds  # no
 
 F32_TOL = 2e-6
 F64_TOL = 1e-12
+# the kernels run on the GPU when there is one (there, float32 searches in the GPU default mode, tf32x3), else on
+# the CPU under the interpreter; checks always run on the CPU in float64
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def on_device(fn):
+    """fn with its tensor arguments moved to DEVICE and its tensor results moved back to the CPU."""
+
+    def move(value, device):
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, tuple):
+            return tuple(move(v, device) for v in value)
+        return value
+
+    def wrapped(*args, **kwargs):
+        out = fn(*move(args, DEVICE), **{k: move(v, DEVICE) for k, v in kwargs.items()})
+        return move(out, torch.device("cpu"))
+
+    return wrapped
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +76,7 @@ def test_nearest_code_is_near_optimal_and_sqdist_is_direct(n, k, d, seed, which,
     x = random_data(seed, n, d, dtype=dtype)
     codebook = random_data(seed + 1, k, d, dtype=dtype)
     cfg = _configs(d, dtype)[which]
-    codes, sqdist = search.nearest_code(x, codebook, config=cfg)
+    codes, sqdist = on_device(search.nearest_code)(x, codebook, config=cfg)
     assert codes.shape == (n,) and codes.dtype == torch.int64
     assert sqdist.shape == (n,) and sqdist.dtype == dtype
     assert_codes_near_optimal(x, codebook, codes, F64_TOL if dtype == torch.float64 else F32_TOL)
@@ -73,7 +93,7 @@ def test_residual_quantize_one_launch_is_greedy_with_level_errors(n, k, d, level
     scales = torch.logspace(0, -2, levels, dtype=torch.float64)[:, None, None]
     codebooks = (random_data(seed + 1, levels, k, d) * scales).to(dtype)
     cfg = _configs(d, dtype)[which]
-    quantized, codes, level_err = search.residual_quantize_with_errors(x, codebooks, config=cfg)
+    quantized, codes, level_err = on_device(search.residual_quantize_with_errors)(x, codebooks, config=cfg)
     assert quantized.shape == (n, d) and codes.shape == (n, levels) and level_err.shape == (levels,)
     tol = F64_TOL if dtype == torch.float64 else F32_TOL
     residual = x.double()
@@ -86,7 +106,7 @@ def test_residual_quantize_one_launch_is_greedy_with_level_errors(n, k, d, level
     torch.testing.assert_close(quantized.double(), reference.residual_decode(codes, codebooks.double()), **close)
     torch.testing.assert_close(level_err.double(), torch.stack(expected_err) if levels else level_err.double(), **close)
     # the plain launcher gives the same codes and sum, bit for bit
-    quantized2, codes2 = search.residual_quantize(x, codebooks, config=cfg)
+    quantized2, codes2 = on_device(search.residual_quantize)(x, codebooks, config=cfg)
     assert torch.equal(codes2, codes) and torch.equal(quantized2, quantized)
 
 
@@ -101,14 +121,14 @@ def test_exact_ties_go_to_the_smallest_index_across_tiles(which, dtype):
     x = torch.randint(-3, 4, (150, d), generator=gen).to(dtype)
     brute = ((x.double()[:, None] - codebook.double()[None]) ** 2).sum(-1)
     first_min = (brute == brute.min(1, keepdim=True).values).int().argmax(1)
-    codes, _ = search.nearest_code(x, codebook, config=_configs(d, dtype)[which])
+    codes, _ = on_device(search.nearest_code)(x, codebook, config=_configs(d, dtype)[which])
     assert torch.equal(codes, first_min)
 
 
 def test_all_equal_codebook_and_zero_codebook_pick_index_zero():
     x = torch.randn(40, 20)
     for codebook in (torch.zeros(50, 20), torch.ones(50, 20)):
-        codes, _ = search.nearest_code(x, codebook, config=search.choose_config(20, torch.float32, block_k=16))
+        codes, _ = on_device(search.nearest_code)(x, codebook, config=search.choose_config(20, torch.float32, block_k=16))
         assert torch.equal(codes, torch.zeros(40, dtype=torch.long))
 
 
@@ -117,7 +137,7 @@ def test_large_common_offset_is_centred(which):
     """x, e ≈ 1000 + N(0, 1): the uncentred expansion loses every digit; the centred search must not."""
     x = random_data(7, 120, 24, dtype=torch.float32, offset=1000.0)
     codebook = random_data(8, 90, 24, dtype=torch.float32, offset=1000.0)
-    codes, _ = search.nearest_code(x, codebook, config=_configs(24, torch.float32)[which])
+    codes, _ = on_device(search.nearest_code)(x, codebook, config=_configs(24, torch.float32)[which])
     assert_codes_near_optimal(x, codebook, codes, 1e-5, centre=codebook.double().mean(0))
 
 
@@ -127,7 +147,7 @@ def test_nan_rows_get_a_valid_code_and_do_not_disturb_other_rows():
     x[4, 2] = float("nan")
     x[9] = float("inf")
     codebook = torch.randn(20, 6)
-    codes, sqdist = search.nearest_code(x, codebook, config=search.choose_config(6, torch.float32, block_k=8))
+    codes, sqdist = on_device(search.nearest_code)(x, codebook, config=search.choose_config(6, torch.float32, block_k=8))
     assert int(codes.min()) >= 0 and int(codes.max()) < 20
     assert not torch.isfinite(sqdist[4]) and not torch.isfinite(sqdist[9])
     good = torch.ones(30, dtype=torch.bool)
@@ -141,7 +161,7 @@ def test_nan_rows_get_a_valid_code_and_do_not_disturb_other_rows():
 def test_every_precision_mode_runs_and_is_close(mode):
     x = random_data(11, 100, 32, dtype=torch.float32)
     codebooks = random_data(12, 2, 64, 32, dtype=torch.float32)
-    quantized, codes = search.residual_quantize(x, codebooks, precision=mode)
+    quantized, codes = on_device(search.residual_quantize)(x, codebooks, precision=mode)
     assert codes.shape == (100, 2) and torch.isfinite(quantized).all()
     # exact modes are near-optimal at fp32 tolerance; fast modes are approximate: their chosen first-level code
     # is within the rounding of their operands (bf16: 2⁻⁸ relative)
@@ -180,9 +200,9 @@ def test_operand_rounding_matches_the_formats():
 
 def test_prepared_codebooks_can_be_reused():
     x, codebooks = torch.randn(50, 12), torch.randn(3, 40, 12)
-    prep = search.prepare_codebooks(codebooks)
-    assert all(torch.equal(a, b) for a, b in zip(search.residual_quantize(x, codebooks, prepared=prep),
-                                                  search.residual_quantize(x, codebooks)))
+    prep = search.prepare_codebooks(codebooks.to(DEVICE))
+    assert all(torch.equal(a, b) for a, b in zip(on_device(search.residual_quantize)(x, codebooks, prepared=prep),
+                                                  on_device(search.residual_quantize)(x, codebooks)))
 
 
 @given(n=sizes_n, k=sizes_k, levels=st.integers(1, 3), d=st.sampled_from([1, 5, 33]), seed=seeds,
@@ -192,7 +212,7 @@ def test_decode_matches_reference_with_skips_and_prefix(n, k, levels, d, seed, b
     codebooks = random_data(seed, levels, k, d, dtype=torch.float32)
     prefix = int(torch.randint(0, levels + 1, (1,), generator=gen))
     codes = torch.randint(-1, k, (n, prefix), generator=gen)
-    got = decode.residual_decode(codes, codebooks, block_n=block_n)
+    got = on_device(decode.residual_decode)(codes, codebooks, block_n=block_n)
     assert got.shape == (n, d)
     torch.testing.assert_close(got, reference.residual_decode(codes, codebooks), rtol=0, atol=0)
 
@@ -201,12 +221,12 @@ def test_decode_matches_reference_with_skips_and_prefix(n, k, levels, d, seed, b
 def test_code_statistics_match_the_one_hot_reference(n, k, d, seed, dtype):
     x = random_data(seed, n, d, dtype=dtype)
     codes = torch.randint(0, k, (n,), generator=torch.Generator().manual_seed(seed))
-    counts, sums = statistics.code_statistics(x, codes, k, block_r=8)
+    counts, sums = on_device(statistics.code_statistics)(x, codes, k, block_r=8)
     want_counts, want_sums = reference.code_statistics(x.double(), codes, k)
     torch.testing.assert_close(counts.double(), want_counts, rtol=0, atol=0)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(sums.double(), want_sums, rtol=tol, atol=tol)
-    fast_counts, fast_sums = statistics.code_statistics(x, codes, k, deterministic=False)
+    fast_counts, fast_sums = on_device(statistics.code_statistics)(x, codes, k, deterministic=False)
     torch.testing.assert_close(fast_counts, counts, rtol=0, atol=0)
     torch.testing.assert_close(fast_sums.double(), want_sums, rtol=tol, atol=tol)
 
@@ -215,9 +235,9 @@ def test_code_statistics_are_bitwise_deterministic_with_hot_codes():
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(3000, 9, generator=gen) * torch.logspace(-3, 3, 9)
     codes = torch.where(torch.rand(3000, generator=gen) < 0.8, 2, torch.randint(0, 6, (3000,), generator=gen))
-    first = statistics.code_statistics(x, codes, 6)
+    first = on_device(statistics.code_statistics)(x, codes, 6)
     for _ in range(2):
-        again = statistics.code_statistics(x, codes, 6)
+        again = on_device(statistics.code_statistics)(x, codes, 6)
         assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
@@ -236,20 +256,22 @@ def test_commitment_backward_matches_autograd(n, d, levels, seed, beta):
         residual = residual - chosen
     if n:
         loss.backward()
-    got = commitment.commitment_backward(x, codes, codebooks, level_grads, beta)
+    got = on_device(commitment.commitment_backward)(x, codes, codebooks, level_grads, beta)
     assert got.shape == (n, d)
     if n:
         torch.testing.assert_close(got, xg.grad, rtol=1e-12, atol=1e-12)
 
 
 def test_backend_module_through_the_public_ops():
-    x, codebooks = torch.randn(4, 6, 10), torch.randn(2, 30, 10)
+    x, codebooks = torch.randn(4, 6, 10, device=DEVICE), torch.randn(2, 30, 10, device=DEVICE)
     quantized, codes = fastrq.residual_quantize(x, codebooks, backend="triton")
-    ref_q, ref_codes = fastrq.residual_quantize(x, codebooks, backend="reference")
-    assert codes.shape == (4, 6, 2)
+    assert codes.shape == (4, 6, 2) and codes.device == x.device
+    for level in range(2):
+        residual = (x - fastrq.residual_decode(codes[..., :level], codebooks, backend="triton")).reshape(-1, 10)
+        assert_codes_near_optimal(residual.cpu(), codebooks[level].cpu(), codes[..., level].reshape(-1).cpu(), F32_TOL)
     torch.testing.assert_close(fastrq.residual_decode(codes, codebooks, backend="triton"), quantized)
     from fastrq.kernels import backend
 
-    assert backend.unavailable_reason(torch.device("cpu")) is None
+    assert backend.unavailable_reason(DEVICE) is None
     with mock.patch.dict(os.environ, {"TRITON_INTERPRET": "0"}):
         assert "TRITON_INTERPRET" in backend.unavailable_reason(torch.device("cpu"))

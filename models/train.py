@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -359,9 +360,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         from torch.nn.parallel import DistributedDataParallel
 
         # The quantizer keeps its EMA buffers consistent itself (one all-reduce per step): no buffer broadcast.
-        train_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
+        with warnings.catch_warnings():  # torch ≥ 2.14 deprecates the name, but its replacement still syncs at init
+            warnings.simplefilter("ignore", FutureWarning)
+            train_model = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            )
 
     last_saved = step if resumed_from else -1
 

@@ -6,18 +6,34 @@ stack frame and local memory (both must be 0: anything else is register spilling
 and whether tensor-core instructions (``mma.sync`` / ``wgmma.mma_async``) appear in the PTX where ``tl.dot`` feeds
 tensor cores. See ``fastrq.kernels.static_check`` for how.
 
-Options: ``--target sm_80`` (repeatable; default both), ``--kernel NAME`` (substring filter), ``--csv PATH``.
-Exit status 1 if any kernel fails to compile, spills, or lacks tensor-core instructions where expected.
+Options: ``--target sm_80`` (repeatable; default both), ``--kernel NAME`` (substring filter), ``--csv PATH``,
+``--json PATH`` (machine-readable, used by the test). Exit status 1 if any kernel fails to compile, spills, or lacks
+tensor-core instructions where expected.
+
+Compiling needs real ``@triton.jit`` functions, so with ``TRITON_INTERPRET=1`` in the environment (where triton
+turns them into interpreted ones) the script re-runs itself in a subprocess without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
+import subprocess
 import sys
 import time
 
-from fastrq.kernels.static_check import TARGETS, CompileReport, compile_report, kernel_configs
+
+def _rerun_without_interpreter(argv: list[str]) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run([sys.executable, "-m", "benchmarks.kernel_report", *argv], env=env).returncode
+
+
+if __name__ == "__main__" and os.environ.get("TRITON_INTERPRET") == "1":
+    sys.exit(_rerun_without_interpreter(sys.argv[1:]))
+
+from fastrq.kernels.static_check import TARGETS, CompileReport, compile_report, kernel_configs  # noqa: E402
 
 COLUMNS = ["kernel", "configuration", "target", "status", "regs", "stack", "local", "shared", "tensor cores", "ptx ops"]
 
@@ -68,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", action="append", choices=sorted(TARGETS))
     parser.add_argument("--kernel", default="")
     parser.add_argument("--csv")
+    parser.add_argument("--json")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     reports = collect(tuple(args.target or TARGETS), args.kernel)
@@ -80,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.writer(handle)
             writer.writerow(COLUMNS)
             writer.writerows(table)
+    if args.json:
+        records = [dict(kernel=r.config.name, label=r.config.label, target=r.target, ok=r.ok, error=r.error,
+                        registers=r.registers, stack=r.stack, local=r.local, shared=r.shared_launch, mma=r.mma,
+                        wgmma=r.wgmma, uses_dot=r.config.uses_dot, problems=problems(r)) for r in reports]
+        with open(args.json, "w") as handle:
+            json.dump(records, handle, indent=1)
     return 1 if bad else 0
 
 

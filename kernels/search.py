@@ -52,10 +52,11 @@ class SearchConfig:
 # Default tiles per (kernel, dtype, padded-D class, precision) and target, found by compiling candidates from the
 # largest tile down for sm_80 and sm_90 and keeping the first with no register spills (stack frame and local memory
 # 0, read from the cubin; see fastrq.kernels.static_check and benchmarks/kernel_report.py). Entry:
-# (block_n, block_k, block_d, num_warps, num_stages). A class missing for a target falls back to the chunked kernel.
+# (block_n, block_k, block_d, num_warps, num_stages). A class missing for a target falls back to the chunked kernel
+# (e.g. float64 with D > 16, and D = 128 in tf32x3: no register-resident tile there was spill-free).
 TUNED: dict[tuple[str, str, int, str], dict[str, tuple[int, int, int, int, int]]] = {
-    ("registers", "fp32", 4, "any"): {"sm_80": (64, 32, 4, 4, 2), "sm_90": (64, 32, 4, 4, 2)},
-    ("registers", "fp32", 16, "any"): {"sm_80": (32, 32, 16, 4, 2), "sm_90": (32, 32, 16, 4, 2)},
+    ("registers", "fp32", 4, "any"): {"sm_80": (128, 32, 4, 8, 2), "sm_90": (128, 32, 4, 8, 2)},
+    ("registers", "fp32", 16, "any"): {"sm_80": (128, 32, 16, 8, 2), "sm_90": (128, 32, 16, 8, 2)},
     ("registers", "fp32", 32, "ieee"): {"sm_80": (64, 32, 32, 8, 2), "sm_90": (128, 64, 32, 8, 2)},
     ("registers", "fp32", 32, "tf32x3"): {"sm_80": (128, 32, 32, 8, 2), "sm_90": (128, 64, 32, 8, 2)},
     ("registers", "fp32", 32, "tf32"): {"sm_80": (128, 64, 32, 8, 2), "sm_90": (128, 64, 32, 8, 2)},
@@ -66,10 +67,9 @@ TUNED: dict[tuple[str, str, int, str], dict[str, tuple[int, int, int, int, int]]
     ("registers", "fp32", 64, "bf16"): {"sm_80": (128, 64, 64, 8, 2), "sm_90": (128, 32, 64, 8, 2)},
     ("registers", "fp32", 128, "ieee"): {"sm_80": (64, 32, 128, 8, 2), "sm_90": (32, 32, 128, 8, 2)},
     ("registers", "fp32", 128, "tf32"): {"sm_80": (32, 32, 128, 4, 2), "sm_90": (64, 32, 128, 8, 2)},
-    ("registers", "fp64", 4, "any"): {"sm_80": (32, 32, 4, 4, 2), "sm_90": (32, 32, 4, 4, 2)},
+    ("registers", "fp32", 128, "bf16"): {"sm_80": (64, 64, 128, 8, 2), "sm_90": (64, 64, 128, 8, 1)},
+    ("registers", "fp64", 4, "any"): {"sm_80": (128, 32, 4, 8, 2), "sm_90": (128, 32, 4, 8, 2)},
     ("registers", "fp64", 16, "any"): {"sm_80": (16, 16, 16, 4, 2), "sm_90": (16, 16, 16, 4, 2)},
-    ("registers", "fp64", 32, "ieee"): {"sm_80": (32, 32, 32, 4, 2), "sm_90": (32, 32, 32, 4, 2)},
-    ("registers", "fp64", 64, "ieee"): {"sm_80": (16, 32, 64, 4, 2), "sm_90": (16, 32, 64, 4, 2)},
     ("chunked", "fp32", 0, "ieee"): {"sm_80": (64, 32, 16, 8, 2), "sm_90": (64, 32, 32, 8, 2)},
     ("chunked", "fp32", 0, "tf32x3"): {"sm_80": (32, 64, 32, 8, 2), "sm_90": (64, 32, 32, 8, 2)},
     ("chunked", "fp32", 0, "tf32"): {"sm_80": (64, 32, 32, 8, 2), "sm_90": (64, 32, 32, 8, 2)},

@@ -6,7 +6,8 @@ stack frame and local memory (both must be 0: anything else is register spilling
 and whether tensor-core instructions (``mma.sync`` / ``wgmma.mma_async``) appear in the PTX where ``tl.dot`` feeds
 tensor cores. See ``fastrq.kernels.static_check`` for how.
 
-Options: ``--target sm_80`` (repeatable; default both), ``--kernel NAME`` (substring filter), ``--csv PATH``,
+Options: ``--target sm_80`` (repeatable; default both), ``--kernel NAME`` (substring filter), ``--jobs N``
+(parallel compilations, default 2), ``--csv PATH``,
 ``--json PATH`` (machine-readable, used by the test). Exit status 1 if any kernel fails to compile, spills, or lacks
 tensor-core instructions where expected.
 
@@ -50,12 +51,25 @@ def problems(report: CompileReport) -> list[str]:
     return found
 
 
-def collect(targets=tuple(TARGETS), kernel_filter: str = "") -> list[CompileReport]:
-    reports = []
-    for target in targets:
-        for config in kernel_configs(target):
-            if kernel_filter in config.name:
-                reports.append(compile_report(config, target))
+def _compile_one(job: tuple[str, int]) -> CompileReport:
+    target, index = job
+    report = compile_report(kernel_configs(target)[index], target)
+    report.config = None  # the jit function does not pickle; the parent puts the config back
+    return report
+
+
+def collect(targets=tuple(TARGETS), kernel_filter: str = "", jobs: int = 2) -> list[CompileReport]:
+    """Compile the selected kernels for ``targets``, ``jobs`` compilations at a time (worker processes)."""
+    work = [(t, i) for t in targets for i, c in enumerate(kernel_configs(t)) if kernel_filter in c.name]
+    if jobs <= 1:
+        return [compile_report(kernel_configs(t)[i], t) for t, i in work]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        reports = list(pool.map(_compile_one, work))
+    configs = {t: kernel_configs(t) for t in targets}
+    for report, (target, index) in zip(reports, work):
+        report.config = configs[target][index]
     return reports
 
 
@@ -85,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", default="")
     parser.add_argument("--csv")
     parser.add_argument("--json")
+    parser.add_argument("--jobs", type=int, default=2, help="compilations in parallel (default 2)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    reports = collect(tuple(args.target or TARGETS), args.kernel)
+    reports = collect(tuple(args.target or TARGETS), args.kernel, args.jobs)
     table = rows(reports)
     print(format_table(table))
     bad = sum(1 for r in reports if problems(r))

@@ -37,6 +37,7 @@ CODE_BLOCK = 1024
 TILE_ELEMENTS = 1 << 20
 GPU_CODE_BLOCK = 8192
 GPU_TILE_ELEMENTS = 1 << 24
+SQDIST_ROWS = 8192
 
 
 def unavailable_reason(device: torch.device | None = None) -> str | None:
@@ -175,7 +176,11 @@ def search_codes(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x [N, D], codebook [K, D] -> (codes int64 [N], sqdist [N] = Σ_d (x − codebook[codes])², direct difference)."""
     codes = search_codes(x, codebook)
-    return codes, (x - codebook[codes]).square().sum(dim=1)
+    sqdist = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for r0 in range(0, x.shape[0], SQDIST_ROWS):  # row chunks: the gathered rows stay ≤ SQDIST_ROWS × D
+        r1 = r0 + SQDIST_ROWS
+        torch.sum((x[r0:r1] - codebook.index_select(0, codes[r0:r1])).square_(), dim=1, out=sqdist[r0:r1])
+    return codes, sqdist
 
 
 def residual_quantize(x: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ first row equal to it (``torch.unique``), so a duplicate never beats its earlier
 Extra memory beyond inputs and outputs: one scores tile of at most ``TILE_ELEMENTS`` (2²⁰) elements (4 MiB in
 float32; on a GPU ``GPU_TILE_ELEMENTS``, 2²⁴: 64 MiB), one centred row block (≤ 2²⁰ / min(K, ``CODE_BLOCK``) rows × D), the centred codebook (K × D), and
 O(N + K) vectors (codes, running minimum); never N×K. At N = 65,536, K = 16,384, D = 64 that is about 14 MiB
-(``tests/test_memory_bound.py`` measures it). ``residual_quantize`` adds two [N, D] buffers (residual and sum).
+(``tests/test_memory_bound.py`` measures it). ``residual_quantize`` adds one [N, D] buffer (the residual) besides its output.
 
 On the CPU with float32 data and faiss importable, the search may instead call faiss' exact ``knn`` (its fused
 top-1 kernels are far faster for small D); ``FASTRQ_FAISS`` chooses: ``auto`` (default, use it where it is faster),
@@ -191,9 +191,10 @@ def residual_quantize(x: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.T
     residual = x.clone()
     for level in range(num_levels):
         level_codes = search_codes(residual, codebooks[level])
-        chosen = codebooks[level].index_select(0, level_codes)
-        residual.sub_(chosen)
-        quantized.add_(chosen)
+        for r0 in range(0, x.shape[0], SQDIST_ROWS):  # row chunks: no [N, D] temporary for the chosen rows
+            chosen = codebooks[level].index_select(0, level_codes[r0 : r0 + SQDIST_ROWS])
+            residual[r0 : r0 + SQDIST_ROWS].sub_(chosen)
+            quantized[r0 : r0 + SQDIST_ROWS].add_(chosen)
         codes[:, level] = level_codes
     return quantized, codes
 

@@ -56,6 +56,7 @@ class SearchConfig:
 # (e.g. float64 with D > 16, and D = 128 in tf32x3: no register-resident tile there was spill-free).
 TUNED: dict[tuple[str, str, int, str], dict[str, tuple[int, int, int, int, int]]] = {
     ("registers", "fp32", 4, "any"): {"sm_80": (128, 32, 4, 8, 2), "sm_90": (128, 32, 4, 8, 2)},
+    ("registers", "fp32", 8, "any"): {"sm_80": (128, 32, 8, 8, 2), "sm_90": (128, 32, 8, 8, 2)},
     ("registers", "fp32", 16, "any"): {"sm_80": (128, 32, 16, 8, 2), "sm_90": (128, 32, 16, 8, 2)},
     ("registers", "fp32", 32, "ieee"): {"sm_80": (64, 32, 32, 8, 2), "sm_90": (128, 64, 32, 8, 2)},
     ("registers", "fp32", 32, "tf32x3"): {"sm_80": (128, 32, 32, 8, 2), "sm_90": (128, 64, 32, 8, 2)},
@@ -69,6 +70,7 @@ TUNED: dict[tuple[str, str, int, str], dict[str, tuple[int, int, int, int, int]]
     ("registers", "fp32", 128, "tf32"): {"sm_80": (32, 32, 128, 4, 2), "sm_90": (64, 32, 128, 8, 2)},
     ("registers", "fp32", 128, "bf16"): {"sm_80": (64, 64, 128, 8, 2), "sm_90": (64, 64, 128, 8, 1)},
     ("registers", "fp64", 4, "any"): {"sm_80": (128, 32, 4, 8, 2), "sm_90": (128, 32, 4, 8, 2)},
+    ("registers", "fp64", 8, "any"): {"sm_80": (32, 32, 8, 8, 2), "sm_90": (32, 32, 8, 8, 2)},
     ("registers", "fp64", 16, "any"): {"sm_80": (16, 16, 16, 4, 2), "sm_90": (16, 16, 16, 4, 2)},
     ("chunked", "fp32", 0, "ieee"): {"sm_80": (64, 32, 16, 8, 2), "sm_90": (64, 32, 32, 8, 2)},
     ("chunked", "fp32", 0, "tf32x3"): {"sm_80": (32, 64, 32, 8, 2), "sm_90": (64, 32, 32, 8, 2)},
@@ -93,7 +95,7 @@ def choose_config(dim: int, dtype: torch.dtype, precision: str = "ieee", arch: s
     d_pad = triton.next_power_of_2(max(dim, 1))
     dt = "fp64" if dtype == torch.float64 else "fp32"
     if d_pad <= SMALL_D:
-        key = ("registers", dt, 4 if d_pad <= 4 else 16, "any")
+        key = ("registers", dt, max(d_pad, 4), "any")  # classes 4 (D ≤ 4), 8 and 16
         use_dot = False
     else:
         key = ("registers", dt, d_pad, precision)

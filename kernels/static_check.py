@@ -83,13 +83,17 @@ def _search_signature(dtype: torch.dtype, chunked: bool) -> dict:
 
 # (dtype, D, precision modes) compiled per target: every D class of choose_config's table
 SEARCH_CLASSES = [
+    (torch.float32, 1, ["ieee"]),
     (torch.float32, 4, ["ieee"]),
+    (torch.float32, 8, ["ieee"]),
     (torch.float32, 16, ["ieee"]),
     (torch.float32, 32, ["ieee", "tf32x3", "tf32", "bf16"]),
     (torch.float32, 64, ["ieee", "tf32x3", "tf32", "bf16"]),
     (torch.float32, 128, ["ieee", "tf32x3", "tf32", "bf16"]),
     (torch.float32, 256, ["ieee", "tf32x3", "tf32", "bf16"]),
+    (torch.float64, 1, ["ieee"]),
     (torch.float64, 4, ["ieee"]),
+    (torch.float64, 8, ["ieee"]),
     (torch.float64, 16, ["ieee"]),
     (torch.float64, 32, ["ieee"]),
     (torch.float64, 64, ["ieee"]),

@@ -105,9 +105,10 @@ def test_residual_quantize_one_launch_is_greedy_with_level_errors(n, k, d, level
     close = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(quantized.double(), reference.residual_decode(codes, codebooks.double()), **close)
     torch.testing.assert_close(level_err.double(), torch.stack(expected_err) if levels else level_err.double(), **close)
-    # the plain launcher gives the same codes and sum, bit for bit
+    # the plain launcher gives the same codes and sum, bit for bit; a rerun gives the same level errors, bit for bit
     quantized2, codes2 = on_device(search.residual_quantize)(x, codebooks, config=cfg)
     assert torch.equal(codes2, codes) and torch.equal(quantized2, quantized)
+    assert torch.equal(on_device(search.residual_quantize_with_errors)(x, codebooks, config=cfg)[2], level_err)
 
 
 @pytest.mark.parametrize("which", [0, 1, 2])

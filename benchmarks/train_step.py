@@ -5,9 +5,9 @@ One step = forward (search, straight-through output, commitment loss, EMA update
 k-means init off, dead-code restarts off, no rotation trick (VQP ``rotation_trick=False``), fp32, CPU.
 
 Method: inputs built outside the timed region; A B A B interleaving (the machine is shared and its speed drifts),
-one warm-up step each, medians and the median ratio; threads pinned (torch, faiss). Peak memory: the process'
-peak RSS growth across one step of each (``resource.getrusage`` high-water mark, measured in a fresh subprocess
-per provider so one provider's peak does not hide the other's).
+one warm-up step each, medians and the median ratio; threads pinned (torch, faiss). Peak memory: peak RSS above the
+pre-step RSS during one step (sampled every millisecond), in a fresh subprocess per provider so one provider's
+peak does not hide the other's.
 
     python benchmarks/train_step.py --n 65536 --dim 64 --codebook-size 1024 --levels 8 --repeats 5
 """
@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -61,17 +61,36 @@ def _threads(n):
         pass
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def peak_memory_child(provider, args) -> int:
-    """Bytes of peak-RSS growth over one training step, in this (fresh) process."""
+    """Bytes of peak RSS above the pre-step RSS during one training step, in this (fresh) process: a sampling
+    thread reads /proc/self/statm every millisecond (the process-wide high-water mark is useless here: importing
+    torch's CUDA build peaks higher than a step)."""
     _threads(args.threads)
     module = build(provider, args)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(args.n, args.dim, generator=gen)
     upstream = torch.randn(args.n, args.dim, generator=gen)
     step(module, x[:1024], upstream[:1024])  # warm-up at a small size: allocator and lazy imports
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     step(module, x, upstream)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    done.set()
+    sampler.join()
+    return max(peak[0], _rss_bytes()) - base
 
 
 def main():

@@ -248,3 +248,23 @@ def test_nonfinite_skip_learned_codebook_gets_no_update_from_stats():
         warnings.simplefilter("ignore")
         rq(x)
     torch.testing.assert_close(rq.cluster_size, before["cluster_size"], rtol=0, atol=0)
+
+
+def test_empty_batch_changes_no_codebook():
+    """N = 0 in training: nothing to learn from; k-means waits for data, dead codes are not replaced by zeros."""
+    torch.manual_seed(0)
+    rq = ResidualQuantizer(3, 8, 2, kmeans_init=True, dead_code_threshold=100.0)
+    before = _state(rq)
+    q, codes, loss = rq(torch.zeros(0, 3, requires_grad=True))
+    assert q.shape == (0, 3) and codes.shape == (0, 2) and float(loss.detach()) == 0.0
+    assert not bool(rq.initted)
+    # the EMA saw no data: sizes and sums decay together, the codes stay (up to rounding of the smoothing)
+    torch.testing.assert_close(rq.codebook, before["codebook"], rtol=1e-5, atol=1e-6)
+    rq(_rand(0, 30, 3))
+    assert bool(rq.initted)
+    initialised = rq.codebook.clone()
+    rq(torch.zeros(0, 3))  # an empty batch after init: EMA decays the sizes, codes stay where they are
+    assert torch.isfinite(rq.codebook).all()
+    # every code is below the threshold now: without rows to sample from, none may be replaced (e.g. by zeros)
+    assert torch.all(rq.cluster_size < 100.0)
+    assert (rq.codebook - initialised).abs().max() < 1e-4

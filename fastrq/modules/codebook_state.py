@@ -119,13 +119,14 @@ def kmeans_init_(
 
     Under ``sync`` every rank takes part: the counts and sums are all-reduced (k-means over the union of the
     batches) and the seeds are assembled from all ranks, so every rank ends with the same codebooks. Does nothing
-    when already initialised, or when x is not finite (on any rank).
+    when already initialised, when x is not finite (on any rank) or when no rank has any rows.
     """
     if bool(initted):
         return
     rank, world = rank_and_world(sync)
-    ok = all_reduce_sum_(finite.reshape(1).to(torch.float32).clone(), sync)
-    if not bool(ok.item() == world):
+    flags = torch.stack([finite.reshape(()).to(torch.float64), torch.tensor(float(x.shape[0]), device=x.device, dtype=torch.float64)])
+    flags = all_reduce_sum_(flags, sync).tolist()
+    if flags[0] != world or flags[1] == 0:  # non-finite somewhere, or no data anywhere: try again next step
         return
     impl = resolve_backend(backend, x.device)
     x = x.to(codebooks.dtype)
@@ -242,7 +243,9 @@ def codebook_update_(
         parts.append(sums.to(dtype).reshape(-1))
     if restart:
         cands = _dead_code_candidates(x.to(dtype), codebooks.detach(), codes, num_active, rng_state[0] * 7919 + rng_state[1], shared)
-        parts.append(_rank_candidates(cands, rank, world).reshape(-1))
+        # a trailing channel says whether the candidate exists (its owner rank had rows this step)
+        has_rows = torch.full((num_stored, num_codes, 1), float(x.shape[0] > 0), dtype=dtype, device=x.device)
+        parts.append(_rank_candidates(torch.cat([cands, has_rows], dim=-1), rank, world).reshape(-1))
     stats = torch.cat(parts)
     stats = torch.where(ok_local.bool(), stats, torch.zeros_like(stats))  # NaN must not reach other ranks
     flat = all_reduce_sum_(torch.cat([stats, level_active, ok_local]), sync)
@@ -255,7 +258,9 @@ def codebook_update_(
         g_sums = flat[offset : offset + num_levels * num_codes * dim].view(num_levels, num_codes, dim)
         offset += num_levels * num_codes * dim
     if restart:
-        g_cands = flat[offset : offset + num_stored * num_codes * dim].view(num_stored, num_codes, dim)
+        g_cands = flat[offset : offset + num_stored * num_codes * (dim + 1)].view(num_stored, num_codes, dim + 1)
+        cand_exists = g_cands[..., dim] > 0
+        g_cands = g_cands[..., :dim]
 
     if shared:
         g_counts = g_counts.sum(dim=0, keepdim=True)
@@ -282,7 +287,7 @@ def codebook_update_(
             cs = cluster_size[s, :k] * decay + g_counts[s, :k] * (1.0 - decay)
         new_cs[s, :k] = torch.where(active, cs, cluster_size[s, :k])
         if restart:
-            dead = (new_cs[s, :k] < dead_code_threshold) & active
+            dead = (new_cs[s, :k] < dead_code_threshold) & active & cand_exists[s, :k]
             new_cb[s, :k] = torch.where(dead[:, None], g_cands[s, :k], new_cb[s, :k])
             new_cs[s, :k] = torch.where(dead, torch.full_like(new_cs[s, :k], dead_code_threshold), new_cs[s, :k])
             if ema:

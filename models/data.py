@@ -84,8 +84,11 @@ def _synthetic(size: int, seed: int) -> ImageSplit:
     path = torch.cat(points, 1)  # [10, 24, 2]
     jitter = torch.randn(size, 1, 2, generator=generator) * 1.5
     centers = path[labels] + jitter  # [N, 24, 2]
-    d2 = (yy[None, None] - centers[..., 0, None, None]) ** 2 + (xx[None, None] - centers[..., 1, None, None]) ** 2
-    images = torch.exp(-d2 / 2.0).amax(1).clamp(0, 1)
+    images = torch.zeros(size, 28, 28)
+    for p in range(centers.shape[1]):  # one stroke point at a time: memory N·784, not N·24·784
+        d2 = (yy - centers[:, p, 0, None, None]) ** 2 + (xx - centers[:, p, 1, None, None]) ** 2
+        torch.maximum(images, torch.exp(-d2 / 2.0), out=images)
+    images = images.clamp(0, 1)
     return ImageSplit(images.unsqueeze(1).contiguous(), labels)
 
 

@@ -49,7 +49,10 @@ def plot_curves(runs: Mapping[str, str | os.PathLike], path: str | os.PathLike, 
         ax.set_yscale("log")
         ax.set_title(f"{title}: {split}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no records", transform=ax.transAxes, ha="center")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

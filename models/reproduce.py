@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-subset", type=int, default=-1, help="override the preset's training subset (0: all)")
     p.add_argument("--no-prior", action="store_true", help="skip the RQ-Transformer prior section")
     p.add_argument("--no-throughput", action="store_true", help="skip the throughput measurement")
+    p.add_argument("--throughput-steps", type=int, default=0, help="override the preset's steps per timing round")
+    p.add_argument("--throughput-rounds", type=int, default=0, help="override the preset's timing rounds")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -383,6 +385,10 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
         preset["epochs"] = args.epochs
     if args.train_subset >= 0:
         preset["train_subset"] = args.train_subset
+    if args.throughput_steps:
+        preset["throughput_steps"] = args.throughput_steps
+    if args.throughput_rounds:
+        preset["throughput_rounds"] = args.throughput_rounds
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)

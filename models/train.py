@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--beta", type=float, default=0.25, help="commitment weight β")
     g.add_argument("--kmeans-init", action="store_true")
     g.add_argument("--dead-code-threshold", type=float, default=0.0)
-    g.add_argument("--kl-weight", type=float, default=1.0, help="VAE KL weight (per-pixel scale)")
+    g.add_argument("--kl-weight", type=float, default=0.02,
+                   help="VAE KL weight on the per-pixel scale (= 2σ² of a Gaussian decoder)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=10)
     g.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")

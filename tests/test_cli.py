@@ -1,0 +1,103 @@
+"""The ``fastrq`` console script and the train / reproduce entry points (small, in-process where possible)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+
+from fastrq import cli
+from fastrq.models import train as trainer
+from fastrq.models.metrics_log import read_jsonl
+
+
+def test_usage_and_unknown_command(capsys):
+    assert cli.main([]) == 2
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("info", "train", "reproduce", "sample"))
+    assert cli.main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_info_does_not_import_torchvision_or_models():
+    code = ("import sys, fastrq.cli as c; rc = c.main(['info']); "
+            "bad = [m for m in ('torchvision', 'matplotlib', 'fastrq.models.train') if m in sys.modules]; "
+            "print('LOADED', bad); sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout and "backends for cpu" in result.stdout
+
+
+def test_console_script_is_installed():
+    import importlib.metadata
+
+    scripts = [ep for ep in importlib.metadata.entry_points(group="console_scripts") if ep.name == "fastrq"]
+    assert scripts and scripts[0].value == "fastrq.cli:main"
+
+
+def test_train_dispatches_prior_and_classifier(monkeypatch):
+    calls = {}
+    for model, module in trainer.DELEGATED_MODELS.items():
+        fake = types.ModuleType(module)
+        fake.main = lambda argv, model=model: calls.setdefault(model, argv) and 0
+        monkeypatch.setitem(sys.modules, module, fake)
+    assert cli.main(["train", "--model", "rqtransformer", "--rqvae", "runs/rqvae", "--epochs", "2"]) == 0
+    assert cli.main(["train", "--model=classifier", "--lr", "0.1"]) == 0
+    assert calls == {"rqtransformer": ["--rqvae", "runs/rqvae", "--epochs", "2"], "classifier": ["--lr", "0.1"]}
+
+
+def test_train_without_data_prints_where_to_put_it(tmp_path, capsys):
+    rc = cli.main(["train", "--model", "vqvae", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "MNIST was not found under" in err and "MNIST/raw" in err and "--download" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_train_smoke_writes_metrics_checkpoint_and_plots(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = trainer.main(["--model", "rqvae", "--dataset", "synthetic", "--train-subset", "256", "--test-subset", "64",
+                       "--hidden", "4", "8", "--codebook-size", "16", "--batch-size", "32", "--epochs", "1",
+                       "--log-every", "2", "--out", str(out), "--threads", "1"])
+    assert rc == 0
+    final = json.loads((out / "final.json").read_text())
+    assert final["steps"] == 8 and final["train_images_per_s"] > 0
+    assert len(final["test"]["residual_norm"]) == 3
+    kinds = [r["kind"] for r in read_jsonl(out / "metrics.jsonl")]
+    assert kinds.count("train") == 4 and kinds[-3:] == ["epoch", "eval", "final"]
+    assert (out / "checkpoints" / "latest.json").is_file()
+    assert (out / "plots" / "curves.png").stat().st_size > 1000
+    assert (out / "plots" / "reconstructions.png").stat().st_size > 1000
+    assert "final test: recon MSE" in capsys.readouterr().out
+
+
+def test_resume_refuses_a_different_model(tmp_path, capsys):
+    common = ["--dataset", "synthetic", "--train-subset", "64", "--test-subset", "32", "--hidden", "4", "8",
+              "--batch-size", "32", "--epochs", "1", "--out", str(tmp_path), "--no-plots", "--no-progress"]
+    assert trainer.main(["--model", "vqvae", "--codebook-size", "16", *common]) == 0
+    assert trainer.main(["--model", "vqvae", "--codebook-size", "32", "--resume", *common]) == 2
+    assert "was trained with" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_on_generated_data(tmp_path):
+    from fastrq.models import reproduce
+
+    out = tmp_path / "report"
+    rc = reproduce.main(["--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
+                         "--threads", "1", "--no-progress", "--no-prior", "--throughput-steps", "1", "--throughput-rounds", "1",
+                         "--only", "vq256_ema", "rq2x128_ema", "rq3x128_ema"])
+    assert rc == 0
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["results"]) == {"vq256_ema", "rq2x128_ema", "rq3x128_ema"}
+    assert {f["finding"][:2] for f in report["findings"]} >= {"1.", "2.", "3."}
+    tp = report["throughput"]["results"]
+    assert set(tp) == {"vq256_ema", "rq2x128_ema", "rq3x128_ema"} and all(v["torch"] > 0 for v in tp.values())
+    text = (out / "report.md").read_text()
+    assert "| RQ 3×128 (EMA) |" in text and "Not available: skipped (--no-prior)" in text
+    for fig in ("loss_curves", "residual_norms", "reconstructions", "ema_vs_learned"):
+        assert (out / "figures" / f"{fig}.png").is_file()

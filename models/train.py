@@ -26,6 +26,7 @@ logs and checkpoints.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
 import math
@@ -199,6 +200,16 @@ class _Dist:
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, dtypes, bytes): equal digests = bit-identical states."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
@@ -464,6 +475,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if last_saved != step:  # stopped by --max-steps mid-epoch
         checkpoint()
+    # DDP: every rank must hold the same weights and quantizer state (gradients all-reduced by DDP, EMA statistics
+    # by the quantizer); a mismatch means a sync bug, so it is checked rather than assumed.
+    digests = dist.gather_objects(state_digest(model))
+    ranks_consistent = all(d == digests[0] for d in digests)
     if dist.main:
         final = evaluate(model, test_images, args.eval_batch_size)
         result = {
@@ -472,6 +487,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             "steps": step,
             "epochs": epoch,
             "world_size": dist.world,
+            "ranks_consistent": ranks_consistent,
             "train_images": len(train_split),
             "test_images": len(test_split),
             "test": final,

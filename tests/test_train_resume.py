@@ -124,6 +124,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     final = json.loads((run / "final.json").read_text())
     assert final["world_size"] == 2 and final["steps"] == 12
+    assert final["ranks_consistent"] is True  # weights and EMA codebooks bit-identical on both ranks
     assert all(u > 0 for u in final["test"]["usage"])
     ckpt = load_checkpoint(run / "checkpoints")
     assert len(ckpt.state["rng"]) == 2  # one RNG state per rank

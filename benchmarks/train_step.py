@@ -35,6 +35,8 @@ def build(provider: str, args):
             args.dim, args.codebook_size, args.levels, ema=True, decay=args.decay, commitment_weight=0.25,
             backend=args.backend,
         ).train()
+    if provider == "search":
+        return _SearchOnly(args)
     from vector_quantize_pytorch import ResidualVQ
 
     return ResidualVQ(
@@ -43,7 +45,28 @@ def build(provider: str, args):
     ).train()
 
 
+class _SearchOnly(torch.nn.Module):
+    """Provider ``search``: only ``fastrq.residual_quantize`` (no grad, no update) on the fastrq module's
+    codebooks, to show how much of a fastrq step is the search itself."""
+
+    def __init__(self, args):
+        super().__init__()
+        import fastrq
+
+        self.codebooks = fastrq.ResidualQuantizer(args.dim, args.codebook_size, args.levels).codebooks.detach().clone()
+        self.backend = args.backend
+
+    def forward(self, x):
+        import fastrq
+
+        with torch.no_grad():
+            quantized, codes = fastrq.residual_quantize(x, self.codebooks, backend=self.backend)
+        return quantized, codes, x.new_zeros(())
+
+
 def step(module, x, upstream):
+    if isinstance(module, _SearchOnly):
+        return module(x)[1]
     x = x.detach().requires_grad_()
     quantized, codes, loss = module(x)
     loss = loss.sum()  # VQP returns per-level losses
@@ -103,7 +126,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backend", default="torch")
-    parser.add_argument("--providers", default="fastrq,vqp")
+    parser.add_argument("--providers", default="fastrq,vqp", help="comma list of fastrq, vqp, search")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -187,6 +187,11 @@ class Stack(nn.Module):
 # ------------------------------------------------------------------------------------------------ sampling helpers
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Softmax / cross-entropy in float32 for half-precision logits; float64 stays float64."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _per_depth(value, depth: int, name: str) -> list:
     values = list(value) if isinstance(value, (list, tuple)) else [value] * depth
     if len(values) != depth:
@@ -227,7 +232,7 @@ def pick_codes(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, 
     """One code per row of ``logits`` ``[N, K]`` from the uniform draws ``u`` ``[N]`` in [0, 1): the first code whose
     cumulative (filtered) probability exceeds ``u`` (inverse CDF). Deterministic given ``u``: two samplers that
     compute the same logits and share ``u`` pick the same codes."""
-    probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(-1)
+    probs = filter_logits(_at_least_float32(logits), temperature, top_k, top_p).softmax(-1)
     cdf = probs.cumsum(-1)
     target = (u.to(cdf.dtype) * cdf[..., -1]).unsqueeze(-1)
     index = torch.searchsorted(cdf, target, right=True).squeeze(-1)
@@ -343,7 +348,7 @@ class RQTransformer(nn.Module):
             drop = torch.rand(label_index.shape, device=label_index.device) < self.config.class_dropout
             label_index = label_index.masked_fill(drop, self.config.num_classes)
         logits = self._logits(codes, label_index)
-        return F.cross_entropy(logits.flatten(0, 2).float(), codes.flatten().long())
+        return F.cross_entropy(_at_least_float32(logits.flatten(0, 2)), codes.flatten().long())
 
     @torch.no_grad()
     def nll_per_depth(self, codes: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
@@ -355,7 +360,7 @@ class RQTransformer(nn.Module):
             for start in range(0, codes.shape[0], batch_size):
                 chunk = codes[start:start + batch_size]
                 lab = None if labels is None else labels[start:start + batch_size]
-                logits = self(chunk, lab).float()
+                logits = _at_least_float32(self(chunk, lab))
                 nll = F.cross_entropy(rearrange(logits, "b t l k -> b k t l"), chunk.long(), reduction="none")
                 total += nll.sum((0, 1)).double().cpu()
         finally:

@@ -154,9 +154,10 @@ def main():
         "median_ms": {p: 1e3 * statistics.median(t) for p, t in times.items()},
         "all_ms": {p: [round(1e3 * v, 1) for v in t] for p, t in times.items()},
     }
-    if len(providers) == 2:
-        ratios = [b / a for a, b in zip(times[providers[0]], times[providers[1]])]
-        result["median_ratio_vqp_over_fastrq"] = statistics.median(ratios)
+    for slow, fast in (("vqp", "fastrq"), ("fastrq", "search")):
+        if slow in times and fast in times:  # ratio of each interleaved pair, then the median
+            ratios = [b / a for a, b in zip(times[fast], times[slow])]
+            result[f"median_ratio_{slow}_over_{fast}"] = statistics.median(ratios)
     if not args.no_memory:
         result["peak_rss_growth_MiB"] = {}
         for p in providers:

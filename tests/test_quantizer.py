@@ -295,3 +295,18 @@ def test_eval_and_no_grad_change_no_state():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
     rq(x)
     assert bool(rq.initted) and not torch.equal(rq.codebook, before["codebook"])
+
+
+def test_non_contiguous_and_float64_input():
+    torch.manual_seed(0)
+    rq = ResidualQuantizer(4, 8, 2).eval()
+    base = _rand(0, 4, 10, 3)  # [D, N, 3] -> a strided [N, D] view
+    x = base[:, :, 1].T
+    assert not x.is_contiguous()
+    q, codes, _ = rq(x)
+    q_c, codes_c, _ = rq(x.contiguous())
+    torch.testing.assert_close(codes, codes_c, rtol=0, atol=0)
+    torch.testing.assert_close(q, q_c, rtol=0, atol=0)
+    q64, codes64, loss64 = rq(x.double())
+    assert q64.dtype == torch.float64 and loss64.dtype == torch.float32
+    torch.testing.assert_close(codes64, codes, rtol=0, atol=0)

@@ -67,7 +67,7 @@ def residual_walk(
     level_sqerr = x.new_zeros(num_levels)
     counts = x.new_zeros(num_levels, num_codes)
     sums = x.new_zeros(num_levels, num_codes, dim)
-    residual = x.clone()
+    residual = x.clone(memory_format=torch.contiguous_format)
     want_stats = want_stats or want_codebook_grad
     for level in range(num_active):
         level_codes = codes[:, level].contiguous()

@@ -177,7 +177,7 @@ class ResidualQuantizer(nn.Module):
         elif x.dim() < 1 or x.shape[-1] != self.dim:
             raise ShapeError(f"x must be [..., {self.dim}], got {tuple(x.shape)}")
         lead = tuple(x.shape[:-1])
-        return x.reshape(-1, self.dim).to(self.codebook.dtype), lead
+        return x.reshape(-1, self.dim).to(self.codebook.dtype).contiguous(), lead
 
     def _from_rows(self, rows: torch.Tensor, lead: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         out = rows.reshape(*lead, self.dim).to(dtype)

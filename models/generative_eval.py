@@ -221,3 +221,75 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += ["", *[f"![{name}]({Path(path).name if Path(path).parent.name != 'prior_grids' else 'prior_grids/' + Path(path).name})"
                    for name, path in report["grids"].items()], ""]
     return "\n".join(lines)
+
+
+def build_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m fastrq.models.generative_eval",
+        description="evaluate a trained RQ-Transformer prior offline (optionally training the classifier and prior first)")
+    p.add_argument("--out", default="reports/prior", help="report folder")
+    p.add_argument("--prior", default="runs/rqtransformer", help="prior run folder")
+    p.add_argument("--classifier", default="runs/classifier", help="classifier run folder")
+    p.add_argument("--rqvae", default=None, help="RQ-VAE run (default: the prior's); needed with --train-missing")
+    p.add_argument("--train-missing", action="store_true",
+                   help="train the classifier and/or the prior first if their run folders hold no checkpoint")
+    p.add_argument("--prior-minutes", type=float, default=25.0, help="training-time budget of a prior trained here")
+    p.add_argument("--prior-args", default="", help="extra arguments for the prior trainer (quoted string)")
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--dataset", choices=("mnist", "synthetic"), default="mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--temperature", default="1.0")
+    p.add_argument("--top-k", default="0")
+    p.add_argument("--top-p", default="0")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fastrq.models.generative_eval --rqvae runs/rqvae --train-missing``: one command from a trained
+    RQ-VAE to the report (classifier and prior are trained only when their run folders have no checkpoint)."""
+    import shlex
+    import sys
+
+    from fastrq.errors import FastRQError
+
+    from . import classifier as classifier_module
+    from . import prior as prior_module
+    from .checkpoint import latest_checkpoint
+    from .sample import _off_if_zero, _per_depth_arg
+
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    common = ["--dataset", args.dataset, "--no-progress"] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    if args.threads:
+        common += ["--threads", str(args.threads)]
+    try:
+        if args.train_missing and latest_checkpoint(Path(args.classifier) / "checkpoints") is None:
+            if classifier_module.main(["--out", args.classifier, *common]) != 0:
+                return 2
+        if args.train_missing and latest_checkpoint(Path(args.prior) / "checkpoints") is None:
+            if not args.rqvae:
+                raise InvalidArgumentError("--train-missing needs --rqvae to train the prior")
+            code = prior_module.main(["--rqvae", args.rqvae, "--out", args.prior, "--max-minutes", str(args.prior_minutes),
+                                      *common, *shlex.split(args.prior_args)])
+            if code != 0:
+                return code
+        report = prior_report(
+            args.out, prior=args.prior, classifier=args.classifier, rqvae=args.rqvae, num_samples=args.num_samples,
+            dataset=args.dataset, data_dir=args.data_dir, temperature=_per_depth_arg(args.temperature, float),
+            top_k=_off_if_zero(_per_depth_arg(args.top_k, int)), top_p=_off_if_zero(_per_depth_arg(args.top_p, float)),
+            seed=args.seed,
+        )
+    except (FastRQError, ValueError) as exc:
+        print(f"generative_eval: {exc}", file=sys.stderr)
+        return 2
+    print(_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

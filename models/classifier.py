@@ -177,13 +177,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             for index in bar:
                 x = _shift(train_split.images[index], generator)
                 loss = F.cross_entropy(model(x), train_split.labels[index])
+                value = float(loss.detach())
+                if not math.isfinite(value):  # before the update: the weights stay as they were
+                    raise FastRQError(f"classifier training diverged (loss {value}) in epoch {epoch}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise FastRQError(f"classifier training diverged (loss {value}) in epoch {epoch}")
                 total, count = total + value * len(index), count + len(index)
                 if stop.requested():
                     break

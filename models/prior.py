@@ -225,6 +225,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 index = batches[batch_in_epoch]
                 tick = time.perf_counter()
                 loss = model.loss(train_codes[index], None if labels is None else labels[index])
+                value = float(loss.detach())
+                if not math.isfinite(value):  # before the update: the weights stay as they were
+                    raise FastRQError(f"prior training diverged: loss {value} at step {step + 1}; "
+                                      f"the last checkpoint in {ckpt_dir} is intact")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -233,9 +237,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 train_seconds += time.perf_counter() - tick
                 step += 1
                 batch_in_epoch += 1
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise FastRQError(f"prior training diverged: loss {value} at step {step}")
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{value:.3f}")

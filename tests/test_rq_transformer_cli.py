@@ -102,3 +102,28 @@ def test_classifier_training_on_synthetic_digits(tmp_path):
 
     model = load_classifier(out)
     assert not model.training and model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_prior_stops_on_non_finite_loss_before_updating(rqvae_run, tmp_path, monkeypatch, capsys):
+    from fastrq.models.rq_transformer import RQTransformer
+
+    original = RQTransformer.loss
+    calls = {"n": 0}
+    seen: list[torch.Tensor] = []
+
+    def poisoned(self, codes, labels=None):
+        calls["n"] += 1
+        seen.append(self.head.weight.detach().clone())
+        loss = original(self, codes, labels)
+        return loss * float("nan") if calls["n"] == 6 else loss
+
+    monkeypatch.setattr(RQTransformer, "loss", poisoned)
+    assert cli_main(prior_args(rqvae_run, tmp_path / "nan")) == 2
+    assert "diverged" in capsys.readouterr().err
+    assert calls["n"] == 6 and not (tmp_path / "nan" / "final.json").exists()
+    ckpt = latest_checkpoint(tmp_path / "nan" / "checkpoints")
+    assert ckpt is not None and ckpt.name == "step-00000004"  # the periodic checkpoint before the NaN is intact
+    from fastrq.models.checkpoint import load_checkpoint
+
+    weights = load_checkpoint(ckpt).model_state["head.weight"]
+    assert torch.isfinite(weights).all() and torch.equal(weights, seen[4])  # = the weights after step 4

@@ -310,3 +310,11 @@ def test_non_contiguous_and_float64_input():
     q64, codes64, loss64 = rq(x.double())
     assert q64.dtype == torch.float64 and loss64.dtype == torch.float32
     torch.testing.assert_close(codes64, codes, rtol=0, atol=0)
+
+
+def test_dead_code_statistic_counts_small_cluster_sizes():
+    rq = ResidualQuantizer(2, [4, 3], 2, dead_code_threshold=0.5).eval()
+    with torch.no_grad():
+        rq.cluster_size.copy_(torch.tensor([[0.1, 0.6, 0.2, 0.9], [0.4, 0.0, 2.0, 0.0]]))  # [1, 3] is padding
+    _, _, _, stats = rq(_rand(0, 10, 2), return_stats=True)
+    assert stats["dead_codes"].tolist() == [2.0, 2.0]

@@ -31,7 +31,6 @@ from fastrq.errors import FastRQError, ShapeError
 
 from .checkpoint import (
     atomic_write_text,
-    capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
     load_model_weights,

@@ -316,7 +316,7 @@ class RQTransformer(nn.Module):
 
     def _depth_inputs(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """``h`` ``[N, dim]``, codes ``[N, L]`` → depth sequence ``[N, L, dim]``."""
-        L, K = self.config.depth, self.config.codebook_size
+        L = self.config.depth
         first = (h + self.depth_pos[0]).unsqueeze(1)
         if L == 1:
             return first

@@ -12,7 +12,7 @@ Outputs in ``--out`` (default ``runs/<model>``)::
 Exact resume: the batch order of an epoch is a pure function of (seed, epoch) and a checkpoint stores the model
 (weights and quantizer buffers, incl. its counter-based RNG), the optimizer, every RNG state, the position in the
 epoch and the running epoch sums, so a run killed at any point and resumed ends with the same final metrics as an
-uninterrupted run with the same seed (on a deterministic device and the same thread count).
+uninterrupted run with the same seed (on a deterministic device, with the same thread count and number of processes).
 SIGINT/SIGTERM: the current step finishes, a checkpoint is saved, the process exits with status 130.
 
 Multi-process: ``torchrun --nproc-per-node 2 -m fastrq.models.train ...`` (DDP; gloo on CPU, nccl on CUDA). Each
@@ -321,10 +321,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "world_size": dist.world,
     }
 
+    if not dist.main:
+        dist.barrier()  # rank 0 loads (and with --download fetches) first
     train_split = load_dataset(args.dataset, data_dir=args.data_dir, train=True, download=args.download and dist.main,
                                subset=args.train_subset or None)
-    test_split = load_dataset(args.dataset, data_dir=args.data_dir, train=False, download=False,
+    test_split = load_dataset(args.dataset, data_dir=args.data_dir, train=False, download=args.download and dist.main,
                               subset=args.test_subset or None)
+    if dist.main:
+        dist.barrier()
     train_images = train_split.images.to(device)
     test_images = test_split.images.to(device)
     batches_per_epoch = len(batch_indices(torch.arange(len(train_split)), args.batch_size, 0, dist.world))
@@ -345,7 +349,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         else:
             ckpt = load_checkpoint(newest)
             saved = ckpt.config.get("model_config", {})
-            if saved != config.to_dict():
+            # the backend may change on resume (e.g. continue on a GPU with triton); the model may not
+            if {k: v for k, v in saved.items() if k != "backend"} != {k: v for k, v in config.to_dict().items() if k != "backend"}:
                 raise InvalidArgumentError(
                     f"--resume: the checkpoint in {newest} was trained with {saved}, not {config.to_dict()}"
                 )
@@ -353,7 +358,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             optimizer.load_state_dict(ckpt.state["optimizer"])
             extra = ckpt.state["extra"]
             step, epoch, batch_in_epoch = int(extra["step"]), int(extra["epoch"]), int(extra["batch_in_epoch"])
-            epoch_sums = extra["epoch_sums"][dist.rank].clone()
+            saved_sums = extra["epoch_sums"]
+            if len(saved_sums) == dist.world:
+                epoch_sums = saved_sums[dist.rank].clone()
+            else:  # another world size: keep the epoch totals right (rank 0 carries them); the order differs anyway
+                epoch_sums = torch.stack(saved_sums).sum(0) if dist.main else torch.zeros(2, dtype=torch.float64)
             rng = ckpt.state["rng"]
             restore_rng_state(rng[dist.rank] if dist.rank < len(rng) else rng[0])
             # records the interrupted process wrote after this checkpoint are written again by this one

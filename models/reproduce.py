@@ -220,7 +220,17 @@ def prior_section(args: argparse.Namespace, preset: dict[str, Any], out: Path) -
     report = prior_report(out, prior=prior_dir, classifier=classifier_dir, rqvae=out / "runs" / "rq2x128_ema",
                           num_samples=preset["prior_samples"], dataset=args.dataset, data_dir=args.data_dir,
                           test_subset=preset["test_subset"], seed=args.seed)
-    return {"available": True, "time_wall_s": time.perf_counter() - tick, "report": report}
+    summary: dict[str, Any] = {}
+    try:  # a few headline numbers for report.md; the full report is prior_report.md
+        summary = {
+            "samples confident (p ≥ 0.9)": f"{report['samples']['confident_fraction']:.3f}",
+            "samples classifier-FID": f"{report['samples']['classifier_fid']:.2f}",
+            "reconstructions classifier-FID": f"{report['reconstructions']['classifier_fid']:.2f}",
+            "targets met": ", ".join(f"{k}: {v}" for k, v in report["targets_met"].items()),
+        }
+    except (KeyError, TypeError):
+        pass
+    return {"available": True, "time_wall_s": time.perf_counter() - tick, "report": report, "summary": summary}
 
 
 # ------------------------------------------------------------------------------------------------ findings
@@ -372,6 +382,10 @@ def _markdown(report: dict[str, Any]) -> str:
     if prior.get("available"):
         lines.append(f"See [prior_report.md](prior_report.md) (trained on the RQ 2×128 (EMA) codes; "
                      f"{prior['time_wall_s'] / 60:.1f} min including the classifier).")
+        summary = prior.get("summary") or {}
+        if summary:
+            lines.append("")
+            lines.append("Summary: " + ", ".join(f"{k} {v}" for k, v in summary.items()) + ".")
     else:
         lines.append(f"Not available: {prior.get('reason')}.")
     lines += ["", "## Files", "", "- `results.json`: every number above; `runs/<name>/`: each run's metrics.jsonl, "

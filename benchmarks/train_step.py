@@ -10,6 +10,19 @@ pre-step RSS during one step (sampled every millisecond), in a fresh subprocess 
 peak does not hide the other's.
 
     python benchmarks/train_step.py --n 65536 --dim 64 --codebook-size 1024 --levels 8 --repeats 5
+
+Measured on the shared 2-core development machine (2026-11-23, 4 other jobs running; torch 2.14.1 CPU, VQP 1.32.0):
+
+| N | threads | fastrq ms (median) | VQP ms (median) | median of pair ratios | peak RSS growth fastrq / VQP |
+| --- | --- | --- | --- | --- | --- |
+| 65,536 | 1 | 1,793 | 23,702 | 12.4× (pairs 6.7–14.0×) | – |
+| 65,536 | 2, quiet window (first 2 pairs) | 718, 771 | 9,827, 16,647 | 13.7×, 21.6× | 99–112 MiB / 2,135–2,228 MiB |
+| 65,536 | 2, under load | 5,549 | 27,980 | 5.0× (0.7× in the worst run) | |
+| 16,384 | 1 | 601 | 6,679 | 12.9× | 29 MiB / 471 MiB |
+
+Under load, 2-thread runs swing 10–30× (the search alone went from 0.7 s to 22 s between pairs): the GEMM search
+suffers from CPU oversubscription far more than VQP's memory-bound work. Compare ratios from quiet runs.
+The ``search`` provider shows that the module adds ~5–12% over ``fastrq.residual_quantize`` itself.
 """
 
 from __future__ import annotations

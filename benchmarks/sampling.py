@@ -7,6 +7,13 @@ MNIST prior's shape: 7×7 positions, 2 depths, 128 codes, dim 128, 4 spatial + 2
 uniform variates once, checks that :meth:`sample` (KV caches) and :meth:`sample_uncached` (full forward over the
 prefix for every token) return identical codes, then times them interleaved (A B A B …) and reports medians and the
 ratio. The uncached sampler re-runs the prefix, not the whole padded sequence: the stronger baseline.
+
+Measured (2026-11-23, default model, --threads 1, CPU shared with other jobs, medians of 3 / 2 runs)::
+
+    batch   cached    uncached   speedup   same tokens
+        1   0.51 s     1.29 s      2.5×       yes      (both samplers are bound by per-layer Python overhead)
+        8   0.89 s     6.31 s      7.1×       yes
+       32   1.71 s    24.14 s     14.1×       yes
 """
 
 from __future__ import annotations

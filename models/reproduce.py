@@ -66,10 +66,10 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"train_subset": 20000, "test_subset": 2000, "epochs": 3, "eval_every": 40, "batch_size": 128,
               "throughput_steps": 4, "throughput_rounds": 3,
-              "classifier_epochs": 1, "prior_minutes": 1.0, "prior_samples": 1000},
+              "classifier_epochs": 1, "prior_epochs": 1, "prior_minutes": 1.0, "prior_samples": 1000},
     "full": {"train_subset": 0, "test_subset": 0, "epochs": 20, "eval_every": 0, "batch_size": 128,
              "throughput_steps": 10, "throughput_rounds": 5,
-             "classifier_epochs": 3, "prior_minutes": 20.0, "prior_samples": 2000},
+             "classifier_epochs": 3, "prior_epochs": 3, "prior_minutes": 20.0, "prior_samples": 2000},
 }
 
 # models timed for throughput (the learned-codebook variants cost the same search)
@@ -213,6 +213,7 @@ def prior_section(args: argparse.Namespace, preset: dict[str, Any], out: Path) -
     if not (prior_dir / "final.json").is_file():
         print("[reproduce] rqtransformer prior: training", flush=True)
         rc = prior.main(common + ["--out", str(prior_dir), "--rqvae", str(out / "runs" / "rq2x128_ema"),
+                                  "--epochs", str(preset["prior_epochs"]),  # sets the LR schedule's length
                                   "--max-minutes", str(preset["prior_minutes"]), "--resume"])
         if rc:
             return {"available": False, "reason": f"prior training failed (exit status {rc})"}

@@ -18,7 +18,7 @@ EXTRAS = {
     "triton": ["triton>=3.0"],
     "models": ["torchvision", "tqdm", "matplotlib", "safetensors", "einops"],
     "bench": ["faiss-cpu", "vector-quantize-pytorch", "pytest-benchmark", "matplotlib"],
-    "test": ["pytest", "hypothesis", "pytest-benchmark"],
+    "test": ["pytest", "hypothesis", "pytest-benchmark", "scipy"],
 }
 EXTRAS["dev"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 

@@ -19,7 +19,7 @@ A fresh subprocess per measurement (:func:`measure_in_subprocess`, used by ``tes
 cleanest number: inputs are built, one small call warms up lazy initialisation (thread pools, faiss), then the peak
 is reset and the full-size call measured.
 
-    python -m benchmarks.memory --op nearest_code --backend torch --n 65536 --k 16384 --d 64 [--faiss 0]
+    python -m benchmarks.memory --op nearest_code --backend torch --n 65536 --k 16384 --d 64 [--faiss auto 0 1]
 """
 
 from __future__ import annotations
@@ -115,20 +115,22 @@ def ensure_allocator_env(module: str, argv: list[str]) -> None:
 
 
 def measure_in_subprocess(
-    op: str, backend: str, n: int, k: int, d: int, *, levels: int = 1, faiss: str = "auto", timeout: float = 600
-) -> dict:
-    """Peak extra host memory of one ``fastrq.<op>`` call in a fresh Python process. Returns the JSON record of
-    :func:`_main` (``extra_bytes``, input sizes, ...); raises RuntimeError with the child's stderr if it fails."""
+    op: str, backend: str, n: int, k: int, d: int, *, levels: int = 1, faiss: tuple[str, ...] = ("auto",),
+    timeout: float = 600,
+) -> list[dict]:
+    """Peak extra host memory of one ``fastrq.<op>`` call per ``FASTRQ_FAISS`` mode in ``faiss``, measured one after
+    the other in one fresh Python process. Returns the JSON records of :func:`_main` (``extra_bytes``, input sizes,
+    ...), one per mode; raises RuntimeError with the child's stderr if it fails."""
     cmd = [
         sys.executable, "-m", "benchmarks.memory", "--op", op, "--backend", backend,
-        "--n", str(n), "--k", str(k), "--d", str(d), "--levels", str(levels), "--faiss", faiss,
+        "--n", str(n), "--k", str(k), "--d", str(d), "--levels", str(levels), "--faiss", *faiss,
     ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, **ALLOCATOR_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"memory measurement failed ({done.returncode}): {done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in done.stdout.strip().splitlines() if line.startswith("{")]
 
 
 def _main(argv: list[str] | None = None) -> None:
@@ -139,11 +141,11 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=16384)
     parser.add_argument("--d", type=int, default=64)
     parser.add_argument("--levels", type=int, default=1)
-    parser.add_argument("--faiss", default="auto", help="FASTRQ_FAISS for the torch backend: auto, 0 or 1")
+    parser.add_argument("--faiss", nargs="+", default=["auto"],
+                        help="FASTRQ_FAISS values for the torch backend (auto, 0, 1), measured one after the other")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
-    os.environ["FASTRQ_FAISS"] = args.faiss
     import torch
 
     import fastrq
@@ -160,17 +162,20 @@ def _main(argv: list[str] | None = None) -> None:
     else:
         codebook = torch.randn(args.levels, args.k, args.d, generator=gen)
         run = lambda rows: fastrq.residual_quantize(rows, codebook, backend=args.backend)  # noqa: E731
-    run(x[:64])  # lazy initialisation (thread pools, faiss import) is not the op's memory
-    with PeakMemory() as peak:
-        out = run(x)
-    output_bytes = sum(t.numel() * t.element_size() for t in out)
-    record = {
-        "op": args.op, "backend": args.backend, "faiss": args.faiss, "N": args.n, "K": args.k, "D": args.d,
-        "L": args.levels, "extra_bytes": peak.extra_bytes, "output_bytes": output_bytes,
-        "input_bytes": x.numel() * x.element_size() + codebook.numel() * codebook.element_size(),
-        "nxk_float32_bytes": args.n * args.k * 4,
-    }
-    print(json.dumps(record))
+    for mode in args.faiss:
+        os.environ["FASTRQ_FAISS"] = mode
+        run(x[:64])  # lazy initialisation (thread pools, faiss import) is not the op's memory
+        with PeakMemory() as peak:
+            out = run(x)
+        output_bytes = sum(t.numel() * t.element_size() for t in out)
+        del out
+        record = {
+            "op": args.op, "backend": args.backend, "faiss": mode, "N": args.n, "K": args.k, "D": args.d,
+            "L": args.levels, "extra_bytes": peak.extra_bytes, "output_bytes": output_bytes,
+            "input_bytes": x.numel() * x.element_size() + codebook.numel() * codebook.element_size(),
+            "nxk_float32_bytes": args.n * args.k * 4,
+        }
+        print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,251 @@
+"""Benchmarks: pytest-benchmark runs of the ops at small sizes (reference and torch backends), the benchmark's
+correctness checks (they must reject wrong codes), the peer adapters against the float64 reference, and a tiny smoke
+run of the quick preset whose output files must be written and well-formed.
+
+pytest-benchmark is disabled by default (pyproject ``--benchmark-disable``: each benchmarked function runs once, as a
+test); ``pytest tests/test_benchmarks.py --benchmark-enable -k bench_`` times them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastrq
+from benchmarks import ops_bench, peers
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------------------------------- pytest-benchmark, small
+SMALL = dict(n=2048, d=32, k=256, levels=4)
+BACKENDS = [
+    pytest.param("reference", None, id="naive"),
+    pytest.param("torch", "auto", id="torch"),
+    pytest.param("torch", "0", id="torch-pure"),
+]
+
+
+@pytest.fixture(scope="module")
+def small_inputs():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(SMALL["n"], SMALL["d"], generator=gen)
+    codebooks = torch.randn(SMALL["levels"], SMALL["k"], SMALL["d"], generator=gen) * 0.75 ** torch.arange(4.0)[:, None, None]
+    return x, codebooks
+
+
+def _within(x: torch.Tensor, book: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Rows whose chosen code is within tolerance of the float64 true minimum."""
+    x64, book64 = x.double(), book.double()
+    _, best = fastrq.nearest_code(x64, book64, backend="reference")
+    chosen = book64[codes]
+    got = (x64 - chosen).square().sum(1)
+    return got <= best + 1e-5 * (x64.square().sum(1) + chosen.square().sum(1))
+
+
+@pytest.mark.parametrize("backend, faiss_mode", BACKENDS)
+def test_bench_nearest_code(benchmark, monkeypatch, small_inputs, backend, faiss_mode):
+    x, codebooks = small_inputs
+    if faiss_mode is not None:
+        monkeypatch.setenv("FASTRQ_FAISS", faiss_mode)
+    benchmark.group = "nearest_code"
+    codes, sqdist = benchmark(fastrq.nearest_code, x, codebooks[0], backend=backend)
+    assert codes.shape == (SMALL["n"],) and sqdist.dtype == torch.float32
+    assert bool(_within(x, codebooks[0], codes).all())
+
+
+@pytest.mark.parametrize("backend, faiss_mode", BACKENDS)
+def test_bench_residual_quantize(benchmark, monkeypatch, small_inputs, backend, faiss_mode):
+    x, codebooks = small_inputs
+    if faiss_mode is not None:
+        monkeypatch.setenv("FASTRQ_FAISS", faiss_mode)
+    benchmark.group = "residual_quantize"
+    quantized, codes = benchmark(fastrq.residual_quantize, x, codebooks, backend=backend)
+    assert codes.shape == (SMALL["n"], SMALL["levels"])
+    residual = x.double()
+    for level, book in enumerate(codebooks):  # every level: nearest code of that provider's own residual
+        assert bool(_within(residual, book, codes[:, level]).all())
+        residual = residual - book.double()[codes[:, level]]
+    torch.testing.assert_close(quantized.double(), x.double() - residual, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_bench_residual_decode(benchmark, small_inputs, backend):
+    x, codebooks = small_inputs
+    quantized, codes = fastrq.residual_quantize(x, codebooks, backend="torch")
+    benchmark.group = "residual_decode"
+    decoded = benchmark(fastrq.residual_decode, codes, codebooks, backend=backend)
+    torch.testing.assert_close(decoded, quantized, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_bench_ema_update(benchmark, small_inputs, backend):
+    x, codebooks = small_inputs
+    codes, _ = fastrq.nearest_code(x, codebooks[0], backend="torch")
+    state = (codebooks[0].clone(), torch.ones(SMALL["k"]), codebooks[0].clone())
+    benchmark.group = "ema_update_"
+
+    def step():
+        codebook, cluster_size, embed_sum = (t.clone() for t in state)
+        fastrq.ema_update_(codebook, cluster_size, embed_sum, x, codes, decay=0.0, backend=backend)
+        return codebook, cluster_size
+
+    codebook, cluster_size = benchmark(step)
+    counts = torch.bincount(codes, minlength=SMALL["k"]).float()
+    torch.testing.assert_close(cluster_size, counts)  # decay 0: the batch counts
+    used = counts > 0
+    means = torch.zeros_like(codebook).index_add_(0, codes, x) / counts.clamp_min(1)[:, None]
+    n = counts.sum()
+    smoothed = (counts + 1e-5) / (n + SMALL["k"] * 1e-5) * n
+    torch.testing.assert_close(codebook[used], (means * counts[:, None] / smoothed[:, None])[used], atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------- the benchmark's checks
+def _case_inputs(op: str, n=512, d=8, k=64, levels=3):
+    case = ops_bench.Case(op, d, k, levels if op == "residual_quantize" else 1, n)
+    x, books = ops_bench.make_inputs(case)
+    return case, x, books
+
+
+def _truth(x, books, base):
+    sample = torch.arange(0, x.shape[0], 3)
+    return ops_bench._TrueMinimum(x.double(), books.double(), base if base.dim() == 2 else base[:, None], sample)
+
+
+def test_check_nearest_accepts_right_and_rejects_wrong_codes():
+    _, x, books = _case_inputs("nearest_code")
+    base, _ = fastrq.nearest_code(x, books[0], backend="torch")
+    truth = _truth(x, books, base)
+    assert ops_bench.check_nearest(x, books[0], base, base, truth)[0]
+    wrong = base.clone()
+    wrong[7] = (wrong[7] + 1) % books.shape[1]  # one row, a farther code
+    ok, detail = ops_bench.check_nearest(x, books[0], wrong, base, truth)
+    assert not ok and "1 of 512 rows" in detail
+    assert not ops_bench.check_nearest(x, books[0], base.int(), base, truth)[0]  # wrong dtype
+    assert not ops_bench.check_nearest(x, books[0], base[:-1] + 1000, base, truth)[0]  # out of range
+
+
+def test_check_residual_accepts_right_and_rejects_wrong_codes():
+    _, x, books = _case_inputs("residual_quantize")
+    _, base = fastrq.residual_quantize(x, books, backend="torch")
+    truth = _truth(x, books, base)
+    assert ops_bench.check_residual(x, books, base, base, truth)[0]
+    for level in range(books.shape[0]):
+        wrong = base.clone()
+        wrong[:, level] = (wrong[:, level] + 1) % books.shape[1]  # a non-greedy choice at this level
+        assert not ops_bench.check_residual(x, books, wrong, base, truth)[0], level
+    # another valid greedy path is accepted: the check judges each provider on its own residuals. Make code j of
+    # level 0 a near-twin of the code c that sampled row 0 chose, and swap the twins in the rows that chose either (their later
+    # residuals shift slightly, so the check recomputes their true minima)
+    c = int(base[0, 0])
+    j = (c + 1) % books.shape[1]
+    twin = books.clone()
+    twin[0, j] = twin[0, c] + 1e-6
+    _, base = fastrq.residual_quantize(x, twin, backend="torch")
+    truth = _truth(x, twin, base)
+    other = base.clone()
+    other[base[:, 0] == c, 0] = j  # the twins swapped: an equally near choice
+    other[base[:, 0] == j, 0] = c
+    assert int(other[0, 0]) != int(base[0, 0])  # row 0 is sampled and moved
+    ok, detail = ops_bench.check_residual(x, twin, other, base, truth)
+    assert ok, detail
+
+
+def test_run_case_reports_a_wrong_provider_and_does_not_time_it():
+    def prepare_wrong(op, x, books, settings):
+        return peers.Prepared(lambda: torch.zeros(x.shape[0], dtype=torch.long), lambda codes: codes, rows=x.shape[0])
+
+    liar = peers.Provider("liar", "always code 0", ("nearest_code",), lambda: None, prepare_wrong)
+    torch_provider = next(p for p in ops_bench.FASTRQ_PROVIDERS if p.name == "torch")
+    case = ops_bench.Case("nearest_code", 8, 64, 1, 512)
+    settings = dict(reps=2, budget_s=5.0, naive_rows=512, seed=0, mem_cap_bytes=1 << 30)
+    records = {r["provider"]: r for r in ops_bench.run_case(case, [liar, torch_provider], settings, log=lambda *_: None)}
+    assert records["liar"]["status"] == "wrong" and records["liar"]["median_ms"] is None
+    assert records["torch"]["status"] == "ok" and records["torch"]["reps"] == 2
+
+
+# ------------------------------------------------------------------------------------- peer adapters vs reference
+AVAILABLE_PEERS = [p for p in peers.PEERS if p.unavailable_reason() is None]
+
+
+@pytest.mark.skipif(not AVAILABLE_PEERS, reason="no peer library installed (pip install 'fastrq[bench]')")
+@settings(max_examples=8)
+@given(
+    n=st.integers(1, 300), d=st.sampled_from([1, 3, 16, 33]), log_k=st.integers(0, 7), levels=st.integers(1, 3),
+    seed=st.integers(0, 2**31 - 1), cap=st.sampled_from([1 << 30, 1 << 12]),
+)
+def test_peer_adapters_agree_with_the_reference(n, d, log_k, levels, seed, cap):
+    """Every available peer, on our codebooks, returns greedy codes within tolerance of the float64 reference
+    (with and without row chunking)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen)
+    books = torch.randn(levels, 1 << log_k, d, generator=gen)
+    for provider in AVAILABLE_PEERS:
+        for op in provider.ops:
+            use = books if op == "residual_quantize" else books[:1]
+            prepared = provider.prepare(op, x, use, {"mem_cap_bytes": cap})
+            codes = prepared.to_codes(prepared.call())
+            codes = codes if codes.dim() == 2 else codes[:, None]
+            assert codes.shape == (n, use.shape[0]) and codes.dtype == torch.int64, provider.name
+            residual = x.double()
+            for level, book in enumerate(use):
+                assert bool(_within(residual, book, codes[:, level]).all()), (provider.name, op, level)
+                residual = residual - book.double()[codes[:, level]]
+
+
+def test_faiss_rq_refuses_a_non_power_of_two_codebook():
+    if peers.PEERS[1].unavailable_reason() is not None:
+        pytest.skip("faiss is not installed")
+    with pytest.raises(peers.NotApplicable, match="2\\^b"):
+        peers.PEERS[1].prepare("residual_quantize", torch.randn(4, 3), torch.randn(2, 100, 3), {"mem_cap_bytes": 1 << 30})
+
+
+# ------------------------------------------------------------------------------------------ quick-preset smoke
+def test_quick_preset_smoke_run_writes_well_formed_outputs(tmp_path):
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "benchmarks.ops_bench", "--preset", "quick", "--n", "512", "--reps", "2",
+           "--naive-rows", "128", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "### nearest_code" in done.stdout and "### residual_quantize" in done.stdout
+
+    result = json.loads((out / "results.json").read_text())
+    meta = result["meta"]
+    assert meta["preset"] == "quick" and meta["threads"] == 2 and meta["versions"]["torch"] == torch.__version__
+    for key in ("git_revision", "hostname", "cpu", "timestamp", "peak_memory_method"):
+        assert key in meta
+    records = result["results"]
+    preset = ops_bench.PRESETS["quick"]
+    expected_cases = len(preset["dims"]) * len(preset["ks"]) * (1 + len(preset["levels"]))
+    assert len(records) == expected_cases * len(ops_bench.ALL_PROVIDERS)  # one record per case × provider
+    assert not [r for r in records if r["status"] in ("wrong", "error")], [r for r in records if r["status"] != "ok"]
+    timed = [r for r in records if r["status"] == "ok"]
+    assert {r["provider"] for r in timed} >= {"naive", "torch", "torch-pure", "cdist"}
+    for r in timed:
+        for key in ("op", "provider", "D", "K", "L", "N", "median_ms", "p20_ms", "p80_ms", "reps", "peak_mem_bytes",
+                    "versions", "git_revision", "hostname", "cpu"):
+            assert key in r, key
+        assert r["N"] == 512 and 1 <= r["reps"] <= 2 and len(r["times_ms"]) == r["reps"]
+        assert 0 < r["p20_ms"] <= r["median_ms"] <= r["p80_ms"]
+        assert r["peak_mem_bytes"] is None or r["peak_mem_bytes"] >= 0
+        assert (r["L"] is None) == (r["op"] == "nearest_code")
+        assert r["extrapolated"] == (r["provider"] == "naive")  # naive ran 128 of the 512 rows
+    for r in records:
+        if r["status"] == "skipped":
+            assert r["check"]  # a reason is given
+
+    markdown = (out / "results.md").read_text()
+    assert "torch ms" in markdown and "/torch" in markdown and "Targets" in markdown
+    png = (out / "ops_bench.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out / "ops_bench.png").shape[0] > 200

@@ -518,6 +518,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="time under glibc's default allocator (no re-exec with the pinned mmap threshold that the "
+                             "peak-memory method needs; that setting makes every allocation > 128 KiB an mmap with "
+                             "fresh page faults, which slows allocation-heavy providers); peak memory is then approximate")
     args = parser.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key, None) is None:
@@ -581,5 +585,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    memory.ensure_allocator_env("benchmarks.ops_bench", sys.argv[1:])
+    if "--default-malloc" not in sys.argv[1:]:
+        memory.ensure_allocator_env("benchmarks.ops_bench", sys.argv[1:])
     main()

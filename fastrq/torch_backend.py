@@ -133,9 +133,11 @@ def _search_tiled(x: torch.Tensor, centred: torch.Tensor, mean: torch.Tensor) ->
     code_block = min(k, CODE_BLOCK if x.device.type == "cpu" else GPU_CODE_BLOCK)
     row_block = min(n, max(64, tile_elements // code_block))
     scores_buf = torch.empty(row_block * code_block, dtype=x.dtype, device=x.device)
+    rows_buf = torch.empty(row_block, x.shape[1], dtype=x.dtype, device=x.device)  # reused: no allocation per block
     codes = torch.empty(n, dtype=torch.long, device=x.device)
     for r0 in range(0, n, row_block):
-        rows = x[r0 : r0 + row_block] - mean
+        block = x[r0 : r0 + row_block]
+        rows = torch.sub(block, mean, out=rows_buf[: block.shape[0]])
         best_score = best_code = None
         for k0 in range(0, k, code_block):
             k1 = min(k, k0 + code_block)

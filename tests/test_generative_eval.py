@@ -122,7 +122,8 @@ def test_prior_report_end_to_end(tmp_path):
                     config={"prior_config": prior_config.to_dict(), "height": 7, "width": 7,
                             "rqvae": str(tmp_path / "rqvae")})
     report = prior_report(tmp_path / "report", prior=tmp_path / "prior", classifier=tmp_path / "classifier",
-                          num_samples=24, dataset="synthetic", test_subset=40, top_k=4, batch_size=16)
+                          num_samples=24, dataset="synthetic", test_subset=40, top_k=4, batch_size=16,
+                          sweep=[{"temperature": 0.0}, {"temperature": 1.0, "top_p": 0.5}])
     saved = json.loads((tmp_path / "report" / "prior_report.json").read_text())
     assert saved["num_samples"] == 24 and saved["samples"]["num_images"] == 24
     assert saved["reconstructions"]["num_images"] == 24
@@ -133,3 +134,21 @@ def test_prior_report_end_to_end(tmp_path):
     for name in ("prior_samples.png", "prior_reconstructions.png", "prior_grids/samples_by_class.png", "prior_report.md"):
         assert (tmp_path / "report" / name).is_file(), name
     assert "classifier FID" in (tmp_path / "report" / "prior_report.md").read_text()
+    assert [row["sampling"] for row in saved["sweep"]] == [
+        {"temperature": 0.0, "top_k": None, "top_p": None}, {"temperature": 1.0, "top_k": None, "top_p": 0.5}]
+    for row in saved["sweep"]:
+        assert row["num_images"] == 24
+        assert row["fid_ratio_to_reconstructions"] == pytest.approx(
+            row["classifier_fid"] / report["reconstructions"]["classifier_fid"])
+    assert "Sampling sweep" in (tmp_path / "report" / "prior_report.md").read_text()
+
+
+def test_parse_sweep():
+    from fastrq.errors import InvalidArgumentError
+    from fastrq.models.generative_eval import parse_sweep
+
+    assert parse_sweep(["0.9", "0.8:50", "1.0:0:0.9"]) == [
+        {"temperature": 0.9}, {"temperature": 0.8, "top_k": 50}, {"temperature": 1.0, "top_p": 0.9}]
+    for bad in ("", "a", "1:2:3:4", "1:x"):
+        with pytest.raises(InvalidArgumentError, match="--sweep"):
+            parse_sweep([bad])

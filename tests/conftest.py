@@ -9,6 +9,7 @@
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -23,3 +24,12 @@ settings.register_profile("thorough", max_examples=300, deadline=None, suppress_
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 torch.set_num_threads(int(os.environ.get("FASTRQ_TEST_THREADS", "2")))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one thread is fastest, and avoids spin-wait slowdowns on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

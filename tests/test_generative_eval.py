@@ -22,12 +22,7 @@ from fastrq.models.generative_eval import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 @given(dim=st.integers(1, 8), seed=st.integers(0, 2**16))
@@ -147,8 +142,9 @@ def test_parse_sweep():
     from fastrq.errors import InvalidArgumentError
     from fastrq.models.generative_eval import parse_sweep
 
-    assert parse_sweep(["0.9", "0.8:50", "1.0:0:0.9"]) == [
-        {"temperature": 0.9}, {"temperature": 0.8, "top_k": 50}, {"temperature": 1.0, "top_p": 0.9}]
+    assert parse_sweep(["0.9", "0.8:50", "1.0:0:0.9", "1.0,0.6", "1:64,0"]) == [
+        {"temperature": 0.9}, {"temperature": 0.8, "top_k": 50}, {"temperature": 1.0, "top_p": 0.9},
+        {"temperature": [1.0, 0.6]}, {"temperature": 1.0, "top_k": [64, None]}]
     for bad in ("", "a", "1:2:3:4", "1:x"):
         with pytest.raises(InvalidArgumentError, match="--sweep"):
             parse_sweep([bad])

@@ -22,13 +22,7 @@ from fastrq.models.rq_transformer import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and avoids spin-wait slowdowns on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def tiny(seed: int = 0, dtype=torch.float64, **overrides) -> RQTransformer:

@@ -13,12 +13,7 @@ from fastrq.models.checkpoint import latest_checkpoint, save_checkpoint
 from fastrq.models.metrics_log import read_jsonl, timing_free
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

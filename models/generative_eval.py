@@ -270,25 +270,30 @@ def build_parser():
     p.add_argument("--top-k", default="0")
     p.add_argument("--top-p", default="0")
     p.add_argument("--sweep", nargs="*", default=[], metavar="T[:K[:P]]",
-                   help="further sampling settings to score, e.g. 1.0 0.9 0.8:50 (temperature[:top-k[:top-p]], 0 = off)")
+                   help="further sampling settings to score, e.g. 0.9 0.8:50 1.0,0.6 (temperature[:top-k[:top-p]], each "
+                        "one value or one per depth, comma-separated; 0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     return p
 
 
 def parse_sweep(items: list[str]) -> list[dict[str, Any]]:
-    """["0.9", "0.8:50", "1.0:0:0.9"] → [{"temperature": 0.9}, {"temperature": 0.8, "top_k": 50}, …]."""
+    """``temperature[:top_k[:top_p]]`` per item, each part one value or one per depth (comma-separated); 0 turns
+    top-k / top-p off. ["0.9", "0.8:50", "1.0:0:0.9", "1.0,0.6"] → [{"temperature": 0.9},
+    {"temperature": 0.8, "top_k": 50}, {"temperature": 1.0, "top_p": 0.9}, {"temperature": [1.0, 0.6]}]."""
+    from .sample import _off_if_zero, _per_depth_arg
+
     settings = []
     for item in items:
         parts = item.split(":")
         if not 1 <= len(parts) <= 3:
             raise InvalidArgumentError(f"--sweep item {item!r} is not temperature[:top_k[:top_p]]")
         try:
-            setting = {"temperature": float(parts[0])}
-            if len(parts) > 1 and int(parts[1]):
-                setting["top_k"] = int(parts[1])
-            if len(parts) > 2 and float(parts[2]):
-                setting["top_p"] = float(parts[2])
+            setting = {"temperature": _per_depth_arg(parts[0], float)}
+            for name, kind, text in (("top_k", int, parts[1:2]), ("top_p", float, parts[2:3])):
+                value = _off_if_zero(_per_depth_arg(text[0], kind)) if text else None
+                if value is not None and not (isinstance(value, list) and all(v is None for v in value)):
+                    setting[name] = value
         except ValueError as exc:
             raise InvalidArgumentError(f"--sweep item {item!r}: {exc}") from None
         settings.append(setting)

@@ -4,19 +4,24 @@ Nearest-code search (the hot loop of every op) works on row blocks × code block
 
     scores[n, k] = ½‖e_k − μ‖² − (x_n − μ)·(e_k − μ)        (= ½‖x_n − e_k‖² − ½‖x_n − μ‖²)
 
-one ``addmm`` per tile into a reused buffer, then a row-wise ``min`` merged into a running (min, argmin) with a
-strict ``<`` over code blocks in increasing order, so among equal scores the smallest index wins. μ, about the codebook
-mean (see :func:`centring_shift`), is subtracted from both sides (distances are translation-invariant): without it the expansion loses every
-significant digit for data with a large common offset (x, e ≈ 1000 + N(0, 1)). ‖x‖² is argmin-irrelevant and never
-added; nothing is clamped.
+one ``addmm`` per tile into a reused buffer, then a row-wise ``min`` (:func:`block_argmin`) merged into a running
+(min, argmin) with a strict ``<`` over code blocks in increasing order, so among equal scores the smallest index wins.
+μ, about the codebook mean (see :func:`centring_shift`), is subtracted from both sides (distances are
+translation-invariant): without it the expansion loses every significant digit for data with a large common offset
+(x, e ≈ 1000 + N(0, 1)). When μ rounds to 0 (zero-mean codebooks, most residual levels) nothing is subtracted or
+copied. ‖x‖² is argmin-irrelevant and never added; nothing is clamped.
 
 Exact ties between duplicate codebook rows are settled independently of GEMM rounding: each row is mapped to the
 first row equal to it (``torch.unique``), so a duplicate never beats its earlier twin.
 
+``residual_quantize`` runs row blocks outside and levels inside: a block's residual goes through all L levels
+while it is in cache (the layout of the fused Triton kernel), instead of L passes over all N rows.
+
 Extra memory beyond inputs and outputs: one scores tile of at most ``TILE_ELEMENTS`` (2²⁰) elements (4 MiB in
-float32; on a GPU ``GPU_TILE_ELEMENTS``, 2²⁴: 64 MiB), one centred row block (≤ 2²⁰ / min(K, ``CODE_BLOCK``) rows × D), the centred codebook (K × D), and
-O(N + K) vectors (codes, running minimum); never N×K. At N = 65,536, K = 16,384, D = 64 that is about 14 MiB
-(``tests/test_memory_bound.py`` measures it). ``residual_quantize`` adds one [N, D] buffer (the residual) besides its output.
+float32; on a GPU ``GPU_TILE_ELEMENTS``, 2²⁴: 64 MiB), one row block (≤ 2²⁰ / min(K, ``CODE_BLOCK``) rows × D; three
+of them in ``residual_quantize``: centred rows, residual, chosen rows), the centred codebook (K × D per level, only
+where μ ≠ 0) and O(N + K) vectors (codes, running minimum); never N×K. At N = 65,536, K = 16,384, D = 64 that is
+about 14 MiB (``tests/test_memory_bound.py`` measures it).
 
 On the CPU with float32 data and faiss importable, the search may instead call faiss' exact ``knn`` (its fused
 top-1 kernels are far faster for small D); ``FASTRQ_FAISS`` chooses: ``auto`` (default, use it where it is faster),
@@ -105,60 +110,84 @@ def centring_shift(codebook: torch.Tensor) -> torch.Tensor:
 def block_argmin(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-wise (min, first argmin) of scores [R, C], exactly as ``scores.min(dim=1)`` but faster on the CPU.
 
-    ``min`` with indices runs a scalar loop (about 20× slower than the value-only ``amin``), so when C is a multiple
-    of ``GROUP`` the row is cut into groups of GROUP: ``amin`` over each group (vectorised), the first group holding
-    the row minimum, then the first position of the minimum inside that group. The result is the first index
-    attaining the minimum, so ties still go to the smallest index.
+    ``min`` with indices runs a scalar loop (10–20× slower than the value-only ``amin``), so when C is a multiple of
+    ``GROUP`` the row is cut into groups of GROUP: ``amin`` over each group (vectorised), the first group holding the
+    row minimum, that group copied out by ``index_select`` over GROUP-element rows (a memcpy per row; ``gather``
+    costs as much as the whole search here), then the first position of the minimum inside it. The result is the
+    first index attaining the minimum, so ties still go to the smallest index.
     """
     rows, cols = scores.shape
     if scores.device.type != "cpu" or cols % GROUP or cols < 2 * GROUP:
         return scores.min(dim=1)
-    grouped = scores.view(rows, cols // GROUP, GROUP)
-    best, group = grouped.amin(dim=2).min(dim=1)
-    members = grouped.gather(1, group[:, None, None].expand(rows, 1, GROUP))[:, 0]
+    groups = cols // GROUP
+    best, group = scores.view(rows, groups, GROUP).amin(dim=2).min(dim=1)
+    first_row_of_group = torch.arange(0, rows * groups, groups, device=scores.device) + group
+    members = scores.view(rows * groups, GROUP).index_select(0, first_row_of_group)  # [R, GROUP]
     return best, group * GROUP + members.argmin(dim=1)
 
 
 GROUP = 64
 
 
-def _search_tiled(x: torch.Tensor, centred: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """argmin_k of ½‖e_k‖² − (x − μ)·e_k over centred codebook rows e_k; x [N, D] uncentred. Returns codes [N]."""
-    n = x.shape[0]
-    k = centred.shape[0]
-    half_norm = 0.5 * centred.square().sum(dim=1)  # [K], once per call
-    centred_t = centred.T  # [D, K] view; addmm takes it as a transposed operand
-    tile_elements = TILE_ELEMENTS if x.device.type == "cpu" else GPU_TILE_ELEMENTS
-    code_block = min(k, CODE_BLOCK if x.device.type == "cpu" else GPU_CODE_BLOCK)
-    row_block = min(n, max(64, tile_elements // code_block))
-    scores_buf = torch.empty(row_block * code_block, dtype=x.dtype, device=x.device)
-    rows_buf = torch.empty(row_block, x.shape[1], dtype=x.dtype, device=x.device)  # reused: no allocation per block
-    codes = torch.empty(n, dtype=torch.long, device=x.device)
-    for r0 in range(0, n, row_block):
-        block = x[r0 : r0 + row_block]
-        rows = torch.sub(block, mean, out=rows_buf[: block.shape[0]])
-        best_score = best_code = None
-        for k0 in range(0, k, code_block):
-            k1 = min(k, k0 + code_block)
-            scores = scores_buf[: rows.shape[0] * (k1 - k0)].view(rows.shape[0], k1 - k0)
-            torch.addmm(half_norm[k0:k1], rows, centred_t[:, k0:k1], beta=1, alpha=-1, out=scores)
-            score, code = block_argmin(scores)
-            if best_score is None:
-                best_score, best_code = score, code
-            else:
-                better = score < best_score  # strict: an equal score in a later block never wins
-                best_score = torch.where(better, score, best_score)
-                best_code = torch.where(better, code + k0, best_code)
-        codes[r0 : r0 + rows.shape[0]] = best_code
-    return codes
+class PreparedCodebook:
+    """What the tiled search needs of one codebook [K, D], computed once per call (and per level in RQ).
+
+    ``shift`` μ [D] (:func:`centring_shift`), ``centred_t`` = (codebook − μ)ᵀ [D, K] (a view of the codebook itself
+    when μ = 0, the usual case for residual levels and zero-mean data: no copy), ``half_norm`` = ½‖e_k − μ‖² [K],
+    ``first`` = :func:`first_equal_row` (None when all rows are distinct) and ``shifted`` (whether x needs − μ)."""
+
+    def __init__(self, codebook: torch.Tensor):
+        self.shift = centring_shift(codebook)
+        self.shifted = bool(self.shift.any())  # one host sync per codebook
+        centred = codebook - self.shift if self.shifted else codebook
+        self.centred_t = centred.T
+        self.half_norm = 0.5 * centred.square().sum(dim=1)
+        self.first = first_equal_row(codebook)
+        self.num_codes = codebook.shape[0]
 
 
-def _search_faiss(x: torch.Tensor, centred: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+class TileWorkspace:
+    """Reused buffers of the tiled search (no allocation per block): a scores tile [rows, code_block] and a
+    centred row block [rows, D]. ``rows`` = the row-block size for this K (``TILE_ELEMENTS`` // code block)."""
+
+    def __init__(self, num_rows: int, num_codes: int, dim: int, dtype: torch.dtype, device: torch.device):
+        on_cpu = device.type == "cpu"
+        tile_elements = TILE_ELEMENTS if on_cpu else GPU_TILE_ELEMENTS
+        self.code_block = min(num_codes, CODE_BLOCK if on_cpu else GPU_CODE_BLOCK)
+        self.rows = min(num_rows, max(64, tile_elements // self.code_block))
+        self.scores = torch.empty(self.rows * self.code_block, dtype=dtype, device=device)
+        self.centred_rows = torch.empty(self.rows, dim, dtype=dtype, device=device)
+
+
+def block_codes(rows: torch.Tensor, book: PreparedCodebook, work: TileWorkspace) -> torch.Tensor:
+    """Codes [R] of the rows [R, D] (R ≤ ``work.rows``, uncentred): argmin_k ½‖e_k − μ‖² − (x − μ)·(e_k − μ), one
+    ``addmm`` per code block into the reused tile, merged into a running (min, argmin) with a strict ``<`` over code
+    blocks in increasing order (smallest index wins ties); duplicate rows then mapped to their first occurrence."""
+    if book.shifted:
+        rows = torch.sub(rows, book.shift, out=work.centred_rows[: rows.shape[0]])
+    best_score = best_code = None
+    for k0 in range(0, book.num_codes, work.code_block):
+        k1 = min(book.num_codes, k0 + work.code_block)
+        scores = work.scores[: rows.shape[0] * (k1 - k0)].view(rows.shape[0], k1 - k0)
+        torch.addmm(book.half_norm[k0:k1], rows, book.centred_t[:, k0:k1], beta=1, alpha=-1, out=scores)
+        score, code = block_argmin(scores)
+        if best_score is None:
+            best_score, best_code = score, code
+        else:
+            better = score < best_score  # strict: an equal score in a later block never wins
+            best_score = torch.where(better, score, best_score)
+            best_code = torch.where(better, code + k0, best_code)
+    return best_code if book.first is None else book.first[best_code]
+
+
+def _search_faiss(x: torch.Tensor, book: PreparedCodebook) -> torch.Tensor:
     faiss = _faiss()
     faiss.omp_set_num_threads(torch.get_num_threads())
-    _, index = faiss.knn((x - mean).numpy(), centred.numpy(), 1)
+    centred = book.centred_t.T.contiguous()
+    _, index = faiss.knn((x - book.shift).numpy(), centred.numpy(), 1)
     # faiss answers -1 for rows it cannot place (NaN): keep the contract "some code in [0, K)"
-    return torch.from_numpy(index[:, 0]).clamp_(min=0)
+    codes = torch.from_numpy(index[:, 0]).clamp_(min=0)
+    return codes if book.first is None else book.first[codes]
 
 
 def search_codes(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -166,12 +195,14 @@ def search_codes(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     among exact ties."""
     if x.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=x.device)
-    mean = centring_shift(codebook)
-    centred = codebook - mean
-    search = _search_faiss if _use_faiss(x, x.shape[1]) else _search_tiled
-    codes = search(x, centred, mean)
-    first = first_equal_row(codebook)
-    return codes if first is None else first[codes]
+    book = PreparedCodebook(codebook)
+    if _use_faiss(x, x.shape[1]):
+        return _search_faiss(x, book)
+    work = TileWorkspace(x.shape[0], codebook.shape[0], x.shape[1], x.dtype, x.device)
+    codes = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    for r0 in range(0, x.shape[0], work.rows):
+        codes[r0 : r0 + work.rows] = block_codes(x[r0 : r0 + work.rows], book, work)
+    return codes
 
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,18 +216,40 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def residual_quantize(x: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [N, D], codebooks [L, K, D] -> (quantized [N, D] = Σ_l C_l[c_l], codes int64 [N, L]); greedy."""
-    num_levels = codebooks.shape[0]
-    codes = torch.empty(x.shape[0], num_levels, dtype=torch.long, device=x.device)
+    """x [N, D], codebooks [L, K, D] -> (quantized [N, D] = Σ_l C_l[c_l], codes int64 [N, L]); greedy.
+
+    Row blocks outside, levels inside: a block's residual [R, D] goes through all L levels while it is in cache
+    (search, then residual −= chosen rows, quantized += chosen rows), instead of L passes over all N rows. The
+    faiss path (small D) stays level by level, one ``knn`` call over all rows per level."""
+    n, num_levels = x.shape[0], codebooks.shape[0]
+    codes = torch.empty(n, num_levels, dtype=torch.long, device=x.device)
     quantized = torch.zeros_like(x)
-    residual = x.clone()
-    for level in range(num_levels):
-        level_codes = search_codes(residual, codebooks[level])
-        for r0 in range(0, x.shape[0], SQDIST_ROWS):  # row chunks: no [N, D] temporary for the chosen rows
-            chosen = codebooks[level].index_select(0, level_codes[r0 : r0 + SQDIST_ROWS])
-            residual[r0 : r0 + SQDIST_ROWS].sub_(chosen)
-            quantized[r0 : r0 + SQDIST_ROWS].add_(chosen)
-        codes[:, level] = level_codes
+    if n == 0:
+        return quantized, codes
+    books = [PreparedCodebook(codebooks[level]) for level in range(num_levels)]
+    if _use_faiss(x, x.shape[1]):
+        residual = x.clone()
+        for level, book in enumerate(books):
+            codes[:, level] = _search_faiss(residual, book)
+            for r0 in range(0, n, SQDIST_ROWS):  # row chunks: no [N, D] temporary for the chosen rows
+                chosen = codebooks[level].index_select(0, codes[r0 : r0 + SQDIST_ROWS, level])
+                residual[r0 : r0 + SQDIST_ROWS].sub_(chosen)
+                quantized[r0 : r0 + SQDIST_ROWS].add_(chosen)
+        return quantized, codes
+    work = TileWorkspace(n, codebooks.shape[1], x.shape[1], x.dtype, x.device)
+    residual_buf = torch.empty(work.rows, x.shape[1], dtype=x.dtype, device=x.device)
+    chosen_buf = torch.empty_like(residual_buf)
+    for r0 in range(0, n, work.rows):
+        block = x[r0 : r0 + work.rows]
+        rows = block.shape[0]
+        residual = residual_buf[:rows].copy_(block)
+        chosen, block_quantized = chosen_buf[:rows], quantized[r0 : r0 + rows]
+        for level, book in enumerate(books):
+            level_codes = block_codes(residual, book, work)
+            torch.index_select(codebooks[level], 0, level_codes, out=chosen)
+            residual.sub_(chosen)
+            block_quantized.add_(chosen)
+            codes[r0 : r0 + rows, level] = level_codes
     return quantized, codes
 
 

@@ -264,3 +264,29 @@ def test_code_statistics_are_bitwise_deterministic(variant):
         for _ in range(3):
             again = fastrq.code_statistics(x, codes, 7, backend=backend)
             assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@pytest.mark.parametrize("group", [4, 64])
+@given(n=st.integers(1, 150), d=st.sampled_from([1, 3, 8]), k=st.integers(1, 70), levels=st.integers(1, 3),
+       seed=seeds, duplicate_every=st.sampled_from([0, 3, 5]))
+def test_torch_backend_tiling_matches_the_reference(group, n, d, k, levels, seed, duplicate_every):
+    """The torch backend's tiles shrunk so that one call crosses many row blocks, code blocks (with a running min
+    across them) and argmin groups: codes must equal the reference index for index on small-integer data, where
+    every distance is exact and ties (duplicate rows, equidistant codes) are frequent."""
+    from unittest import mock
+
+    from fastrq import torch_backend
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(-3, 4, (n, d), generator=gen).float()
+    codebooks = torch.randint(-2, 3, (levels, k, d), generator=gen).float()
+    if duplicate_every:
+        codebooks[:, duplicate_every::duplicate_every] = codebooks[:, :1]
+    tiles = dict(CODE_BLOCK=2 * group, TILE_ELEMENTS=64 * 2 * group, GROUP=group)
+    with mock.patch.multiple(torch_backend, **tiles), backend_env("torch-pure") as backend:
+        codes, _ = fastrq.nearest_code(x, codebooks[0], backend=backend)
+        quantized, rq_codes = fastrq.residual_quantize(x, codebooks, backend=backend)
+    assert torch.equal(codes, reference.nearest_code(x.double(), codebooks[0].double())[0])
+    expected_quantized, expected_codes = reference.residual_quantize(x.double(), codebooks.double())
+    assert torch.equal(rq_codes, expected_codes)
+    assert torch.equal(quantized.double(), expected_quantized)

@@ -118,11 +118,37 @@ def _triton_reason() -> str | None:
     return fastrq.backend_status(torch.device("cuda"))["triton"]
 
 
+def _prepare_gemm_floor(op: str, x: torch.Tensor, codebooks: torch.Tensor, settings: dict) -> Prepared:
+    """Not a search: only the float32 GEMM x·C_lᵀ of every level, in the torch backend's row-block tiles, with no
+    argmin, no residual update and no centring. Its time is a floor for any exact search that scores every code
+    with a float32 GEMM (fastrq's, faiss', vector-quantize-pytorch's), so "peer / floor" bounds the ratio any such
+    method can reach against that peer on this machine."""
+    from fastrq import torch_backend
+
+    num_codes = codebooks.shape[1]
+    code_block = min(num_codes, torch_backend.CODE_BLOCK)
+    rows = min(x.shape[0], max(64, torch_backend.TILE_ELEMENTS // code_block))
+    tile = torch.empty(rows, code_block)
+    transposed = [book.T for book in codebooks]
+
+    def call():
+        for book_t in transposed:
+            for r0 in range(0, x.shape[0], rows):
+                block = x[r0 : r0 + rows]
+                for k0 in range(0, num_codes, code_block):
+                    k1 = min(num_codes, k0 + code_block)
+                    torch.mm(block, book_t[:, k0:k1], out=tile[: block.shape[0], : k1 - k0])
+
+    return Prepared(call, lambda out: None, rows=x.shape[0], floor=True,
+                    note="bare float32 GEMM of the search, no answer")
+
+
 FASTRQ_PROVIDERS: tuple[Provider, ...] = (
     Provider("naive", "fastrq reference (naive)", OPS, lambda: None, _prepare_naive),
     Provider("torch", "fastrq torch", OPS, lambda: None, _prepare_backend("torch", "auto")),
     Provider("torch-pure", "fastrq torch, FASTRQ_FAISS=0", OPS, lambda: None, _prepare_backend("torch", "0")),
     Provider("triton", "fastrq triton (CUDA)", OPS, _triton_reason, _prepare_triton),
+    Provider("gemm-floor", "float32 GEMM only (a floor, no answer)", OPS, lambda: None, _prepare_gemm_floor),
 )
 ALL_PROVIDERS = FASTRQ_PROVIDERS + PEERS
 BASELINE = "torch"
@@ -301,7 +327,9 @@ def run_case(case: Case, providers: list[Provider], settings: dict, log=print) -
                     run.status, run.detail, run.done = "error", f"{type(error).__name__}: {error}", True
                     continue
                 elapsed = time.perf_counter() - start
-            if first:
+            if first and run.prepared.floor:
+                run.peak_bytes, run.detail = peak.extra_bytes, "a floor: not an answer, not checked"
+            elif first:
                 run.peak_bytes = peak.extra_bytes
                 codes = run.prepared.to_codes(out)
                 if base_codes is None:  # this is the baseline's first result
@@ -416,7 +444,8 @@ def markdown_tables(records: list[dict]) -> str:
             mem_lines.append("| " + " | ".join(mem) + " |")
         out.append("")
         mheader = ["D", "K"] + (["L"] if op == "residual_quantize" else []) + [f"{p} MiB" for p in providers]
-        out.append(f"Peak extra memory of one call ({op}, MiB; `*` = measured on the naive row subsample):\n")
+        out.append(f"Peak extra memory of one call ({op}, MiB; `*` = measured on the naive row subsample; "
+                   f"{'exact, allocator pinned' if _allocator_pinned() else 'a lower bound: default allocator'}):\n")
         out.append("| " + " | ".join(mheader) + " |")
         out.append("|" + "---:|" * len(mheader))
         out.extend(mem_lines)
@@ -452,6 +481,9 @@ def targets_summary(records: list[dict]) -> str:
                 parts.append(f"vqp/torch = {vqp_t / t:.1f} (target ≥ 10) {'met' if vqp_t >= 10 * t else 'NOT met'}")
             if frq_t:
                 parts.append(f"faiss-rq/torch = {frq_t / t:.2f} (target > 1) {'met' if frq_t > t else 'NOT met'}")
+            floor_t = by.get(("residual_quantize", "gemm-floor", *key))
+            if vqp_t and floor_t:
+                parts.append(f"vqp/gemm-floor = {vqp_t / floor_t:.1f} (the most a float32-GEMM search can reach)")
             if parts:
                 lines.append(f"- residual_quantize D={r['D']} K={r['K']} L={r['L']}: " + "; ".join(parts))
     return "\n".join(lines)
@@ -462,7 +494,7 @@ def run_metadata(args: argparse.Namespace, settings: dict) -> dict:
     def git(*cmd):
         try:
             return subprocess.run(["git", *cmd], capture_output=True, text=True, timeout=10,
-                                  cwd=Path(__file__).resolve().parent).stdout.strip() or None
+                                  cwd=Path(__file__).resolve().parent.parent).stdout.strip() or None
         except Exception:
             return None
 
@@ -483,9 +515,16 @@ def run_metadata(args: argparse.Namespace, settings: dict) -> dict:
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "versions": versions, "settings": {k: v for k, v in settings.items() if k != "mem_cap_bytes"},
         "mem_cap_gib": settings["mem_cap_bytes"] / (1 << 30),
-        "peak_memory_method": "host: VmHWM growth over the first timed call after /proc/self/clear_refs reset, glibc "
-                              "mmap threshold pinned (benchmarks/memory.py); cuda: max_memory_allocated growth",
+        "peak_memory_method": "host: VmHWM growth over the first timed call after /proc/self/clear_refs reset, "
+                              + ("glibc mmap threshold pinned (exact; benchmarks/memory.py)" if _allocator_pinned()
+                                 else "default allocator (a lower bound: blocks freed by earlier calls are reused "
+                                      "without new page faults; --exact-memory pins it)")
+                              + "; cuda: max_memory_allocated growth",
     }
+
+
+def _allocator_pinned() -> bool:
+    return all(os.environ.get(key) == value for key, value in memory.ALLOCATOR_ENV.items())
 
 
 # ------------------------------------------------------------------------------------------------------- main
@@ -518,10 +557,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="time under glibc's default allocator (no re-exec with the pinned mmap threshold that the "
-                             "peak-memory method needs; that setting makes every allocation > 128 KiB an mmap with "
-                             "fresh page faults, which slows allocation-heavy providers); peak memory is then approximate")
+    parser.add_argument("--exact-memory", action="store_true",
+                        help="re-execute with glibc's mmap threshold pinned (benchmarks/memory.py) so the peak-memory "
+                             "column is exact; that setting makes every allocation > 128 KiB an mmap with fresh page "
+                             "faults and slows allocation-heavy providers, so time without it (the default: timings "
+                             "under the default allocator, peak memory a lower bound)")
     args = parser.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key, None) is None:
@@ -585,6 +625,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    if "--default-malloc" not in sys.argv[1:]:
+    if "--exact-memory" in sys.argv[1:]:
         memory.ensure_allocator_env("benchmarks.ops_bench", sys.argv[1:])
     main()

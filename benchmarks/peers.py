@@ -43,6 +43,7 @@ class Prepared:
     chunks: int = 1  # > 1: the provider ran its rows in this many chunks (memory cap)
     cuda: bool = False  # measure device memory instead of host memory
     note: str = ""
+    floor: bool = False  # a lower bound to compare with (gives no answer): never checked
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         """``x`` ``[N, n, dim]`` → ``[N, n, dim]``. Without a cache: causal over the n tokens. With a cache: the n
         new tokens follow the cached ones (n = 1 in sampling, so every cached key is visible)."""
-        q, k, v = rearrange(self.qkv(x), "n t (three h d) -> three n h t d", three=3, h=self.heads)
+        batch, tokens, dim = x.shape
+        # [N, n, 3·dim] → q, k, v [N, heads, n, d_head] (plain views: einops' per-call cost shows at batch 1)
+        q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         if cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         else:
@@ -150,7 +152,7 @@ class CausalSelfAttention(nn.Module):
                 raise InvalidArgumentError("cached attention takes one new token at a time")
             k, v = cache.append(layer, k, v)
             out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(rearrange(out, "n h t d -> n t (h d)"))
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
 
 class Block(nn.Module):
@@ -377,7 +379,7 @@ class RQTransformer(nn.Module):
             raise ShapeError(f"u must be {list(shape)}, got {tuple(u.shape)}")
         return u.to(device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample(self, batch: int, labels: torch.Tensor | None = None, *, temperature: float | Sequence[float] = 1.0,
                top_k: int | None | Sequence[int | None] = None, top_p: float | None | Sequence[float | None] = None,
                u: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -417,7 +419,7 @@ class RQTransformer(nn.Module):
             self.train(was_training)
         return codes
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample_uncached(self, batch: int, labels: torch.Tensor | None = None, *, temperature: float | Sequence[float] = 1.0,
                         top_k: int | None | Sequence[int | None] = None, top_p: float | None | Sequence[float | None] = None,
                         u: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -38,8 +38,15 @@ __all__ = [
     "image_metrics",
     "prior_report",
     "parse_sweep",
+    "recommended_temperature",
     "TARGETS",
 ]
+
+def recommended_temperature(depth: int) -> list[float]:
+    """Per-depth sampling temperatures chosen by the sweep in the README ("RQ-Transformer prior"): 1 at depth 0
+    (the coarse code carries the sample's diversity), 0 (the most likely code) at the later, refining depths."""
+    return [1.0] + [0.0] * (depth - 1)
+
 
 # issue 6 targets (for a configuration that trains in ≤ 30 minutes on 2 CPU cores)
 TARGETS = {"confident_fraction": 0.8, "class_entropy": 0.95 * math.log(10), "fid_ratio_to_reconstructions": 3.0}

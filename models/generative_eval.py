@@ -42,6 +42,7 @@ __all__ = [
     "TARGETS",
 ]
 
+
 def recommended_temperature(depth: int) -> list[float]:
     """Per-depth sampling temperatures chosen by the sweep in the README ("RQ-Transformer prior"): 1 at depth 0
     (the coarse code carries the sample's diversity), 0 (the most likely code) at the later, refining depths."""

@@ -20,6 +20,10 @@ Measured on the shared 2-core development machine (2026-11-23, 4 other jobs runn
 | 65,536 | 2, under load | 5,549 | 27,980 | 5.0× (0.7× in the worst run) | |
 | 16,384 | 1 | 601 | 6,679 | 12.9× | 29 MiB / 471 MiB |
 
+Re-measured 2026-11-24 on a quiet machine after the row-block-outer ``residual_quantize`` (D = 64, K = 1024, L = 8,
+2 threads, 3 pairs, two runs): median pair ratio 20.4× and 16.5×; second run fastrq 666–923 ms (median 772),
+VQP 12.4–14.0 s (median 12.8 s); peak RSS growth 104 MiB / 2,144 MiB.
+
 Under load, 2-thread runs swing 10–30× (the search alone went from 0.7 s to 22 s between pairs): the GEMM search
 suffers from CPU oversubscription far more than VQP's memory-bound work. Compare ratios from quiet runs.
 The ``search`` provider shows that the module adds ~5–12% over ``fastrq.residual_quantize`` itself.

@@ -101,3 +101,21 @@ def test_reproduce_smoke_on_generated_data(tmp_path):
     assert "| RQ 3×128 (EMA) |" in text and "Not available: skipped (--no-prior)" in text
     for fig in ("loss_curves", "residual_norms", "reconstructions", "ema_vs_learned"):
         assert (out / "figures" / f"{fig}.png").is_file()
+
+
+def test_reproduce_prior_section_on_generated_data(tmp_path):
+    """The prior section end to end (classifier, prior, generative report) on tiny generated data: the prior is
+    sampled with the recommended per-depth temperatures, and plain temperature 1 is reported beside it."""
+    from fastrq.models import reproduce
+    from fastrq.models.generative_eval import recommended_temperature
+
+    out = tmp_path / "report"
+    rc = reproduce.main(["--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
+                         "--threads", "1", "--no-progress", "--throughput-steps", "1", "--throughput-rounds", "1",
+                         "--only", "rq2x128_ema"])
+    assert rc == 0
+    prior = json.loads((out / "prior_report.json").read_text())
+    assert prior["sampling"]["temperature"] == recommended_temperature(2) == [1.0, 0.0]
+    assert [row["sampling"]["temperature"] for row in prior["sweep"]] == [1.0]
+    assert prior["samples"]["num_images"] == prior["sweep"][0]["num_images"] == 1000
+    assert "prior_report.md" in (out / "report.md").read_text()

@@ -43,6 +43,7 @@ def test_measurement_sees_a_materialised_distance_matrix():
 
 
 _IN_PROCESS_PEAK_CHECK = """
+import torch
 from benchmarks import memory
 with memory.PeakMemory() as big:
     scratch = torch.ones(16 * memory.MEBI)  # 64 MiB, touched

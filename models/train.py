@@ -510,6 +510,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             from . import plots
 
             plots.plot_run(out, model, test_images[:16])
+    dist.barrier()  # ranks leave together: none tears its process group down while another still works
     dist.close()
     return result
 

@@ -150,10 +150,14 @@ def prior_report(out_dir: str | Path, *, prior: str | Path, classifier: str | Pa
     reference = predict(judge, test.images)
     sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
 
-    tick = time.perf_counter()
-    codes = generate_codes(loaded, num_samples, batch_size=batch_size, seed=seed, **sampling)
-    sampling_seconds = time.perf_counter() - tick
-    samples = decode_images(autoencoder, codes)
+    def draw(setting: dict[str, Any], draw_seed: int) -> tuple[torch.Tensor, float]:
+        """num_samples decoded images [N, 1, 28, 28] and the seconds spent sampling their codes."""
+        tick = time.perf_counter()
+        codes = generate_codes(loaded, num_samples, batch_size=batch_size, seed=draw_seed, **setting)
+        seconds = time.perf_counter() - tick
+        return decode_images(autoencoder, codes), seconds
+
+    samples, sampling_seconds = draw(sampling, seed)
     reconstructions = decode_images(autoencoder, encode_split(autoencoder, test.images[:num_samples]))
     sample_metrics = image_metrics(judge, samples, reference["features"])
     recon_metrics = image_metrics(judge, reconstructions, reference["features"])
@@ -170,9 +174,7 @@ def prior_report(out_dir: str | Path, *, prior: str | Path, classifier: str | Pa
     sweep_rows = []
     for setting in sweep or []:
         setting = {"temperature": 1.0, "top_k": None, "top_p": None, **setting}
-        swept = decode_images(autoencoder, generate_codes(loaded, num_samples, batch_size=batch_size, seed=seed + 1,
-                                                          **setting))
-        metrics = image_metrics(judge, swept, reference["features"])
+        metrics = image_metrics(judge, draw(setting, seed + 1)[0], reference["features"])
         metrics["fid_ratio_to_reconstructions"] = metrics["classifier_fid"] / max(recon_metrics["classifier_fid"], 1e-12)
         sweep_rows.append({"sampling": setting, **metrics, "targets_met": _targets_met(metrics, metrics["fid_ratio_to_reconstructions"])})
     report = {

@@ -50,11 +50,16 @@ def _within(x: torch.Tensor, book: torch.Tensor, codes: torch.Tensor) -> torch.T
     return got <= best + 1e-5 * (x64.square().sum(1) + chosen.square().sum(1))
 
 
-@pytest.mark.parametrize("backend, faiss_mode", BACKENDS)
-def test_bench_nearest_code(benchmark, monkeypatch, small_inputs, backend, faiss_mode):
-    x, codebooks = small_inputs
+def _with_faiss_mode(monkeypatch, small_inputs, faiss_mode):
+    """The inputs, with FASTRQ_FAISS set for this test when the variant names a mode."""
     if faiss_mode is not None:
         monkeypatch.setenv("FASTRQ_FAISS", faiss_mode)
+    return small_inputs
+
+
+@pytest.mark.parametrize("backend, faiss_mode", BACKENDS)
+def test_bench_nearest_code(benchmark, monkeypatch, small_inputs, backend, faiss_mode):
+    x, codebooks = _with_faiss_mode(monkeypatch, small_inputs, faiss_mode)
     benchmark.group = "nearest_code"
     codes, sqdist = benchmark(fastrq.nearest_code, x, codebooks[0], backend=backend)
     assert codes.shape == (SMALL["n"],) and sqdist.dtype == torch.float32
@@ -63,9 +68,7 @@ def test_bench_nearest_code(benchmark, monkeypatch, small_inputs, backend, faiss
 
 @pytest.mark.parametrize("backend, faiss_mode", BACKENDS)
 def test_bench_residual_quantize(benchmark, monkeypatch, small_inputs, backend, faiss_mode):
-    x, codebooks = small_inputs
-    if faiss_mode is not None:
-        monkeypatch.setenv("FASTRQ_FAISS", faiss_mode)
+    x, codebooks = _with_faiss_mode(monkeypatch, small_inputs, faiss_mode)
     benchmark.group = "residual_quantize"
     quantized, codes = benchmark(fastrq.residual_quantize, x, codebooks, backend=backend)
     assert codes.shape == (SMALL["n"], SMALL["levels"])

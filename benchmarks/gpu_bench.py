@@ -3,8 +3,8 @@
 ``python -m benchmarks.gpu_bench`` (CUDA required for measurements) times, per grid point (N, D, K, L):
 
 - ``triton-<mode>``: :func:`fastrq.kernels.search.residual_quantize` (one launch for all levels) per precision mode;
-- ``torch``: :mod:`fastrq.torch_backend` (tiled addmm + running argmin, one level at a time);
-- ``naive``: :mod:`fastrq.reference` (full N×K distance matrix per level; skipped where it would not fit);
+- ``torch``: :mod:`fastrq.ops.torch_backend` (tiled addmm + running argmin, one level at a time);
+- ``naive``: :mod:`fastrq.ops.reference` (full N×K distance matrix per level; skipped where it would not fit);
 - ``vqp``: vector-quantize-pytorch ``ResidualVQ`` eval forward (if installed; its own codebooks of the same size).
 
 with ``triton.testing.do_bench`` (medians, quantiles 0.2 / 0.8; inputs built outside the timed region), and reports
@@ -111,7 +111,7 @@ def model_table(spec: DeviceSpec) -> str:
 
 
 def _providers(x, codebooks):
-    from fastrq import reference, torch_backend
+    from fastrq.ops import reference, torch_backend
     from fastrq.kernels import search
 
     n, d = x.shape

@@ -123,7 +123,7 @@ def _prepare_gemm_floor(op: str, x: torch.Tensor, codebooks: torch.Tensor, setti
     argmin, no residual update and no centring. Its time is a floor for any exact search that scores every code
     with a float32 GEMM (fastrq's, faiss', vector-quantize-pytorch's), so "peer / floor" bounds the ratio any such
     method can reach against that peer on this machine."""
-    from fastrq import torch_backend
+    from fastrq.ops import torch_backend
 
     num_codes = codebooks.shape[1]
     code_block = min(num_codes, torch_backend.CODE_BLOCK)

@@ -10,7 +10,7 @@ Functional ops (any backend)::
 ``import fastrq`` imports neither triton nor initialises CUDA.
 """
 
-from .backends import BACKENDS, backend_status
+from .ops.backends import BACKENDS, backend_status
 from .errors import (
     BackendUnavailableError,
     CodeRangeError,

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from .backends import backend_status
+from .ops.backends import backend_status
 
 ENVIRONMENT_VARIABLES = ("FASTRQ_BACKEND", "FASTRQ_FAISS", "FASTRQ_TRITON_PRECISION", "TRITON_INTERPRET", "FASTRQ_DATA")
 

@@ -13,7 +13,7 @@ Ops (namespace ``fastrq``):
 - ``codebook_update_(codebooks!, cluster_size!, embed_sum!, rng_state!, x, codes, counts, sums, finite, ...)``.
 
 ``active_levels`` is an optional 0-d int64 CPU tensor (quantizer dropout: how many leading levels run); reading it
-is not a device sync. The math lives in :mod:`fastrq.modules`; these are thin wrappers.
+is not a device sync. The math lives in :mod:`fastrq.ops`; these are thin wrappers.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 
 from .errors import InvalidArgumentError, NonFiniteError
-from .modules import codebook_state, search
+from .ops import codebook_state, search
 
 __all__ = ["check_finite", "search_codes", "residual_walk", "kmeans_init_", "codebook_update_"]
 

@@ -1,4 +1,4 @@
-"""The ``"triton"`` backend of :mod:`fastrq.backends`: the contract functions over validated input.
+"""The ``"triton"`` backend of :mod:`fastrq.ops.backends`: the contract functions over validated input.
 
 Input: rows ``[N, D]`` contiguous, compute dtype float32 or float64, one device (CUDA, or the CPU under
 ``TRITON_INTERPRET=1``); results in that dtype. float64 is searched with exact float64 products (``tl.dot`` with
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from fastrq.backends import triton_unavailable_reason
+from fastrq.ops.backends import triton_unavailable_reason
 
 from . import decode, search, statistics
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from fastrq.torch_backend import centring_shift, first_equal_row
+from fastrq.ops.codebook_prep import centring_shift, first_equal_row
 
 from . import _alloc
 from .precision import resolve_precision, round_operand

@@ -1,7 +1,7 @@
 """Triton kernels of the nearest-code search and of greedy residual quantization (all L levels in one launch).
 
 Notation (per level l): codebook ``C_l [K, D]``, centring shift ``μ_l [D]`` (about the codebook mean, see
-:func:`fastrq.torch_backend.centring_shift`), centred and (in approximate modes) rounded rows ``ê_k = round(C_l[k] − μ_l)``,
+:func:`fastrq.ops.codebook_prep.centring_shift`), centred and (in approximate modes) rounded rows ``ê_k = round(C_l[k] − μ_l)``,
 half norms ``h_k = ½‖ê_k‖²`` computed once per call on the host from the same ``ê``. For a residual row r the search
 minimises
 

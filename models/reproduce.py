@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from fastrq.backends import BACKENDS, backend_status
+from fastrq.ops.backends import BACKENDS, backend_status
 from fastrq.errors import FastRQError
 
 from .autoencoders import ModelConfig, build_model

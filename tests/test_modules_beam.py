@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastrq import ResidualQuantizer
-from fastrq.modules import search
+from fastrq.ops import search
 
 
 def _rand(seed, *shape, scale=1.0):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import fastrq
 from fastrq import ResidualQuantizer, VectorQuantizer
-from fastrq.modules import codebook_state
+from fastrq.ops import codebook_state
 
 
 def _rand(seed, *shape, scale=1.0):

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastrq
-from fastrq import reference
+from fastrq.ops import reference
 from tests.strategies import (
     assert_codes_near_optimal,
     backend_env,
@@ -275,7 +275,7 @@ def test_torch_backend_tiling_matches_the_reference(group, n, d, k, levels, seed
     every distance is exact and ties (duplicate rows, equidistant codes) are frequent."""
     from unittest import mock
 
-    from fastrq import torch_backend
+    from fastrq.ops import torch_backend
 
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(-3, 4, (n, d), generator=gen).float()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fastrq
-from fastrq import backends
+from fastrq.ops import backends
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
@@ -101,10 +101,10 @@ def test_explicit_backend_that_cannot_run_says_why():
 
 def test_auto_picks_torch_on_cpu_and_the_environment_overrides_it():
     cpu = torch.device("cpu")
-    assert backends.resolve_backend("auto", cpu).__name__ == "fastrq.torch_backend"
+    assert backends.resolve_backend("auto", cpu).__name__ == "fastrq.ops.torch_backend"
     with mock.patch.dict(os.environ, {"FASTRQ_BACKEND": "reference"}):
-        assert backends.resolve_backend("auto", cpu).__name__ == "fastrq.reference"
-        assert backends.resolve_backend("torch", cpu).__name__ == "fastrq.torch_backend"  # explicit wins
+        assert backends.resolve_backend("auto", cpu).__name__ == "fastrq.ops.reference"
+        assert backends.resolve_backend("torch", cpu).__name__ == "fastrq.ops.torch_backend"  # explicit wins
     with mock.patch.dict(os.environ, {"FASTRQ_BACKEND": "nonsense"}):
         with pytest.raises(fastrq.BackendUnavailableError, match="unknown backend"):
             backends.resolve_backend("auto", cpu)

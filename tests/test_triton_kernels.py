@@ -21,7 +21,7 @@ pytestmark = pytest.mark.triton
 triton = pytest.importorskip("triton")
 
 import fastrq  # noqa: E402
-from fastrq import reference  # noqa: E402
+from fastrq.ops import reference  # noqa: E402
 from fastrq.kernels import _alloc, commitment, decode, precision, search, statistics  # noqa: E402
 from tests.strategies import assert_codes_near_optimal, random_data, seeds  # noqa: E402
 

@@ -1,10 +1,5 @@
-"""The drop-in quantizer modules and their parts, one concern per file:
+"""The drop-in quantizer ``nn.Module``s (:mod:`.quantizer`: ``ResidualQuantizer``, ``VectorQuantizer``).
 
-- :mod:`.quantizer`: ``ResidualQuantizer`` / ``VectorQuantizer`` (``nn.Module``s);
-- :mod:`.codebook_state`: the state transitions (residual walk, k-means init, EMA step + dead-code restart);
-- :mod:`.search`: greedy and beam-search code assignment;
-- :mod:`.distributed`: when and how the state updates synchronise across ranks;
-- :mod:`.counter_random`: sync-free, rank-identical random choices.
-
-The ``torch.library`` wrappers are in :mod:`fastrq.library`, the autograd Function in :mod:`fastrq.autograd`.
+They validate input, hold state and call the registered ops (:mod:`fastrq.library`) and the autograd Function
+(:mod:`fastrq.autograd`); all math lives in :mod:`fastrq.ops`.
 """

@@ -14,12 +14,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .. import _validation as check
 from .. import ops
 from ..autograd import ResidualStraightThrough
 from ..errors import InvalidArgumentError, ShapeError, StateDictError
-from . import distributed
-from .codebook_state import DEAD_STATS_FLOOR
+from ..ops import distributed
+from ..ops import validation as check
+from ..ops.codebook_state import DEAD_STATS_FLOOR
 
 __all__ = ["ResidualQuantizer", "VectorQuantizer"]
 
@@ -48,7 +48,7 @@ class ResidualQuantizer(nn.Module):
             trailing levels are skipped (codes −1, no loss, no update), so any prefix decodes.
         beam_size: >1 enables beam search over code paths (train and eval, any batch size; never worse than greedy).
         channel_first: x is ``[B, D, *spatial]`` instead of ``[..., D]`` (codes ``[B, *spatial, L]``).
-        backend: ``"auto"``, ``"torch"``, ``"triton"`` or ``"reference"`` (see :mod:`fastrq.backends`).
+        backend: ``"auto"``, ``"torch"``, ``"triton"`` or ``"reference"`` (see :mod:`fastrq.ops.backends`).
         sync_distributed: ``"auto"`` (sync when torch.distributed is initialised with world size > 1, decided at
             every step), True or False. One all-reduce per training step; none in eval or under ``no_grad``.
         on_nonfinite: ``"raise"`` (:class:`fastrq.NonFiniteError` before any state change) or ``"skip"`` (the state

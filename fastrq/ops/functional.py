@@ -2,7 +2,7 @@
 
 Each op checks its input (raising a :mod:`fastrq.errors` exception that names the problem), flattens ``[..., D]``
 to rows ``[N, D]`` in the compute dtype (float32 for fp16 / bf16 / fp32, float64 for float64), calls the chosen
-backend (:mod:`fastrq.backends`) and restores the caller's leading shape.
+backend (:mod:`fastrq.ops.backends`) and restores the caller's leading shape.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import math
 
 import torch
 
-from . import _validation as check
+from ..errors import InvalidArgumentError, NonFiniteError
+from . import validation as check
 from .backends import resolve_backend
-from .errors import InvalidArgumentError, NonFiniteError
 
 __all__ = ["nearest_code", "residual_quantize", "residual_decode", "ema_update_", "code_statistics"]
 

@@ -23,12 +23,12 @@ from types import ModuleType
 
 import torch
 
-from .errors import BackendUnavailableError
+from ..errors import BackendUnavailableError
 
 __all__ = ["BACKENDS", "resolve_backend", "backend_status", "triton_unavailable_reason"]
 
 BACKENDS = ("reference", "torch", "triton")
-_MODULES = {"reference": "fastrq.reference", "torch": "fastrq.torch_backend", "triton": "fastrq.kernels.backend"}
+_MODULES = {"reference": "fastrq.ops.reference", "torch": "fastrq.ops.torch_backend", "triton": "fastrq.kernels.backend"}
 
 
 def triton_unavailable_reason(device: torch.device | None = None) -> str | None:

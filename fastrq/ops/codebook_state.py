@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
-from ..backends import resolve_backend
+from . import functional as ops
+from .backends import resolve_backend
 from .counter_random import hash_permutation_prefix, hash_uniform_int
 from .distributed import all_reduce_sum_, rank_and_world
 

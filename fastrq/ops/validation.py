@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import CodeRangeError, DTypeError, EmptyCodebookError, ShapeError
+from ..errors import CodeRangeError, DTypeError, EmptyCodebookError, ShapeError
 
 __all__ = ["compute_dtype", "check_vectors", "check_codebook", "check_codebooks", "check_codes", "as_rows"]
 

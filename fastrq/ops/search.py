@@ -4,7 +4,7 @@ Beam search keeps, for every row, the ``beam_size`` partial code paths with the 
 ‖x − Σ_l C_l[c_l]‖² (which is the squared norm of the remaining residual) and extends each by every code of the
 next level. Rows are processed in blocks so that the scores tile (rows × beams × codes) stays below
 ``BEAM_TILE_ELEMENTS``: never the full N×K matrix. It runs the same way in train and eval mode and for any batch
-size. Candidates are ranked through the centred expansion (see :mod:`fastrq.torch_backend`); the error of each
+size. Candidates are ranked through the centred expansion (see :mod:`fastrq.ops.torch_backend`); the error of each
 kept path is then recomputed as a direct difference. The greedy path is computed too and kept for a row whenever
 the beam did not find a strictly smaller final error, so beam search is never worse than greedy.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
-from ..torch_backend import centring_shift
+from . import functional as ops
+from .codebook_prep import centring_shift
 
 __all__ = ["greedy_codes", "beam_codes", "search_codes", "BEAM_TILE_ELEMENTS"]
 

@@ -6,14 +6,23 @@ Ops (namespace ``fastrq``):
 
 - ``check_finite(x, on_nonfinite) -> bool[]``: raises :class:`fastrq.NonFiniteError` (``"raise"``) or warns
   (``"skip"``) when x holds NaN/inf; returns whether x is finite (the state updates are skipped when not).
-- ``search_codes(x [N, D], codebooks [L, K, D], level_sizes, active_levels?, beam_size, backend) -> int64 [N, L]``.
-- ``residual_walk(x, codebooks, codes, active_levels?, want_stats, want_codebook_grad, backend) -> (quantized [N, D],
-  level_sqerr [L], commit_dir [N, D], counts [L, K], sums [L, K, D], codebook_grad [L, K, D])``.
+- ``quantize_for_training(x [N, D], codebooks [L, K, D], level_sizes, active_levels?, row_levels?, backend) ->
+  (quantized [N, D], codes [N, L], level_sqerr [L], commit_dir [N, D], counts [L, K], sums [L, K, D])``: the
+  greedy search and the walk in one pass (:mod:`fastrq.ops.training`).
+- ``search_codes(x, codebooks, level_sizes, active_levels?, beam_size, backend) -> int64 [N, L]``: codes only
+  (greedy or beam search).
+- ``residual_walk(x, codebooks, codes, active_levels?, row_levels?, backend)``: the outputs of
+  ``quantize_for_training`` for given codes (beam search).
+- ``codebook_gradient(codebooks, counts, sums, scale) -> (counts · C − sums) · scale``: the learned codebook's
+  gradient, formed in the forward as an opaque node (a compiled backward must not recompute it from codebooks that
+  a dead-code restart has since changed in place).
 - ``kmeans_init_(codebooks!, cluster_size!, embed_sum!, initted!, rng_state, x, finite, ...)``: mutating.
 - ``codebook_update_(codebooks!, cluster_size!, embed_sum!, rng_state!, x, codes, counts, sums, finite, ...)``.
 
 ``active_levels`` is an optional 0-d int64 CPU tensor (quantizer dropout: how many leading levels run); reading it
-is not a device sync. The math lives in :mod:`fastrq.ops`; these are thin wrappers.
+is not a device sync. The math lives in :mod:`fastrq.ops`; these are thin wrappers. Eager callers may call the
+:mod:`fastrq.ops` functions directly (a registered op costs a few µs of dispatch per call, which matters at the
+batch sizes a training step has); under ``torch.compile`` they must go through ``torch.ops.fastrq``.
 """
 
 from __future__ import annotations
@@ -24,39 +33,86 @@ from typing import Optional
 import torch
 
 from .errors import InvalidArgumentError, NonFiniteError
-from .ops import codebook_state, search
+from .ops import codebook_state, search, training
 
-__all__ = ["check_finite", "search_codes", "residual_walk", "kmeans_init_", "codebook_update_"]
+__all__ = [
+    "check_finite",
+    "raise_or_warn_nonfinite",
+    "quantize_for_training",
+    "search_codes",
+    "residual_walk",
+    "kmeans_init_",
+    "codebook_update_",
+    "codebook_gradient",
+    "num_active",
+]
 
 
-def _num_active(active_levels: Optional[torch.Tensor], num_levels: int) -> int:
+def num_active(active_levels: Optional[torch.Tensor], num_levels: int) -> int:
+    """How many leading levels run: all of them, or the 0-d CPU tensor ``active_levels`` clamped to [1, L]."""
     return num_levels if active_levels is None else max(1, min(num_levels, int(active_levels)))
+
+
+def raise_or_warn_nonfinite(on_nonfinite: str, what: str = "the quantizer input holds NaN or infinity") -> None:
+    """The non-finite policy, once the host knows a batch is not finite: raise before any state change, or warn
+    that its update is skipped."""
+    if on_nonfinite == "raise":
+        raise NonFiniteError(
+            f"{what}; no codebook or EMA buffer was changed (on_nonfinite='skip' skips such batches instead)"
+        )
+    if on_nonfinite == "skip":
+        warnings.warn(
+            "fastrq: non-finite quantizer input, codebook update skipped for this batch "
+            "(this warning is shown once per location)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    raise InvalidArgumentError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
 
 
 @torch.library.custom_op("fastrq::check_finite", mutates_args=())
 def check_finite(x: torch.Tensor, on_nonfinite: str) -> torch.Tensor:
     finite = torch.isfinite(x).all()
     if not bool(finite):
-        if on_nonfinite == "raise":
-            raise NonFiniteError(
-                "the quantizer input holds NaN or infinity; no codebook or EMA buffer was changed "
-                "(on_nonfinite='skip' skips such batches instead)"
-            )
-        if on_nonfinite == "skip":
-            warnings.warn(
-                "fastrq: non-finite quantizer input, codebook update skipped for this batch "
-                "(this warning is shown once per location)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        else:
-            raise InvalidArgumentError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        raise_or_warn_nonfinite(on_nonfinite)
     return finite
 
 
 @check_finite.register_fake
 def _(x, on_nonfinite):
     return x.new_empty((), dtype=torch.bool)
+
+
+def _training_fake(x, codebooks):
+    num_levels, num_codes, dim = codebooks.shape
+    return (
+        torch.empty_like(x),
+        x.new_empty((x.shape[0], num_levels), dtype=torch.long),
+        x.new_empty(num_levels),
+        torch.empty_like(x),
+        x.new_empty(num_levels, num_codes),
+        x.new_empty(num_levels, num_codes, dim),
+    )
+
+
+@torch.library.custom_op("fastrq::quantize_for_training", mutates_args=())
+def quantize_for_training(
+    x: torch.Tensor,
+    codebooks: torch.Tensor,
+    level_sizes: list[int],
+    active_levels: Optional[torch.Tensor],
+    row_levels: Optional[torch.Tensor],
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    active = num_active(active_levels, codebooks.shape[0])
+    out = training.quantize_for_training(x, codebooks, list(level_sizes), active, row_levels, backend)
+    return tuple(t.clone() if t is x else t for t in out)
+
+
+@quantize_for_training.register_fake
+def _(x, codebooks, level_sizes, active_levels, row_levels, backend):
+    return _training_fake(x, codebooks)
 
 
 @torch.library.custom_op("fastrq::search_codes", mutates_args=())
@@ -68,8 +124,8 @@ def search_codes(
     beam_size: int,
     backend: str,
 ) -> torch.Tensor:
-    num_active = _num_active(active_levels, codebooks.shape[0])
-    return search.search_codes(x, codebooks, list(level_sizes), num_active, beam_size, backend)
+    active = num_active(active_levels, codebooks.shape[0])
+    return search.search_codes(x, codebooks, list(level_sizes), active, beam_size, backend)
 
 
 @search_codes.register_fake
@@ -83,25 +139,31 @@ def residual_walk(
     codebooks: torch.Tensor,
     codes: torch.Tensor,
     active_levels: Optional[torch.Tensor],
-    want_stats: bool,
-    want_codebook_grad: bool,
+    row_levels: Optional[torch.Tensor],
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    num_active = _num_active(active_levels, codebooks.shape[0])
-    return codebook_state.residual_walk(x, codebooks, codes, num_active, want_stats, want_codebook_grad, backend)
+    active = num_active(active_levels, codebooks.shape[0])
+    return training.walk_given_codes(x, codebooks, codes, active, row_levels, backend)
 
 
 @residual_walk.register_fake
-def _(x, codebooks, codes, active_levels, want_stats, want_codebook_grad, backend):
-    num_levels, num_codes, dim = codebooks.shape
-    return (
-        torch.empty_like(x),
-        x.new_empty(num_levels),
-        torch.empty_like(x),
-        x.new_empty(num_levels, num_codes),
-        x.new_empty(num_levels, num_codes, dim),
-        x.new_empty(num_levels, num_codes, dim),
-    )
+def _(x, codebooks, codes, active_levels, row_levels, backend):
+    return _training_fake(x, codebooks)
+
+
+def codebook_gradient_math(codebooks: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor, scale) -> torch.Tensor:
+    """∂/∂C of Σ_l mean((sg(r_l) − C_l[c_l])²) up to ``scale`` = 2 / (N·D): ``(counts · C − sums) · scale``."""
+    return (counts[..., None] * codebooks - sums) * scale
+
+
+@torch.library.custom_op("fastrq::codebook_gradient", mutates_args=())
+def codebook_gradient(codebooks: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return codebook_gradient_math(codebooks, counts, sums, scale)
+
+
+@codebook_gradient.register_fake
+def _(codebooks, counts, sums, scale):
+    return torch.empty_like(sums)
 
 
 @torch.library.custom_op("fastrq::kmeans_init_", mutates_args=("codebooks", "cluster_size", "embed_sum", "initted"))
@@ -149,9 +211,9 @@ def codebook_update_(
     ema: bool,
     sync: bool,
 ) -> None:
-    num_active = _num_active(active_levels, len(level_sizes))
+    active = num_active(active_levels, len(level_sizes))
     codebook_state.codebook_update_(
-        codebooks, cluster_size, embed_sum, rng_state, x, codes, counts, sums, finite, num_active,
+        codebooks, cluster_size, embed_sum, rng_state, x, codes, counts, sums, finite, active,
         list(level_sizes), decay, eps, dead_code_threshold, ema, sync,
     )
 

@@ -37,7 +37,18 @@ def test_opcheck_search_codes(beam):
 def test_opcheck_residual_walk():
     x, cb = _rand(0, 9, 3), _rand(1, 2, 6, 3)
     codes = torch.ops.fastrq.search_codes(x, cb, [6, 6], None, 1, "torch")
-    torch.library.opcheck(torch.ops.fastrq.residual_walk.default, (x, cb, codes, None, True, True, "torch"))
+    torch.library.opcheck(torch.ops.fastrq.residual_walk.default, (x, cb, codes, None, None, "torch"))
+    rows = torch.tensor([2, 0, 1, 2, 2, 1, 0, 2, 1])
+    torch.library.opcheck(torch.ops.fastrq.residual_walk.default, (x, cb, codes, torch.tensor(2), rows, "torch"))
+
+
+@pytest.mark.parametrize("active", [None, 1])
+def test_opcheck_quantize_for_training(active):
+    x, cb = _rand(0, 9, 3), _rand(1, 2, 6, 3)
+    active = None if active is None else torch.tensor(active)
+    torch.library.opcheck(torch.ops.fastrq.quantize_for_training.default, (x, cb, [6, 4], active, None, "torch"))
+    rows = torch.tensor([2, 0, 1, 2, 2, 1, 0, 2, 1])
+    torch.library.opcheck(torch.ops.fastrq.quantize_for_training.default, (x, cb, [6, 6], active, rows, "torch"))
 
 
 def test_opcheck_kmeans_init():
@@ -52,8 +63,7 @@ def test_opcheck_codebook_update(shared):
     cb, cs, es, rng = _state(stored=1 if shared else 2)
     x = _rand(2, 20, 3)
     search_cb = cb.expand(2, -1, -1) if shared else cb
-    codes = torch.ops.fastrq.search_codes(x, search_cb, [6, 6], None, 1, "torch")
-    _, _, _, counts, sums, _ = torch.ops.fastrq.residual_walk(x, search_cb, codes, None, True, False, "torch")
+    _, codes, _, _, counts, sums = torch.ops.fastrq.quantize_for_training(x, search_cb, [6, 6], None, None, "torch")
     args = (cb, cs, es, rng, x, codes, counts, sums, torch.tensor(True), None, [6, 6], 0.9, 1e-5, 0.8, True, False)
     torch.library.opcheck(torch.ops.fastrq.codebook_update_.default, args)
 

@@ -1,23 +1,25 @@
 """Drop-in VQ / RVQ layers: ``quantized, codes, loss = rq(x)``.
 
-Layering: this module validates input and holds state; the work is done by the ``fastrq::*`` ops
-(:mod:`fastrq.library`: search, residual walk, k-means init, codebook update) and the straight-through autograd
-Function (:mod:`fastrq.autograd`), which call the functional ops and backends. The forward never builds an N×K
-matrix, computes the codebook math in float32 with autocast off, and has no host sync except the non-finite check
-of a training step (which must know before changing state).
+Layering: this module validates input and holds state; the work is done by the ops layer (:mod:`fastrq.ops`:
+the training pass, search, k-means init, codebook update), reached through the straight-through autograd Function
+(:mod:`fastrq.autograd`) and, under ``torch.compile``, through the registered ``fastrq::*`` ops
+(:mod:`fastrq.library`). The forward never builds an N×K matrix, computes the codebook math in float32 with
+autocast off, and has no host sync on a GPU except the non-finite check of ``on_nonfinite="raise"`` (which must
+know before changing state); ``"skip"`` decides on the device.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .. import ops
+from .. import library, ops
 from ..autograd import ResidualStraightThrough
 from ..errors import InvalidArgumentError, ShapeError, StateDictError
-from ..ops import distributed
+from ..ops import codebook_state, distributed, search
 from ..ops import validation as check
 from ..ops.codebook_state import DEAD_STATS_FLOOR
 
@@ -208,43 +210,85 @@ class ResidualQuantizer(nn.Module):
         distribution in this batch), ``dead_codes`` (codes whose EMA cluster size is below the restart threshold,
         or below 1 when no threshold is set). No host sync for the statistics.
         """
+        autocast = torch.is_autocast_enabled(x.device.type) if isinstance(x, torch.Tensor) else False
+        with torch.autocast(device_type=x.device.type, enabled=False) if autocast else contextlib.nullcontext():
+            return self._forward(x, return_stats)
+
+    def _forward(self, x: torch.Tensor, return_stats: bool):
         in_dtype = x.dtype
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            rows, lead = self._to_rows(x)
-            update = self.training and torch.is_grad_enabled()
-            sync = distributed.should_sync(self.sync_distributed) if update else False
-            finite = torch.ops.fastrq.check_finite(rows, self.on_nonfinite) if update else None
-            if update and not self._initted_known:
-                torch.ops.fastrq.kmeans_init_(
-                    self.codebook if self.ema else self.codebook.detach(),
-                    self.cluster_size, self.embed_sum, self.initted, self.rng_state, rows.detach(), finite,
-                    self.level_sizes, self.kmeans_iters, sync, self.backend,
-                )
-                # one read (a sync) per step until the init has happened; a compiled graph cannot read it and
-                # assumes success (under torch.compile an init skipped for non-finite input is not retried)
-                self._initted_known = True if torch.compiler.is_compiling() else bool(self.initted)
-            active = None
-            if update and self.quantize_dropout and self.num_quantizers > 1:
-                active = torch.randint(1, self.num_quantizers + 1, ())
-            codes = torch.ops.fastrq.search_codes(
-                rows.detach(), self._search_codebooks(), self.level_sizes, active, self.beam_size, self.backend
+        rows, lead = self._to_rows(x)
+        update = self.training and torch.is_grad_enabled()
+        compiling = torch.compiler.is_compiling()
+        sync = distributed.should_sync(self.sync_distributed) if update else False
+        if update and not self._initted_known:
+            self._kmeans_init(rows, sync)
+        active = None
+        if update and self.quantize_dropout and self.num_quantizers > 1:
+            active = torch.randint(1, self.num_quantizers + 1, ())
+        codes = None
+        if self.beam_size > 1:
+            codes = self._search(rows.detach(), active)
+        learn = not self.ema and update
+        quantized, loss_per_level, codes, level_sqerr, counts, sums = ResidualStraightThrough.apply(
+            rows, self.codebooks, codes, self.level_sizes, active, None, rows.shape[0], self.commitment_weight,
+            learn, False, self.backend,
+        )
+        loss = loss_per_level.sum()
+        if update:
+            finite = self._finite(level_sqerr, rows, compiling)
+            update_ = torch.ops.fastrq.codebook_update_ if compiling else codebook_state.codebook_update_
+            if compiling:
+                active_arg = active
+            else:
+                active_arg = library.num_active(active, self.num_quantizers)
+            update_(
+                self._updated_codebook(),
+                self.cluster_size, self.embed_sum, self.rng_state, rows.detach(), codes, counts, sums, finite,
+                active_arg, self.level_sizes, self.decay, self.eps, self.dead_code_threshold, self.ema, sync,
             )
-            learn = not self.ema and update
-            quantized, loss, level_sqerr, counts, sums = ResidualStraightThrough.apply(
-                rows, self.codebooks, codes, active, self.commitment_weight, learn,
-                return_stats or update, self.backend,
+        out = self._from_rows(quantized, lead, in_dtype)
+        codes = codes.reshape(*lead, self.num_quantizers)
+        if not return_stats:
+            return out, codes, loss
+        return out, codes, loss, self._stats(rows.shape[0], level_sqerr, counts)
+
+    def _kmeans_init(self, rows: torch.Tensor, sync: bool) -> None:
+        finite = torch.ops.fastrq.check_finite(rows.detach(), self.on_nonfinite)
+        torch.ops.fastrq.kmeans_init_(
+            self.codebook if self.ema else self.codebook.detach(),
+            self.cluster_size, self.embed_sum, self.initted, self.rng_state, rows.detach(), finite,
+            self.level_sizes, self.kmeans_iters, sync, self.backend,
+        )
+        # one read (a sync) per step until the init has happened; a compiled graph cannot read it and
+        # assumes success (under torch.compile an init skipped for non-finite input is not retried)
+        self._initted_known = True if torch.compiler.is_compiling() else bool(self.initted)
+
+    def _finite(self, level_sqerr: torch.Tensor, rows: torch.Tensor, compiling: bool):
+        """Whether this batch may update the state: a Python bool where the host knows it for free (the CPU) or
+        must know it (``on_nonfinite="raise"``), else a device flag (no host sync). Non-finite input shows as a
+        non-finite level error (NaN and inf propagate through every residual)."""
+        if compiling:
+            return torch.ops.fastrq.check_finite(rows.detach(), self.on_nonfinite)
+        finite = torch.isfinite(level_sqerr).all()
+        if rows.device.type != "cpu" and self.on_nonfinite != "raise":
+            return finite
+        if bool(finite):
+            return True
+        if bool(torch.isfinite(rows).all()):
+            library.raise_or_warn_nonfinite(
+                self.on_nonfinite, "the squared residuals of the quantizer input overflowed to infinity"
             )
-            if update:
-                torch.ops.fastrq.codebook_update_(
-                    self._updated_codebook(),
-                    self.cluster_size, self.embed_sum, self.rng_state, rows.detach(), codes, counts, sums, finite,
-                    active, self.level_sizes, self.decay, self.eps, self.dead_code_threshold, self.ema, sync,
-                )
-            out = self._from_rows(quantized, lead, in_dtype)
-            codes = codes.reshape(*lead, self.num_quantizers)
-            if not return_stats:
-                return out, codes, loss
-            return out, codes, loss, self._stats(rows.shape[0], level_sqerr, counts)
+        else:
+            library.raise_or_warn_nonfinite(self.on_nonfinite)
+        return False
+
+    def _search(self, rows: torch.Tensor, active) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return torch.ops.fastrq.search_codes(
+                rows, self._search_codebooks(), self.level_sizes, active, self.beam_size, self.backend
+            )
+        num = library.num_active(active, self.num_quantizers)
+        return search.search_codes(rows, self._search_codebooks(), self.level_sizes, num, self.beam_size, self.backend)
 
     def _stats(self, n: int, level_sqerr: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
         sizes = torch.tensor(self.level_sizes, dtype=counts.dtype, device=counts.device)
@@ -267,9 +311,7 @@ class ResidualQuantizer(nn.Module):
         """Codes int64 ``[..., L]`` (channel_first: ``[B, *spatial, L]``) of x, all levels; changes no state."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             rows, lead = self._to_rows(x)
-            codes = torch.ops.fastrq.search_codes(
-                rows, self._search_codebooks(), self.level_sizes, None, self.beam_size, self.backend
-            )
+            codes = self._search(rows, None)
         return codes.reshape(*lead, self.num_quantizers)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -7,14 +7,13 @@ shared codebook is stored once, ``S = 1``, else ``S = L``):
 - ``cluster_size [S, K]``: EMA of the per-code counts; ``embed_sum [S, K, D]``: EMA of the per-code sums (EMA only);
 - ``initted`` (bool): k-means init done; ``rng_state [2]`` int64: (seed, step) of the counter-based random choices.
 
-Three transitions, each all-or-nothing:
+Two transitions, each all-or-nothing (the forward pass that produces their statistics is
+:mod:`fastrq.ops.training`):
 
-- :func:`residual_walk`: given the codes, the quantized rows, per-level squared errors, the commitment gradient
-  direction and (optionally) the per-level counts and sums, in one pass over the levels. No state change.
 - :func:`kmeans_init_`: k-means on the first training batch, level after level on that level's residuals.
-- :func:`codebook_update_`: the EMA step (exactly :func:`fastrq.ops.ema_step`) on every active level, then the
-  dead-code restart. Device-side ``torch.where`` selects old or new state, so skipping (non-finite input, dropped
-  levels) needs no host sync.
+- :func:`codebook_update_`: the EMA step (exactly :func:`fastrq.ops.ema_step`) on every active level at once,
+  then the dead-code restart. Skipping (non-finite input, dropped levels) is decided in Python where that is free
+  (a flag the host already knows) and by device-side ``torch.where`` otherwise, so it never needs a host sync.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from .backends import resolve_backend
 from .counter_random import hash_permutation_prefix, hash_uniform_int
 from .distributed import all_reduce_sum_, rank_and_world
 
-__all__ = ["residual_walk", "kmeans_init_", "codebook_update_", "DEAD_STATS_FLOOR"]
+__all__ = ["kmeans_init_", "codebook_update_", "DEAD_STATS_FLOOR"]
 
 # Codes whose EMA cluster size is below this count as dead in the statistics when no restart threshold is set
 # (fewer than one assignment per batch on average over the EMA window).
@@ -34,56 +33,6 @@ DEAD_STATS_FLOOR = 1.0
 
 _KMEANS_STREAM = 1 << 20
 _DEAD_STREAM = 2 << 20
-
-
-def residual_walk(
-    x: torch.Tensor,
-    codebooks: torch.Tensor,
-    codes: torch.Tensor,
-    num_active: int,
-    want_stats: bool,
-    want_codebook_grad: bool,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One pass over the levels for given codes.
-
-    Args:
-        x ``[N, D]``; codebooks ``[L, K, D]`` (same dtype); codes int64 ``[N, L]``, valid in the first
-        ``num_active`` levels (the rest are −1 and skipped).
-
-    Returns, with ``r_0 = x``, ``e_l = C_l[c_l]``, ``r_{l+1} = r_l − e_l`` over active levels:
-        ``quantized [N, D] = Σ_l e_l``; ``level_sqerr [L] = Σ_{n,d} r_{l+1}²`` (0 for skipped levels);
-        ``commit_dir [N, D] = Σ_l r_{l+1}`` (the commitment loss gradient is 2β/(N·D) times this);
-        ``counts [L, K]`` and ``sums [L, K, D]`` of the rows of r_l per code (zeros unless ``want_stats``);
-        ``codebook_grad [L, K, D] = 2/(N·D) · (counts · C − sums)``, the gradient of the codebook loss
-        Σ_l mean((sg(r_l) − e_l)²) (zeros unless ``want_codebook_grad``, which implies the statistics). Computed
-        here so that a backward never needs the codebooks (a later in-place update may have changed them).
-    """
-    n, dim = x.shape
-    num_levels, num_codes, _ = codebooks.shape
-    impl = resolve_backend(backend, x.device)
-    quantized = torch.zeros_like(x)
-    commit_dir = torch.zeros_like(x)
-    level_sqerr = x.new_zeros(num_levels)
-    counts = x.new_zeros(num_levels, num_codes)
-    sums = x.new_zeros(num_levels, num_codes, dim)
-    residual = x.clone(memory_format=torch.contiguous_format)
-    want_stats = want_stats or want_codebook_grad
-    for level in range(num_active):
-        level_codes = codes[:, level].contiguous()
-        if want_stats:
-            counts[level], sums[level] = impl.code_statistics(residual, level_codes, num_codes)
-        chosen = codebooks[level].index_select(0, level_codes)
-        residual.sub_(chosen)
-        quantized.add_(chosen)
-        commit_dir.add_(residual)
-        flat = residual.view(-1)
-        level_sqerr[level] = torch.dot(flat, flat)
-    if want_codebook_grad:
-        codebook_grad = (counts[..., None] * codebooks - sums) * (2.0 / max(x.numel(), 1))
-    else:
-        codebook_grad = torch.zeros_like(sums)
-    return quantized, level_sqerr, commit_dir, counts, sums, codebook_grad
 
 
 def _rank_candidates(cand: torch.Tensor, rank: int, world: int) -> torch.Tensor:
@@ -192,6 +141,26 @@ def _dead_code_candidates(
     return torch.stack(cands)
 
 
+def _levels_kept(ok, level_active, device: torch.device):
+    """Which stored levels take this step's update: True / False when the host knows (ok a Python bool and
+    level_active a list), else a bool tensor [S]."""
+    if isinstance(ok, bool) and isinstance(level_active, list):
+        if not ok:
+            return False
+        return True if all(level_active) else torch.tensor(level_active, device=device)
+    return torch.as_tensor(ok, device=device) & torch.as_tensor(level_active, device=device)
+
+
+def _select(keep_new, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` where ``keep_new`` else ``old``: keep_new is a Python bool (decided on the host, no tensor op) or a
+    bool tensor broadcast from the left over new's trailing dimensions (decided on the device, no host sync)."""
+    if keep_new is True:
+        return new
+    if keep_new is False:
+        return old
+    return torch.where(keep_new.reshape(keep_new.shape + (1,) * (new.dim() - keep_new.dim())), new, old)
+
+
 def codebook_update_(
     codebooks: torch.Tensor,
     cluster_size: torch.Tensor,
@@ -201,7 +170,7 @@ def codebook_update_(
     codes: torch.Tensor,
     counts: torch.Tensor,
     sums: torch.Tensor,
-    finite: torch.Tensor,
+    finite: bool | torch.Tensor,
     num_active: int,
     level_sizes: list[int],
     decay: float,
@@ -215,83 +184,75 @@ def codebook_update_(
     Args:
         codebooks ``[S, K, D]``, cluster_size ``[S, K]``, embed_sum ``[S, K, D]`` (empty when ``ema`` is False),
         rng_state ``[2]``: the state (codebooks may be an empty placeholder when neither ``ema`` nor restarts
-        need it: a learned codebook is then left to its optimizer). x ``[N, D]`` and codes ``[N, L]``: this batch (codes −1 from level
-        ``num_active`` on). counts ``[L, K]``, sums ``[L, K, D]``: per-level statistics from :func:`residual_walk`.
-        finite: 0-d bool, False skips the update (the statistics would be NaN).
+        need it: a learned codebook is then left to its optimizer). x ``[N, D]`` and codes ``[N, L]``: this batch
+        (codes −1 where a level is skipped). counts ``[L, K]``, sums ``[L, K, D]``: per-level statistics from
+        :func:`fastrq.ops.training.quantize_for_training`. finite: False (a Python bool or a 0-d bool tensor)
+        skips the update (the statistics would be NaN).
 
-    With ``ema``, each active level l gets ``ema_step`` on its own statistics (a shared codebook, S = 1: the
-    statistics of all levels summed, the decay applied once). Without ``ema`` (codebook learned by gradient) only
-    ``cluster_size`` follows the EMA of the counts (for restarts and statistics). Then, with
-    ``dead_code_threshold > 0``, every code whose cluster size is below the threshold is replaced by a residual of
-    a random row of this batch at its level, with ``cluster_size = threshold`` and ``embed_sum = code ·
-    threshold`` (a stale embed_sum would undo the replacement at the next step).
+    With ``ema``, every active level l gets ``ema_step`` on its own statistics, all levels in one batched step (a
+    shared codebook, S = 1: the statistics of all levels summed, the decay applied once). Without ``ema``
+    (codebook learned by gradient) only ``cluster_size`` follows the EMA of the counts (for restarts and
+    statistics). Then, with ``dead_code_threshold > 0``, every code whose cluster size is below the threshold is
+    replaced by a residual of a random row of this batch at its level, with ``cluster_size = threshold`` and
+    ``embed_sum = code · threshold`` (a stale embed_sum would undo the replacement at the next step).
 
     Under ``sync`` one ``all_reduce`` carries counts, sums, replacement candidates and the per-rank flags, so
     every rank computes the same new state (and skips together when any rank saw non-finite input).
     """
     num_levels = len(level_sizes)
     num_stored, num_codes = cluster_size.shape
-    dim = x.shape[1]
     shared = num_stored == 1 and num_levels > 1
-    rank, world = rank_and_world(sync)
-    dtype = codebooks.dtype
-    ok_local = finite.reshape(1).to(dtype)
-    level_active = (torch.arange(num_levels, device=x.device) < num_active).to(dtype)
     restart = dead_code_threshold > 0
-    parts = [counts.to(dtype).reshape(-1)]
-    if ema:
-        parts.append(sums.to(dtype).reshape(-1))
+    dtype = cluster_size.dtype
+    cands = None
     if restart:
-        cands = _dead_code_candidates(x.to(dtype), codebooks.detach(), codes, num_active, rng_state[0] * 7919 + rng_state[1], shared)
-        # a trailing channel says whether the candidate exists (its owner rank had rows this step)
-        has_rows = torch.full((num_stored, num_codes, 1), float(x.shape[0] > 0), dtype=dtype, device=x.device)
-        parts.append(_rank_candidates(torch.cat([cands, has_rows], dim=-1), rank, world).reshape(-1))
-    stats = torch.cat(parts)
-    stats = torch.where(ok_local.bool(), stats, torch.zeros_like(stats))  # NaN must not reach other ranks
-    flat = all_reduce_sum_(torch.cat([stats, level_active, ok_local]), sync)
-    ok = flat[-1] == world
-    level_active = flat[-1 - num_levels : -1] > 0
-    offset = 0
-    g_counts = flat[offset : offset + num_levels * num_codes].view(num_levels, num_codes)
-    offset += num_levels * num_codes
-    if ema:
-        g_sums = flat[offset : offset + num_levels * num_codes * dim].view(num_levels, num_codes, dim)
-        offset += num_levels * num_codes * dim
-    if restart:
-        g_cands = flat[offset : offset + num_stored * num_codes * (dim + 1)].view(num_stored, num_codes, dim + 1)
-        cand_exists = g_cands[..., dim] > 0
-        g_cands = g_cands[..., :dim]
-
+        key = rng_state[0] * 7919 + rng_state[1]
+        cands = _dead_code_candidates(x.to(dtype), codebooks.detach(), codes, num_active, key, shared)
+    if sync:
+        g_counts, g_sums, cands, cand_exists, ok, level_active = _all_reduce_statistics(
+            counts, sums, cands, finite, num_active, num_levels, x.shape[0] > 0, ema, dtype
+        )
+    else:
+        g_counts, g_sums, ok = counts.to(dtype), sums.to(dtype) if ema else None, finite
+        level_active = [level < num_active for level in range(num_levels)]
+        cand_exists = x.shape[0] > 0
     if shared:
         g_counts = g_counts.sum(dim=0, keepdim=True)
         if ema:
             g_sums = g_sums.sum(dim=0, keepdim=True)
-        stored_active = [ok]  # level 0 always runs, so the shared codebook always has data
+        stored_active = ok  # level 0 always runs, so the shared codebook always has data
     else:
-        stored_active = [ok & level_active[s] for s in range(num_stored)]
+        stored_active = _levels_kept(ok, level_active, cluster_size.device)
+    if stored_active is False:  # nothing to learn from this batch (non-finite input)
+        rng_state[1] += 1
+        return
 
     old_cb = codebooks.detach()
-    new_cb = old_cb.clone() if (ema or restart) else old_cb
-    new_cs = cluster_size.clone()
-    new_es = embed_sum.clone()
-    for s in range(num_stored):
-        k = level_sizes[s]
-        active = stored_active[s]
+    sizes = level_sizes[:num_stored]
+    uniform = all(k == num_codes for k in sizes)
+    if ema:
+        num_codes_per = num_codes if uniform else torch.tensor(sizes, dtype=dtype, device=cluster_size.device)[:, None]
+        cs, es, cb = ops.ema_step(
+            old_cb, cluster_size, embed_sum, g_counts, g_sums, decay=decay, eps=eps, num_codes=num_codes_per
+        )
+        new_es = _select(stored_active, es, embed_sum)
+        new_cb = _select(stored_active, cb, old_cb)
+    else:
+        cs = cluster_size * decay + g_counts * (1.0 - decay)
+        new_cb = old_cb
+    new_cs = _select(stored_active, cs, cluster_size)
+    if restart:
+        dead = new_cs < dead_code_threshold
+        if not uniform:
+            dead &= torch.arange(num_codes, device=dead.device) < torch.tensor(sizes, device=dead.device)[:, None]
+        if stored_active is not True:
+            dead &= torch.as_tensor(stored_active, device=dead.device).reshape(-1, 1)
+        if cand_exists is not True:
+            dead &= torch.as_tensor(cand_exists, device=dead.device)
+        new_cb = torch.where(dead[..., None], cands, new_cb)
+        new_cs = torch.where(dead, torch.full_like(new_cs, dead_code_threshold), new_cs)
         if ema:
-            cs, es, cb = ops.ema_step(
-                old_cb[s, :k], cluster_size[s, :k], embed_sum[s, :k], g_counts[s, :k], g_sums[s, :k], decay=decay, eps=eps
-            )
-            new_es[s, :k] = torch.where(active, es, embed_sum[s, :k])
-            new_cb[s, :k] = torch.where(active, cb, old_cb[s, :k])
-        else:
-            cs = cluster_size[s, :k] * decay + g_counts[s, :k] * (1.0 - decay)
-        new_cs[s, :k] = torch.where(active, cs, cluster_size[s, :k])
-        if restart:
-            dead = (new_cs[s, :k] < dead_code_threshold) & active & cand_exists[s, :k]
-            new_cb[s, :k] = torch.where(dead[:, None], g_cands[s, :k], new_cb[s, :k])
-            new_cs[s, :k] = torch.where(dead, torch.full_like(new_cs[s, :k], dead_code_threshold), new_cs[s, :k])
-            if ema:
-                new_es[s, :k] = torch.where(dead[:, None], g_cands[s, :k] * dead_code_threshold, new_es[s, :k])
+            new_es = torch.where(dead[..., None], cands * dead_code_threshold, new_es)
     with torch.no_grad():
         if ema or restart:
             codebooks.copy_(new_cb)
@@ -299,3 +260,37 @@ def codebook_update_(
         if ema:
             embed_sum.copy_(new_es)
         rng_state[1] += 1
+
+
+def _all_reduce_statistics(counts, sums, cands, finite, num_active, num_levels, has_rows, ema, dtype):
+    """One all_reduce of this rank's counts, sums (EMA), replacement candidates (restarts, each with a trailing
+    "exists" channel) and flags. Returns the global (counts, sums, candidates, candidate-exists, ok, level_active),
+    the last three as device tensors (every rank reads the same values without a host sync)."""
+    rank, world = rank_and_world(True)
+    device = counts.device
+    ok_local = torch.as_tensor(finite, device=device).reshape(1).to(dtype)
+    level_active = (torch.arange(num_levels, device=device) < num_active).to(dtype)
+    parts = [counts.to(dtype).reshape(-1)]
+    if ema:
+        parts.append(sums.to(dtype).reshape(-1))
+    if cands is not None:
+        exists = torch.full((*cands.shape[:-1], 1), float(has_rows), dtype=dtype, device=device)
+        parts.append(_rank_candidates(torch.cat([cands, exists], dim=-1), rank, world).reshape(-1))
+    stats = torch.cat(parts)
+    stats = torch.where(ok_local.bool(), stats, torch.zeros_like(stats))  # NaN must not reach other ranks
+    flat = all_reduce_sum_(torch.cat([stats, level_active, ok_local]), True)
+    ok = flat[-1] == world
+    level_active = flat[-1 - num_levels : -1] > 0
+    num_codes = counts.shape[1]
+    offset = num_levels * num_codes
+    g_counts = flat[:offset].view(num_levels, num_codes)
+    g_sums = g_cands = cand_exists = None
+    if ema:
+        g_sums = flat[offset : offset + sums.numel()].view(sums.shape)
+        offset += sums.numel()
+    if cands is not None:
+        dim = cands.shape[-1]
+        g_cands = flat[offset : offset + cands.numel() // dim * (dim + 1)].view(*cands.shape[:-1], dim + 1)
+        cand_exists = g_cands[..., dim] > 0
+        g_cands = g_cands[..., :dim]
+    return g_counts, g_sums, g_cands, cand_exists, ok, level_active

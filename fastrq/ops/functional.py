@@ -184,15 +184,21 @@ def ema_step(
     *,
     decay: float,
     eps: float,
+    num_codes: int | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The pure EMA formula of :func:`ema_update_`: new (cluster_size [K], embed_sum [K, D], codebook [K, D]).
+    """The pure EMA formula of :func:`ema_update_`: new (cluster_size [..., K], embed_sum [..., K, D], codebook
+    [..., K, D]), for one codebook or a stack of them (the sums over K per codebook).
 
-    When the total mass n is 0 (no data has ever been seen, e.g. decay = 0 on an empty batch) the formula is 0/0;
-    the codebook is then kept as it is instead of becoming NaN. No host sync.
+    ``num_codes``: the K in the smoothing term K·eps (default the last dimension of cluster_size; a stack of
+    codebooks padded to a common K passes each one's own size, int or ``[..., 1]`` tensor). Padding rows (zero
+    state and statistics) stay zero. When the total mass n is 0 (no data has ever been seen, e.g. decay = 0 on an
+    empty batch) the formula is 0/0; the codebook is then kept as it is instead of becoming NaN. No host sync.
     """
     new_cluster_size = cluster_size * decay + counts * (1.0 - decay)
     new_embed_sum = embed_sum * decay + sums * (1.0 - decay)
-    total = new_cluster_size.sum()
-    smoothed = (new_cluster_size + eps) / (total + new_cluster_size.shape[0] * eps) * total
-    new_codebook = torch.where(total > 0, new_embed_sum / smoothed.clamp_min(torch.finfo(smoothed.dtype).tiny)[:, None], codebook)
+    total = new_cluster_size.sum(dim=-1, keepdim=True)
+    size = new_cluster_size.shape[-1] if num_codes is None else num_codes
+    smoothed = (new_cluster_size + eps) / (total + size * eps) * total
+    tiny = torch.finfo(smoothed.dtype).tiny
+    new_codebook = torch.where(total[..., None] > 0, new_embed_sum / smoothed.clamp_min(tiny)[..., None], codebook)
     return new_cluster_size, new_embed_sum, new_codebook

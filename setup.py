@@ -31,6 +31,7 @@ setup(
     python_requires=">=3.10",
     packages=_packages(),
     package_dir={"fastrq": "fastrq", **SUBPACKAGE_DIRS},
+    package_data={"fastrq.kernels.cpu": ["*.c"]},  # the native CPU kernel is compiled from source on first use
     install_requires=["torch>=2.4", "numpy", "einops"],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["fastrq=fastrq.cli:main"]},

@@ -25,6 +25,7 @@ from tests.strategies import (
 
 FAST_VARIANTS = [
     "torch",
+    "torch-native",
     "torch-pure",
     "torch-faiss",
     pytest.param("triton", marks=pytest.mark.triton),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels.cpu import launch as cpu_kernels
 from . import functional as ops
 from .backends import resolve_backend
 from .counter_random import hash_permutation_prefix, hash_uniform_int
@@ -227,20 +228,25 @@ def codebook_update_(
         rng_state[1] += 1
         return
 
-    old_cb = codebooks.detach()
     sizes = level_sizes[:num_stored]
     uniform = all(k == num_codes for k in sizes)
-    if ema:
+    in_place = ema and not isinstance(stored_active, torch.Tensor) and cpu_kernels.can_update(codebooks, cluster_size, embed_sum)
+    if in_place:  # the native EMA step, in place (the host knows which levels update)
+        active_mask = [stored_active] * num_stored if isinstance(stored_active, bool) else stored_active.tolist()
+        cpu_kernels.ema_update_(codebooks.detach(), cluster_size, embed_sum, g_counts, g_sums, sizes, active_mask, decay, eps)
+        new_cb, new_cs, new_es = codebooks.detach(), cluster_size, embed_sum
+    elif ema:
         num_codes_per = num_codes if uniform else torch.tensor(sizes, dtype=dtype, device=cluster_size.device)[:, None]
+        old_cb = codebooks.detach()
         cs, es, cb = ops.ema_step(
             old_cb, cluster_size, embed_sum, g_counts, g_sums, decay=decay, eps=eps, num_codes=num_codes_per
         )
         new_es = _select(stored_active, es, embed_sum)
         new_cb = _select(stored_active, cb, old_cb)
+        new_cs = _select(stored_active, cs, cluster_size)
     else:
-        cs = cluster_size * decay + g_counts * (1.0 - decay)
-        new_cb = old_cb
-    new_cs = _select(stored_active, cs, cluster_size)
+        new_cb = codebooks.detach()
+        new_cs = _select(stored_active, cluster_size * decay + g_counts * (1.0 - decay), cluster_size)
     if restart:
         dead = new_cs < dead_code_threshold
         if not uniform:
@@ -254,10 +260,11 @@ def codebook_update_(
         if ema:
             new_es = torch.where(dead[..., None], cands * dead_code_threshold, new_es)
     with torch.no_grad():
-        if ema or restart:
+        if (ema or restart) and new_cb is not codebooks.detach() and new_cb.data_ptr() != codebooks.data_ptr():
             codebooks.copy_(new_cb)
-        cluster_size.copy_(new_cs)
-        if ema:
+        if new_cs is not cluster_size:
+            cluster_size.copy_(new_cs)
+        if ema and new_es is not embed_sum:
             embed_sum.copy_(new_es)
         rng_state[1] += 1
 

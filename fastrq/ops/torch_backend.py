@@ -14,8 +14,10 @@ subtracted or copied. ‖x‖² is argmin-irrelevant and never added; nothing is
 Exact ties between duplicate codebook rows are settled independently of rounding: each row is mapped to the
 first row equal to it, so a duplicate never beats its earlier twin.
 
-On the CPU with float32 data, D ≤ ``FAISS_MAX_DIM`` and faiss importable, the search instead calls faiss' exact
-``knn`` with k = 1, whose fused register-blocked kernel is far faster than a GEMM at small D. faiss only uses that
+On the CPU with float32 data and D ≤ 32 the whole pass (every level's search and walk, and the training
+statistics) runs in the native kernel of :mod:`fastrq.kernels.cpu` when it builds here (``FASTRQ_CPU_KERNEL``:
+``auto`` default, ``0`` off). Without it, with D ≤ ``FAISS_MAX_DIM`` and faiss importable, the search calls faiss'
+exact ``knn`` with k = 1, whose fused register-blocked kernel is far faster than a GEMM at small D. faiss only uses that
 kernel when ``nx · d ≥ faiss.cvar.distance_compute_blas_threshold`` (otherwise a sequential one, 7× slower per
 pair), so the call sets the threshold to 0 for its own duration and restores it (with faiss' thread count) under a
 lock: the global belongs to the caller's faiss too. ``FASTRQ_FAISS`` chooses: ``auto`` (default), ``1`` (always),
@@ -45,6 +47,7 @@ import threading
 
 import torch
 
+from ..kernels.cpu import launch as cpu_kernels
 from .codebook_prep import centring_shifts, first_equal_rows, first_equal_rows_sync_free, row_hashes
 
 __all__ = [
@@ -71,6 +74,10 @@ FAISS_MAX_DIM = 32
 GROUP = 64
 # Prepared codebooks kept for reuse (content-addressed, CPU only).
 PREPARED_CACHE_SIZE = 8
+# faiss gets one thread per this many (row, code) pairs, at most torch's thread count: a small call runs on the
+# calling thread alone (waking faiss' OpenMP pool costs more than it saves there, and its spinning workers steal a
+# busy machine's cores from the rest of the step).
+FAISS_PAIRS_PER_THREAD = 1 << 21
 
 
 def unavailable_reason(device: torch.device | None = None) -> str | None:
@@ -101,25 +108,26 @@ _FAISS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _faiss_fused_kernel(faiss):
-    """faiss' fused k = 1 kernel for every batch size, at torch's thread count, for the duration of one call;
-    the caller's faiss settings are restored afterwards."""
+def _faiss_fused_kernel(faiss, threads: int):
+    """faiss' fused k = 1 kernel for every batch size, on ``threads`` threads, for the duration of one call; the
+    caller's faiss settings are restored afterwards."""
     with _FAISS_LOCK:
-        threshold, threads = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
+        threshold, old_threads = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
         faiss.cvar.distance_compute_blas_threshold = 0
-        faiss.omp_set_num_threads(torch.get_num_threads())
+        faiss.omp_set_num_threads(threads)
         try:
             yield
         finally:
             faiss.cvar.distance_compute_blas_threshold = threshold
-            faiss.omp_set_num_threads(threads)
+            faiss.omp_set_num_threads(old_threads)
 
 
 def faiss_nearest(rows: torch.Tensor, codebook) -> torch.Tensor:
     """rows [R, D] float32 contiguous (CPU), codebook: a float32 numpy array [K, D] -> codes int64 [R] of the
     nearest row by faiss' exact search; rows faiss cannot place (NaN) get code 0."""
     faiss = _faiss()
-    with _faiss_fused_kernel(faiss):
+    threads = max(1, min(torch.get_num_threads(), rows.shape[0] * codebook.shape[0] // FAISS_PAIRS_PER_THREAD))
+    with _faiss_fused_kernel(faiss, threads):
         _, index = faiss.knn(rows.numpy(), codebook, 1)
     return torch.from_numpy(index).view(-1).clamp_(min=0)
 
@@ -282,6 +290,9 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
     if n == 0:
         return torch.empty(0, dtype=torch.long, device=x.device), x.new_empty(0)
     codebooks = codebook.unsqueeze(0)
+    if cpu_kernels.available(x, x.shape[1]):
+        codes = cpu_kernels.residual_pass(x, codebooks, None, 1, None, False)[1][:, 0]
+        return codes, _direct_sqdist(x, codebook, codes)
     prep = prepare_levels(codebooks)
     work = TileWorkspace(n, codebook.shape[0], x.shape[1], x.dtype, x.device, prep.for_faiss)
     if work.rows >= n:
@@ -290,13 +301,19 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
         codes = torch.empty(n, dtype=torch.long, device=x.device)
         for r0 in range(0, n, work.rows):
             codes[r0 : r0 + work.rows] = level_codes(x[r0 : r0 + work.rows], codebooks, prep, 0, work)
+    return codes, _direct_sqdist(x, codebook, codes)
+
+
+def _direct_sqdist(x: torch.Tensor, codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Σ_d (x − codebook[codes])² by the direct difference, in row chunks."""
+    n = x.shape[0]
     if n <= SQDIST_ROWS:
-        return codes, (x - codebook.index_select(0, codes)).square_().sum(dim=1)
+        return (x - codebook.index_select(0, codes)).square_().sum(dim=1)
     sqdist = torch.empty(n, dtype=x.dtype, device=x.device)
     for r0 in range(0, n, SQDIST_ROWS):  # row chunks: the gathered rows stay ≤ SQDIST_ROWS × D
         r1 = r0 + SQDIST_ROWS
         torch.sum((x[r0:r1] - codebook.index_select(0, codes[r0:r1])).square_(), dim=1, out=sqdist[r0:r1])
-    return codes, sqdist
+    return sqdist
 
 
 def residual_quantize(x: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,49 +341,123 @@ def quantize_for_training(
 
 
 def _residual_pass(x, codebooks, level_sizes, num_active, row_levels, *, training: bool):
+    """Greedy codes for levels < num_active and, with ``training``, the walk's outputs (the training contract)."""
+    n, dim = x.shape
+    if n == 0 or num_active == 0:
+        return _padded_outputs(x, codebooks, num_active, [], [], [], None, None, None, training)
+    if cpu_kernels.available(x, dim):
+        return cpu_kernels.residual_pass(x, codebooks, level_sizes, num_active, row_levels, training)
+    prep = prepare_levels(codebooks[:num_active], None if level_sizes is None else level_sizes[:num_active])
+    work = TileWorkspace(n, codebooks.shape[1], dim, x.dtype, x.device, prep.for_faiss)
+    if work.rows >= n:
+        return _single_block_pass(x, codebooks, prep, work, num_active, row_levels, training)
+    return _blocked_pass(x, codebooks, prep, work, num_active, row_levels, training)
+
+
+def _level_activity(row_levels: torch.Tensor | None, level: int) -> torch.Tensor | None:
+    """[R, 1] bool: which rows take part in ``level`` (None: all of them)."""
+    return None if row_levels is None else (row_levels > level)[:, None]
+
+
+def _single_block_pass(x, codebooks, prep, work, num_active, row_levels, training):
+    """All rows in one block (always on the faiss path): no buffers, one tensor op per output and level."""
+    num_levels, num_codes, dim = codebooks.shape
+    sums = x.new_zeros(num_levels, num_codes, dim) if training else None
+    residual, quantized, commit_dir = x, None, None
+    code_columns, count_rows, sqerr = [], [], []
+    for level in range(num_active):
+        level_code = level_codes(residual, codebooks, prep, level, work)
+        active = _level_activity(row_levels, level)
+        if training:
+            sums[level].index_add_(0, level_code, residual if active is None else residual * active)
+        chosen = codebooks[level].index_select(0, level_code)
+        if active is not None:
+            chosen = chosen * active
+            level_code = level_code.masked_fill(~active[:, 0], -1)
+        code_columns.append(level_code)
+        residual = residual - chosen
+        quantized = chosen if quantized is None else quantized + chosen
+        if training:
+            left = residual if active is None else residual * active
+            commit_dir = left if commit_dir is None else commit_dir + left
+            flat = left.reshape(-1)
+            sqerr.append(torch.dot(flat, flat))
+            count_rows.append(_level_counts(level_code, num_codes, active is not None))
+    return _padded_outputs(x, codebooks, num_active, code_columns, sqerr, count_rows, quantized, commit_dir, sums, training)
+
+
+def _level_counts(level_code: torch.Tensor, num_codes: int, has_skips: bool) -> torch.Tensor:
+    if not has_skips:
+        return torch.bincount(level_code, minlength=num_codes)
+    return torch.bincount(level_code + 1, minlength=num_codes + 1)[1:]  # bin 0 holds the skipped rows (−1)
+
+
+def _padded_outputs(x, codebooks, num_active, code_columns, sqerr, count_rows, quantized, commit_dir, sums, training):
+    """Stack the per-level results and pad the levels that did not run (codes −1, zero errors and statistics)."""
+    n, dim = x.shape
+    num_levels, num_codes, _ = codebooks.shape
+    if code_columns and num_active == num_levels:
+        codes = torch.stack(code_columns, dim=1)
+    else:
+        codes = torch.full((n, num_levels), -1, dtype=torch.long, device=x.device)
+        if code_columns:
+            codes[:, :num_active] = torch.stack(code_columns, dim=1)
+    if quantized is None:
+        quantized = torch.zeros_like(x)
+    if not training:
+        return quantized, codes
+    if commit_dir is None:
+        commit_dir = torch.zeros_like(x)
+    if sums is None:
+        sums = x.new_zeros(num_levels, num_codes, dim)
+    if sqerr and num_active == num_levels:
+        level_sqerr, counts = torch.stack(sqerr), torch.stack(count_rows).to(x.dtype)
+    else:
+        level_sqerr, counts = x.new_zeros(num_levels), x.new_zeros(num_levels, num_codes)
+        if sqerr:
+            level_sqerr[:num_active] = torch.stack(sqerr)
+            counts[:num_active] = torch.stack(count_rows)
+    return quantized, codes, level_sqerr, commit_dir, counts, sums
+
+
+def _blocked_pass(x, codebooks, prep, work, num_active, row_levels, training):
+    """Row blocks outside, levels inside, into preallocated outputs and reused block buffers."""
     n, dim = x.shape
     num_levels, num_codes, _ = codebooks.shape
     codes = torch.full((n, num_levels), -1, dtype=torch.long, device=x.device)
     quantized = torch.zeros_like(x)
-    if training:
-        commit_dir = torch.zeros_like(x)
-        sums = x.new_zeros(num_levels, num_codes, dim)
-        sqerr_parts: list[torch.Tensor] = []
-    if n > 0 and num_active > 0:
-        prep = prepare_levels(codebooks[:num_active], None if level_sizes is None else level_sizes[:num_active])
-        work = TileWorkspace(n, num_codes, dim, x.dtype, x.device, prep.for_faiss)
-        residual_buf = torch.empty(work.rows, dim, dtype=x.dtype, device=x.device)
-        chosen_buf = torch.empty_like(residual_buf)
-        for r0 in range(0, n, work.rows):
-            block = x[r0 : r0 + work.rows]
-            rows = block.shape[0]
-            residual = residual_buf[:rows].copy_(block)
-            chosen, block_quantized = chosen_buf[:rows], quantized[r0 : r0 + rows]
-            active_rows = None
-            for level in range(num_active):
-                level_code = level_codes(residual, codebooks, prep, level, work)
-                if row_levels is not None:
-                    active_rows = (row_levels[r0 : r0 + rows] > level)[:, None]
-                if training:
-                    contribution = residual if active_rows is None else residual * active_rows
-                    sums[level].index_add_(0, level_code, contribution)
-                torch.index_select(codebooks[level], 0, level_code, out=chosen)
-                if active_rows is not None:
-                    chosen.mul_(active_rows)
-                    level_code = level_code.masked_fill(~active_rows[:, 0], -1)
-                codes[r0 : r0 + rows, level] = level_code
-                residual.sub_(chosen)
-                block_quantized.add_(chosen)
-                if training:
-                    left = residual if active_rows is None else residual * active_rows
-                    commit_dir[r0 : r0 + rows].add_(left)
-                    flat = left.reshape(-1)
-                    sqerr_parts.append(torch.dot(flat, flat))
+    commit_dir = torch.zeros_like(x) if training else None
+    sums = x.new_zeros(num_levels, num_codes, dim) if training else None
+    sqerr_parts: list[torch.Tensor] = []
+    residual_buf = torch.empty(work.rows, dim, dtype=x.dtype, device=x.device)
+    chosen_buf = torch.empty_like(residual_buf)
+    for r0 in range(0, n, work.rows):
+        block = x[r0 : r0 + work.rows]
+        rows = block.shape[0]
+        residual = residual_buf[:rows].copy_(block)
+        chosen, block_quantized = chosen_buf[:rows], quantized[r0 : r0 + rows]
+        block_levels = None if row_levels is None else row_levels[r0 : r0 + rows]
+        for level in range(num_active):
+            level_code = level_codes(residual, codebooks, prep, level, work)
+            active = _level_activity(block_levels, level)
+            if training:
+                sums[level].index_add_(0, level_code, residual if active is None else residual * active)
+            torch.index_select(codebooks[level], 0, level_code, out=chosen)
+            if active is not None:
+                chosen.mul_(active)
+                level_code = level_code.masked_fill(~active[:, 0], -1)
+            codes[r0 : r0 + rows, level] = level_code
+            residual.sub_(chosen)
+            block_quantized.add_(chosen)
+            if training:
+                left = residual if active is None else residual * active
+                commit_dir[r0 : r0 + rows].add_(left)
+                flat = left.reshape(-1)
+                sqerr_parts.append(torch.dot(flat, flat))
     if not training:
         return quantized, codes
     level_sqerr = x.new_zeros(num_levels)
-    if sqerr_parts:
-        level_sqerr[:num_active] = torch.stack(sqerr_parts).view(-1, num_active).sum(dim=0)
+    level_sqerr[:num_active] = torch.stack(sqerr_parts).view(-1, num_active).sum(dim=0)
     # counts of every level in one bincount: code c of level l goes to bin l·(K + 1) + c + 1 (bin 0 of a level: −1)
     offsets = torch.arange(num_levels, device=x.device) * (num_codes + 1) + 1
     counts = torch.bincount((codes + offsets).view(-1), minlength=num_levels * (num_codes + 1))

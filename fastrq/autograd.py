@@ -49,16 +49,15 @@ def _quantize(x, codebooks, codes, level_sizes, active_levels, row_levels, backe
 
 
 class ResidualStraightThrough(torch.autograd.Function):
-    """``(quantized, loss_per_level, codes, level_sqerr, counts, sums) = ResidualStraightThrough.apply(x, codebooks,
-    codes, level_sizes, active_levels, row_levels, num_valid, commitment_weight, learn_codebook, per_level_grad,
-    backend)``.
+    """``(quantized, loss, codes, level_sqerr, counts, sums) = ResidualStraightThrough.apply(x, codebooks, codes,
+    level_sizes, active_levels, row_levels, num_valid, commitment_weight, learn_codebook, per_level_grad, backend)``.
 
     x ``[N, D]`` and codebooks ``[L, K, D]`` in the compute dtype (float32); codes None (search here) or int64
     ``[N, L]`` (beam search); active_levels None or a 0-d int64 CPU tensor (levels ≥ it are skipped); row_levels
     None or int ``[N]`` (levels ≥ it skipped for that row; 0 = masked); num_valid: the number of rows that count
-    (an int or a 0-d tensor). loss_per_level ``[L]`` carries the gradient; codes, level_sqerr ``[L]``, counts
-    ``[L, K]`` and sums ``[L, K, D]`` carry none. ``per_level_grad``: the caller may weight the levels' losses
-    differently (False when it only ever sums them: the backward then needs no recomputation).
+    (an int or a 0-d tensor). ``loss`` carries the gradient: the 0-d sum Σ_l loss_l, or with ``per_level_grad``
+    the ``[L]`` vector of the levels' losses (which the caller may weight differently; the backward then recomputes
+    the residuals). codes, level_sqerr ``[L]``, counts ``[L, K]`` and sums ``[L, K, D]`` carry no gradient.
     """
 
     @staticmethod
@@ -82,7 +81,9 @@ class ResidualStraightThrough(torch.autograd.Function):
         numel = num_valid * x.shape[1] if isinstance(num_valid, int) else num_valid.to(x.dtype) * x.shape[1]
         numel = max(numel, 1) if isinstance(numel, int) else numel.clamp_min(1)
         level_mse = level_sqerr / numel
-        loss_per_level = level_mse * (commitment_weight + (1.0 if learn_codebook else 0.0))
+        loss = level_mse * (commitment_weight + (1.0 if learn_codebook else 0.0))
+        if not per_level_grad:
+            loss = loss.sum()
         grad_codebooks = None
         if learn_codebook:
             scale = torch.as_tensor(2.0 / numel, dtype=x.dtype, device=x.device)
@@ -97,7 +98,7 @@ class ResidualStraightThrough(torch.autograd.Function):
         ctx.scale = (2.0 * commitment_weight) / numel
         ctx.learn_codebook = learn_codebook
         ctx.mark_non_differentiable(codes, level_sqerr, counts, sums)
-        return quantized, loss_per_level, codes, level_sqerr, counts, sums
+        return quantized, loss, codes, level_sqerr, counts, sums
 
     @staticmethod
     def backward(ctx, grad_quantized, grad_loss, *unused):
@@ -106,13 +107,13 @@ class ResidualStraightThrough(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = grad_quantized
             if grad_loss is not None:
-                if commit_dir is not None:  # the levels' losses are only ever summed: every g_l is the same
-                    direction = commit_dir * grad_loss[0]
+                if commit_dir is not None:  # the summed loss: ∂/∂x = (2β / M) · grad · Σ_l r_{l+1}
+                    direction, weight = commit_dir, grad_loss * ctx.scale
                 else:
-                    direction = _weighted_residual_sum(x, codebooks, codes, grad_loss)
-                grad_x = direction * ctx.scale if grad_x is None else grad_x + direction * ctx.scale
+                    direction, weight = _weighted_residual_sum(x, codebooks, codes, grad_loss), ctx.scale
+                grad_x = direction * weight if grad_x is None else torch.addcmul(grad_x, direction, weight)
         if ctx.learn_codebook and ctx.needs_input_grad[1] and grad_loss is not None:
-            grad_codebook = grad_codebooks * grad_loss[:, None, None]
+            grad_codebook = grad_codebooks * (grad_loss[:, None, None] if grad_loss.dim() else grad_loss)
         return grad_x, grad_codebook, None, None, None, None, None, None, None, None, None
 
 

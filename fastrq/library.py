@@ -107,7 +107,7 @@ def quantize_for_training(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     active = num_active(active_levels, codebooks.shape[0])
     out = training.quantize_for_training(x, codebooks, list(level_sizes), active, row_levels, backend)
-    return tuple(t.clone() if t is x else t for t in out)
+    return tuple(t.clone() if t is x else t for t in out)  # a registered op's outputs may not alias its inputs
 
 
 @quantize_for_training.register_fake

@@ -229,11 +229,10 @@ class ResidualQuantizer(nn.Module):
         if self.beam_size > 1:
             codes = self._search(rows.detach(), active)
         learn = not self.ema and update
-        quantized, loss_per_level, codes, level_sqerr, counts, sums = ResidualStraightThrough.apply(
+        quantized, loss, codes, level_sqerr, counts, sums = ResidualStraightThrough.apply(
             rows, self.codebooks, codes, self.level_sizes, active, None, rows.shape[0], self.commitment_weight,
             learn, False, self.backend,
         )
-        loss = loss_per_level.sum()
         if update:
             finite = self._finite(level_sqerr, rows, compiling)
             update_ = torch.ops.fastrq.codebook_update_ if compiling else codebook_state.codebook_update_

@@ -23,7 +23,8 @@ __all__ = ["library", "unavailable_reason", "ENV_VAR"]
 
 ENV_VAR = "FASTRQ_CPU_KERNEL"
 SOURCE = Path(__file__).with_name("rq_cpu.c")
-FLAGS = ("-O3", "-march=native", "-std=c11", "-shared", "-fPIC")
+# gnu11: fused multiply-adds allowed (ISO C11 mode turns contraction off and costs 15–25 % here)
+FLAGS = ("-O3", "-march=native", "-std=gnu11", "-funroll-loops", "-shared", "-fPIC")
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64

@@ -11,6 +11,7 @@ at least ``PAIRS_PER_THREAD`` (row, code, level) triples per thread; smaller cal
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 
 import torch
@@ -31,6 +32,12 @@ _POOL_LOCK = threading.Lock()
 def available(x: torch.Tensor, dim: int) -> bool:
     """Whether the kernels can run rows like ``x`` of dimension ``dim`` (and the library builds here)."""
     return x.device.type == "cpu" and x.dtype == torch.float32 and 1 <= dim <= MAX_DIM and library() is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _int_tensor(values: tuple[int, ...], dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """A small constant CPU tensor (level sizes, masks), built once per value."""
+    return torch.tensor(values, dtype=dtype)
 
 
 def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
@@ -60,13 +67,12 @@ def residual_pass(
     x = x.contiguous()
     books = codebooks.contiguous()
     kpad = -(-num_codes // LANES) * LANES
-    sizes = torch.tensor(level_sizes if level_sizes is not None else [num_codes] * num_levels, dtype=torch.int64)
-    bookt = torch.empty(num_active, dim, kpad)
-    half = torch.empty(num_active, kpad)
-    mu = torch.empty(num_active, dim)
-    lib.fastrq_prepare_books(
-        books.data_ptr(), num_active, num_codes, dim, sizes.data_ptr(), kpad, bookt.data_ptr(), half.data_ptr(), mu.data_ptr()
-    )
+    sizes = _int_tensor(tuple(level_sizes) if level_sizes is not None else (num_codes,) * num_levels)
+    # one scratch allocation: centred transposed codes [A, D, kpad], half norms [A, kpad], shifts [A, D]
+    scratch = torch.empty(num_active * (dim * kpad + kpad + dim))
+    base, step = scratch.data_ptr(), scratch.element_size()
+    bookt, half, mu = base, base + num_active * dim * kpad * step, base + num_active * (dim + 1) * kpad * step
+    lib.fastrq_prepare_books(books.data_ptr(), num_active, num_codes, dim, sizes.data_ptr(), kpad, bookt, half, mu)
     codes = torch.empty(n, num_levels, dtype=torch.long)
     if num_active < num_levels:
         codes[:, num_active:] = -1
@@ -74,8 +80,7 @@ def residual_pass(
     commit = torch.empty_like(x) if training else None
     levels = None if row_levels is None else row_levels.to(torch.int64).contiguous()
     args = (
-        x.data_ptr(), dim, books.data_ptr(), bookt.data_ptr(), half.data_ptr(), mu.data_ptr(), num_levels, num_codes,
-        kpad, num_active,
+        x.data_ptr(), dim, books.data_ptr(), bookt, half, mu, num_levels, num_codes, kpad, num_active,
         None if levels is None else levels.data_ptr(), codes.data_ptr(), quantized.data_ptr(),
         None if commit is None else commit.data_ptr(),
     )
@@ -89,14 +94,14 @@ def residual_pass(
         list(_pool(threads).map(lambda r0: lib.fastrq_search_walk(args[0], r0, min(chunk, n - r0), *args[1:]), starts))
     if not training:
         return quantized, codes
-    sqerr = torch.zeros(num_levels, dtype=torch.float64)
+    sqerr = torch.empty(num_levels)
     counts = torch.zeros(num_levels, num_codes)
     sums = torch.zeros(num_levels, num_codes, dim)
     lib.fastrq_statistics(
         x.data_ptr(), n, dim, books.data_ptr(), num_levels, num_codes, num_active, codes.data_ptr(),
         sqerr.data_ptr(), counts.data_ptr(), sums.data_ptr(),
     )
-    return quantized, codes, sqerr.to(torch.float32), commit, counts, sums
+    return quantized, codes, sqerr, commit, counts, sums
 
 
 def can_update(codebooks: torch.Tensor, cluster_size: torch.Tensor, embed_sum: torch.Tensor) -> bool:
@@ -114,8 +119,8 @@ def ema_update_(codebooks, cluster_size, embed_sum, counts, sums, level_sizes: l
     num_stored, num_codes, dim = codebooks.shape
     counts = counts.to(torch.float32).contiguous()
     sums = sums.to(torch.float32).contiguous()
-    sizes = torch.tensor(level_sizes, dtype=torch.int64)
-    mask = torch.tensor(active, dtype=torch.uint8)
+    sizes = _int_tensor(tuple(level_sizes))
+    mask = _int_tensor(tuple(bool(a) for a in active), torch.uint8)
     library().fastrq_ema_update(
         codebooks.data_ptr(), cluster_size.data_ptr(), embed_sum.data_ptr(), counts.data_ptr(), sums.data_ptr(),
         num_stored, num_codes, dim, sizes.data_ptr(), mask.data_ptr(), float(decay), float(eps),

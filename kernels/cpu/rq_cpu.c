@@ -181,10 +181,12 @@ void fastrq_search_walk(const float *x, int64_t row0, int64_t count, int64_t dim
 
 /* The reductions of the walk, in one sequential pass in row order (deterministic): per level l the squared error
  * left sqerr[l] = sum_n |r_{l+1,n}|^2 (accumulated in double), the counts [L, K] and the sums [L, K, dim] of r_l per
- * code, over the (row, level) pairs with codes >= 0. Outputs must be zeroed by the caller. */
+ * code, over the (row, level) pairs with codes >= 0. counts and sums must be zeroed by the caller. */
 void fastrq_statistics(const float *x, int64_t n, int64_t dim, const float *books, int64_t num_levels,
-                       int64_t num_codes, int64_t num_active, const int64_t *codes, double *sqerr, float *counts,
+                       int64_t num_codes, int64_t num_active, const int64_t *codes, float *sqerr_out, float *counts,
                        float *sums) {
+    double sqerr[num_levels > 0 ? num_levels : 1];
+    for (int64_t l = 0; l < num_levels; l++) sqerr[l] = 0.0;
     float r[MAX_DIM];
     for (int64_t row = 0; row < n; row++) {
         memcpy(r, x + row * dim, dim * sizeof(float));
@@ -203,6 +205,7 @@ void fastrq_statistics(const float *x, int64_t n, int64_t dim, const float *book
             sqerr[l] += err;
         }
     }
+    for (int64_t l = 0; l < num_levels; l++) sqerr_out[l] = (float)sqerr[l];
 }
 
 /* The EMA codebook step of every stored codebook s < num_stored with active[s] != 0 (fastrq.ops.ema_step):

@@ -23,10 +23,10 @@ import torch
 from ..kernels.cpu import launch as cpu_kernels
 from . import functional as ops
 from .backends import resolve_backend
-from .counter_random import hash_permutation_prefix, hash_uniform_int
+from .counter_random import hash_uniform_float, hash_uniform_int
 from .distributed import all_reduce_sum_, rank_and_world
 
-__all__ = ["kmeans_init_", "codebook_update_", "DEAD_STATS_FLOOR"]
+__all__ = ["kmeans_init_", "kmeans_plus_plus_seeds", "codebook_update_", "renormalize_", "DEAD_STATS_FLOOR"]
 
 # Codes whose EMA cluster size is below this count as dead in the statistics when no restart threshold is set
 # (fewer than one assignment per batch on average over the EMA window).
@@ -34,6 +34,9 @@ DEAD_STATS_FLOOR = 1.0
 
 _KMEANS_STREAM = 1 << 20
 _DEAD_STREAM = 2 << 20
+# k-means++ seeding costs K sequential passes over the rows; above this many multiply-adds (N·K·D) it runs on an
+# evenly spaced subsample of the rows (at least 4K of them): a few seconds on a 2-core CPU at most.
+KMEANS_PLUS_PLUS_MAX_WORK = 1 << 31
 
 
 def _rank_candidates(cand: torch.Tensor, rank: int, world: int) -> torch.Tensor:
@@ -61,7 +64,7 @@ def kmeans_init_(
     """k-means (Lloyd) initialisation from the batch x ``[N, D]``, level after level, in place.
 
     Level l clusters the residuals left by the already initialised levels 0..l−1 (a shared codebook, S = 1,
-    clusters x). Seeds are distinct random rows (with replacement when N < K); each iteration assigns every row
+    clusters x). Seeds come from k-means++ (:func:`kmeans_plus_plus_seeds`); each iteration assigns every row
     through :func:`fastrq.ops.nearest_code` (streaming, never N×K) and moves each code to its cluster mean; an
     empty cluster keeps its current vector. Afterwards ``cluster_size`` = the cluster counts (an empty cluster
     gets a pseudo-count of 1, so the next EMA step does not pull it to zero) and ``embed_sum = codebook ·
@@ -87,11 +90,7 @@ def kmeans_init_(
     new_embed = embed_sum.detach().clone() if embed_sum.numel() else embed_sum
     for level in range(codebooks.shape[0]):
         k = level_sizes[level]
-        if n > 0:
-            seeds = residual[hash_permutation_prefix(rng_state[0], _KMEANS_STREAM + level, n, k)]
-        else:
-            seeds = residual.new_zeros(k, x.shape[1])
-        centroids = all_reduce_sum_(_rank_candidates(seeds, rank, world).contiguous(), sync)
+        centroids = kmeans_plus_plus_seeds(residual, k, rng_state[0], _KMEANS_STREAM + level, sync)
         counts = residual.new_zeros(k)
         for it in range(max(iters, 1)):
             codes, _ = ops.nearest_code(residual, centroids, backend=backend)
@@ -116,19 +115,84 @@ def kmeans_init_(
         initted.fill_(True)
 
 
+def kmeans_plus_plus_seeds(x: torch.Tensor, k: int, key: torch.Tensor, stream: int, sync: bool) -> torch.Tensor:
+    """k-means++ seeds ``[k, D]`` (Arthur & Vassilvitskii 2007) from the rows x ``[N, D]`` of every rank.
+
+    The first seed is a uniform random row, each next one a row drawn with probability ∝ its squared distance to
+    the nearest seed so far (a uniform random row when every row is already a seed). The draws come from the
+    counter RNG (``key``, ``stream``): the same seeds for the same rows, on every rank. Under ``sync`` the rows of
+    all ranks take part: each draw all-reduces the ranks' total masses, the owner of the drawn row contributes it
+    to a second all-reduce (two collectives per seed). Above ``KMEANS_PLUS_PLUS_MAX_WORK`` the rows are subsampled
+    evenly. No host sync.
+    """
+    rank, world = rank_and_world(sync)
+    n, dim = x.shape
+    if n * k * dim > KMEANS_PLUS_PLUS_MAX_WORK and n > 4 * k:
+        keep = max(4 * k, KMEANS_PLUS_PLUS_MAX_WORK // (k * dim))
+        x = x[torch.linspace(0, n - 1, keep, device=x.device).long()]
+        n = x.shape[0]
+    uniforms = hash_uniform_float(key.to(x.device), stream, k, dtype=torch.float64)
+    seeds = x.new_zeros(k, dim)
+    nearest = torch.ones(n, dtype=torch.float64, device=x.device)  # before the first seed every row weighs 1
+    for i in range(k):
+        cumulative = torch.cumsum(nearest, 0)
+        local_total = cumulative[-1] if n else nearest.new_zeros(())
+        if sync:
+            totals = torch.zeros(world, dtype=torch.float64, device=x.device)
+            totals[rank] = local_total
+            ends = torch.cumsum(all_reduce_sum_(totals, True), 0)  # each rank's interval of the total mass
+            grand = ends[-1]
+            target = uniforms[i] * grand
+            owner = torch.searchsorted(ends, target.reshape(1), right=True).clamp(max=world - 1)[0]
+            offset = ends[owner] - totals[owner]
+        else:
+            grand = local_total
+            target = uniforms[i] * grand
+            owner, offset = None, 0.0
+        if n:
+            index = torch.searchsorted(cumulative, (target - offset).reshape(1), right=True).clamp(max=n - 1)
+            fallback = (uniforms[i] * n).long().clamp(max=n - 1).reshape(1)  # every row is a seed already: uniform
+            row = x.index_select(0, torch.where(grand > 0, index, fallback))[0]
+            contribution = row if owner is None else row * (owner == rank).to(x.dtype)
+        else:
+            contribution = x.new_zeros(dim)
+        seed = all_reduce_sum_(contribution.contiguous(), True) if sync else contribution
+        seeds[i] = seed
+        if n:
+            nearest = torch.minimum(nearest if i else torch.full_like(nearest, float("inf")), (x - seed).square().sum(1).to(torch.float64))
+    return seeds
+
+
+def renormalize_(codebooks: torch.Tensor, level_sizes: list[int]) -> None:
+    """Scale every code of codebooks ``[S, K, D]`` to unit L2 norm, in place (cosine codes; padding rows and zero
+    rows stay zero)."""
+    with torch.no_grad():
+        norms = codebooks.norm(dim=-1, keepdim=True)
+        codebooks.copy_(torch.where(norms > 0, codebooks / norms.clamp_min(torch.finfo(codebooks.dtype).tiny), codebooks))
+
+
 def _dead_code_candidates(
     x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, num_active: int, key: torch.Tensor, shared: bool
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Replacement candidates ``[S, K, D]``: for each code, the residual of a random row of this batch at its
-    level (shared codebook: at a random active level), computed with the pre-update codebooks."""
+    level (shared codebook: at a random active level), computed with the pre-update codebooks, and whether any row
+    could be drawn (0-d bool).
+
+    Only rows that took part (code ≥ 0 at level 0: not masked out) are drawn: the j-th such row for a draw j in
+    [0, N_valid), so a batch with masked rows draws exactly what the batch of its valid rows alone would. No host
+    sync."""
     n, dim = x.shape
     num_stored, num_codes, _ = codebooks.shape
     if n == 0:
-        return x.new_zeros(num_stored, num_codes, dim)
+        return x.new_zeros(num_stored, num_codes, dim), torch.zeros((), dtype=torch.bool, device=x.device)
+    took_part = codes[:, 0] >= 0
+    valid_before = torch.cumsum(took_part.to(torch.long), 0)  # valid rows up to and including each row
+    num_valid = valid_before[-1]
     safe_codes = codes.clamp(min=0)
     cands = []
     for stored in range(num_stored):
-        rows = hash_uniform_int(key, _DEAD_STREAM + 2 * stored, num_codes, n)
+        draws = hash_uniform_int(key, _DEAD_STREAM + 2 * stored, num_codes, num_valid.clamp_min(1))
+        rows = torch.searchsorted(valid_before, draws + 1).clamp(max=n - 1)  # the (draw + 1)-th valid row
         residual = x.index_select(0, rows)
         if shared:
             level_of = hash_uniform_int(key, _DEAD_STREAM + 2 * stored + 1, num_codes, max(num_active, 1))
@@ -139,7 +203,7 @@ def _dead_code_candidates(
             for level in range(min(stored, num_active)):
                 residual = residual - codebooks[level].index_select(0, safe_codes[rows, level])
         cands.append(residual)
-    return torch.stack(cands)
+    return torch.stack(cands), num_valid > 0
 
 
 def _levels_kept(ok, level_active, device: torch.device):
@@ -208,15 +272,15 @@ def codebook_update_(
     cands = None
     if restart:
         key = rng_state[0] * 7919 + rng_state[1]
-        cands = _dead_code_candidates(x.to(dtype), codebooks.detach(), codes, num_active, key, shared)
+        cands, has_rows = _dead_code_candidates(x.to(dtype), codebooks.detach(), codes, num_active, key, shared)
     if sync:
         g_counts, g_sums, cands, cand_exists, ok, level_active = _all_reduce_statistics(
-            counts, sums, cands, finite, num_active, num_levels, x.shape[0] > 0, ema, dtype
+            counts, sums, cands, finite, num_active, num_levels, has_rows if restart else None, ema, dtype
         )
     else:
         g_counts, g_sums, ok = counts.to(dtype), sums.to(dtype) if ema else None, finite
         level_active = [level < num_active for level in range(num_levels)]
-        cand_exists = x.shape[0] > 0
+        cand_exists = has_rows if restart else True
     if shared:
         g_counts = g_counts.sum(dim=0, keepdim=True)
         if ema:
@@ -281,7 +345,7 @@ def _all_reduce_statistics(counts, sums, cands, finite, num_active, num_levels, 
     if ema:
         parts.append(sums.to(dtype).reshape(-1))
     if cands is not None:
-        exists = torch.full((*cands.shape[:-1], 1), float(has_rows), dtype=dtype, device=device)
+        exists = has_rows.to(dtype).expand(*cands.shape[:-1], 1)
         parts.append(_rank_candidates(torch.cat([cands, exists], dim=-1), rank, world).reshape(-1))
     stats = torch.cat(parts)
     stats = torch.where(ok_local.bool(), stats, torch.zeros_like(stats))  # NaN must not reach other ranks

@@ -94,3 +94,99 @@ def walk_given_codes(
     if sqerr:
         level_sqerr[:num_active] = torch.stack(sqerr)
     return quantized, out_codes, level_sqerr, commit_dir, counts, sums
+
+
+class _ValueWithGradientOf(torch.autograd.Function):
+    """Forward: ``value`` (exactly); backward: the incoming gradient goes to ``carrier`` (same shape)."""
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, carrier: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, grad
+
+
+def rotate_onto(r: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """The rotation trick (Fifty et al. 2024, "Restructuring Vector Quantization with the Rotation Trick") for rows
+    r, e ``[N, D]``: ``λ·R·r`` with ``u = r/‖r‖``, ``q = e/‖e‖``, ``w = (u + q)/‖u + q‖``,
+    ``R·v = v − 2w(w·v) + 2q(u·v)`` (the rotation taking u to q) and ``λ = ‖e‖/‖r‖``, all treated as constants:
+    the value is e (up to rounding) and the Jacobian w.r.t. r is λR. Rows where the rotation is undefined (‖r‖,
+    ‖e‖ or ‖u + q‖ about 0) fall back to the straight-through Jacobian I."""
+    with torch.no_grad():
+        r_norm = r.norm(dim=-1, keepdim=True)
+        e_norm = e.norm(dim=-1, keepdim=True)
+        tiny = torch.finfo(r.dtype).tiny ** 0.5
+        u = r / r_norm.clamp_min(tiny)
+        q = e / e_norm.clamp_min(tiny)
+        s = u + q
+        s_norm = s.norm(dim=-1, keepdim=True)
+        w = s / s_norm.clamp_min(tiny)
+        scale = e_norm / r_norm.clamp_min(tiny)
+        defined = (r_norm > tiny) & (e_norm > tiny) & (s_norm > 1e-3)
+    rotated = scale * (r - 2.0 * w * (w * r).sum(-1, keepdim=True) + 2.0 * q * (u * r).sum(-1, keepdim=True))
+    return torch.where(defined, rotated, r)
+
+
+def differentiable_walk(
+    x: torch.Tensor,
+    codebooks: torch.Tensor,
+    codes: torch.Tensor,
+    num_valid,
+    *,
+    commitment_weight: float,
+    learn_codebook: bool,
+    rotation_trick: bool,
+    cosine: bool,
+    per_level_loss: bool,
+):
+    """The walk for given codes written with differentiable torch ops, for the estimators the fused
+    straight-through Function does not cover (the rotation trick, cosine codes).
+
+    x ``[N, D]`` (requires grad), codebooks ``[L, K, D]`` (a learned codebook requires grad; with ``cosine`` its
+    rows are unit vectors), codes ``[N, L]`` (−1: skipped). With ``r_0 = x``, ``e_l = C_l[c_l]``:
+
+    - value of ``quantized`` = Σ_l e_l exactly;
+    - its gradient: straight through (∂/∂x = I), or with ``rotation_trick`` the chain
+      ``r_{l+1} = r_l − rot_l(r_l)``, ``quantized = x − r_L`` with ``rot_l`` = :func:`rotate_onto` (so
+      ∂quantized/∂x = I − Π_l (I − λ_l R_l): the identity when every level quantizes exactly);
+    - ``loss_l = β·Σ(ρ_l − sg(e_l))² / (N_valid·D)`` with ρ_l = r_l (``cosine``: r_l/‖r_l‖, the commitment of the
+      normalised input as in vector-quantize-pytorch), plus ``Σ(sg(ρ_l) − e_l)² / (N_valid·D)`` when learned;
+    - statistics of ρ_l: counts ``[L, K]`` and sums ``[L, K, D]`` (the EMA averages ρ).
+
+    Returns ``(quantized, loss (0-d, or [L] with per_level_loss), level_sqerr [L] (Σ‖r_{l+1}‖²), counts, sums)``.
+    """
+    n, dim = x.shape
+    num_levels, num_codes, _ = codebooks.shape
+    numel = (num_valid if isinstance(num_valid, int) else num_valid.to(x.dtype)) * dim
+    numel = max(numel, 1) if isinstance(numel, int) else numel.clamp_min(1)
+    residual = x
+    value = torch.zeros_like(x)
+    losses, sqerr, count_rows, sum_rows = [], [], [], []
+    for level in range(num_levels):
+        level_codes = codes[:, level]
+        taken = (level_codes >= 0)[:, None]
+        safe = level_codes.clamp(min=0)
+        chosen = codebooks[level].index_select(0, safe) * taken  # carries the codebook gradient when learned
+        fixed = chosen.detach()
+        rho = residual / residual.norm(dim=-1, keepdim=True).clamp_min(1e-12) if cosine else residual
+        loss = commitment_weight * ((rho - fixed).square() * taken).sum() / numel
+        if learn_codebook:
+            loss = loss + ((rho.detach() - chosen).square() * taken).sum() / numel
+        losses.append(loss)
+        count_rows.append(torch.bincount(level_codes + 1, minlength=num_codes + 1)[1:].to(x.dtype))
+        sum_rows.append(x.new_zeros(num_codes, dim).index_add_(0, safe, rho.detach() * taken))
+        if rotation_trick:
+            step = rotate_onto(residual, fixed)
+            step = step + (fixed - step).detach()
+            residual = residual - step * taken
+        else:
+            residual = residual - fixed
+        value = value + fixed
+        left = (residual.detach() * taken).reshape(-1)
+        sqerr.append(torch.dot(left, left))
+    carrier = x - residual if rotation_trick else x
+    quantized = _ValueWithGradientOf.apply(value, carrier)
+    loss = torch.stack(losses)
+    return quantized, (loss if per_level_loss else loss.sum()), torch.stack(sqerr), torch.stack(count_rows), torch.stack(sum_rows)

@@ -19,9 +19,9 @@ __all__ = ["main", "SUBCOMMANDS"]
 # name → (module, one-line help)
 SUBCOMMANDS = {
     "info": ("fastrq.info", "versions and which backends are usable here"),
-    "train": ("fastrq.models.train", "train a VAE / VQ-VAE / RQ-VAE (or the RQ-Transformer prior / classifier)"),
-    "reproduce": ("fastrq.models.reproduce", "run the RQ-vs-VQ MNIST study and write a report folder"),
-    "sample": ("fastrq.models.sample", "sample images from a trained RQ-Transformer prior"),
+    "train": ("fastrq.models.training.autoencoder", "train a VAE / VQ-VAE / RQ-VAE (or the RQ-Transformer prior / classifier)"),
+    "reproduce": ("fastrq.models.study.reproduce", "run the RQ-vs-VQ MNIST study and write a report folder"),
+    "sample": ("fastrq.models.study.sampling", "sample images from a trained RQ-Transformer prior"),
 }
 
 

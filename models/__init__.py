@@ -8,6 +8,6 @@
 Importing this package does not import torchvision or matplotlib (the submodules that need them import them lazily).
 """
 
-from .autoencoders import RQVAE, VAE, VQVAE, ModelConfig, build_model
+from .networks.autoencoders import RQVAE, VAE, VQVAE, ModelConfig, build_model
 
 __all__ = ["VAE", "VQVAE", "RQVAE", "ModelConfig", "build_model"]

@@ -10,8 +10,8 @@ import types
 import pytest
 
 from fastrq import cli
-from fastrq.models import train as trainer
-from fastrq.models.metrics_log import read_jsonl
+from fastrq.models.training import autoencoder as trainer
+from fastrq.models.training.metrics_log import read_jsonl
 
 
 def test_usage_and_unknown_command(capsys):
@@ -85,7 +85,7 @@ def test_resume_refuses_a_different_model(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_reproduce_smoke_on_generated_data(tmp_path):
-    from fastrq.models import reproduce
+    from fastrq.models.study import reproduce
 
     out = tmp_path / "report"
     rc = reproduce.main(["--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
@@ -106,8 +106,8 @@ def test_reproduce_smoke_on_generated_data(tmp_path):
 def test_reproduce_prior_section_on_generated_data(tmp_path):
     """The prior section end to end (classifier, prior, generative report) on tiny generated data: the prior is
     sampled with the recommended per-depth temperatures, and plain temperature 1 is reported beside it."""
-    from fastrq.models import reproduce
-    from fastrq.models.generative_eval import recommended_temperature
+    from fastrq.models.study import reproduce
+    from fastrq.models.study.generative_metrics import recommended_temperature
 
     out = tmp_path / "report"
     rc = reproduce.main(["--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),

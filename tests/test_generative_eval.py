@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastrq.errors import NonFiniteError, ShapeError
-from fastrq.models.generative_eval import (
+from fastrq.models.study.generative_metrics import (
     class_histogram_entropy,
     confident_fraction,
     frechet_distance,
@@ -82,7 +82,7 @@ def test_confidence_and_class_entropy():
 
 
 def test_image_metrics_with_a_classifier():
-    from fastrq.models.classifier import MNISTClassifier, predict
+    from fastrq.models.networks.classifier import MNISTClassifier, predict
 
     torch.manual_seed(0)
     model = MNISTClassifier().eval()
@@ -100,11 +100,11 @@ def test_image_metrics_with_a_classifier():
 
 def test_prior_report_end_to_end(tmp_path):
     """Untrained tiny checkpoints (the metrics' values are meaningless; the wiring, files and consistency are not)."""
-    from fastrq.models.autoencoders import ModelConfig, build_model
-    from fastrq.models.checkpoint import save_checkpoint
-    from fastrq.models.classifier import MNISTClassifier
-    from fastrq.models.generative_eval import TARGETS, prior_report
-    from fastrq.models.rq_transformer import PriorConfig, RQTransformer
+    from fastrq.models.networks.autoencoders import ModelConfig, build_model
+    from fastrq.models.training.checkpoint import save_checkpoint
+    from fastrq.models.networks.classifier import MNISTClassifier
+    from fastrq.models.study.generative_metrics import TARGETS, prior_report
+    from fastrq.models.networks.rq_transformer import PriorConfig, RQTransformer
 
     torch.manual_seed(0)
     vae_config = ModelConfig(model="rqvae", hidden=(8, 8), codebook_size=8, num_quantizers=2)
@@ -140,7 +140,7 @@ def test_prior_report_end_to_end(tmp_path):
 
 def test_parse_sweep():
     from fastrq.errors import InvalidArgumentError
-    from fastrq.models.generative_eval import parse_sweep
+    from fastrq.models.study.generative_metrics import parse_sweep
 
     assert parse_sweep(["0.9", "0.8:50", "1.0:0:0.9", "1.0,0.6", "1:64,0"]) == [
         {"temperature": 0.9}, {"temperature": 0.8, "top_k": 50}, {"temperature": 1.0, "top_p": 0.9},

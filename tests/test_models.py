@@ -11,9 +11,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import fastrq
-from fastrq.models import checkpoint as ckpt_mod
-from fastrq.models.autoencoders import VAE, VQVAE, RQVAE, ModelConfig, build_model
-from fastrq.models.checkpoint import (
+from fastrq.models.training import checkpoint as ckpt_mod
+from fastrq.models.networks.autoencoders import VAE, VQVAE, RQVAE, ModelConfig, build_model
+from fastrq.models.training.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
@@ -21,9 +21,9 @@ from fastrq.models.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from fastrq.models.data import MissingDataError, batch_indices, default_data_dir, epoch_order, load_dataset
-from fastrq.models.metrics_log import MetricsLog, read_jsonl
-from fastrq.models.train import evaluate, psnr_from_mse
+from fastrq.models.training.data import MissingDataError, batch_indices, default_data_dir, epoch_order, load_dataset
+from fastrq.models.training.metrics_log import MetricsLog, read_jsonl
+from fastrq.models.training.autoencoder import evaluate, psnr_from_mse
 
 SMALL = dict(hidden=(4, 8), codebook_size=16)
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -29,7 +29,7 @@ from torch import nn
 
 from fastrq.errors import FastRQError, ShapeError
 
-from .checkpoint import (
+from ..training.checkpoint import (
     atomic_write_text,
     latest_checkpoint,
     load_checkpoint,
@@ -37,9 +37,9 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .data import batch_indices, default_data_dir, epoch_order, load_dataset
-from .interrupt import StopRequest
-from .metrics_log import MetricsLog
+from ..training.data import batch_indices, default_data_dir, epoch_order, load_dataset
+from ..training.interrupt import StopRequest
+from ..training.metrics_log import MetricsLog
 
 __all__ = ["MNISTClassifier", "load_classifier", "predict", "build_parser", "train", "main"]
 

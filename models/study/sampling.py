@@ -23,8 +23,8 @@ import torch
 
 from fastrq.errors import FastRQError, InvalidArgumentError
 
-from .autoencoders import RQVAE
-from .rq_transformer import unflatten_codes
+from ..networks.autoencoders import RQVAE
+from ..networks.rq_transformer import unflatten_codes
 
 __all__ = ["generate_codes", "decode_images", "save_grid", "write_sample_grids", "build_parser", "main"]
 
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .prior import load_prior, load_rqvae
+    from ..training.prior import load_prior, load_rqvae
 
     args = build_parser().parse_args(argv)
     if args.threads:

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .metrics_log import read_jsonl
+from ..training.metrics_log import read_jsonl
 
 __all__ = ["plot_curves", "plot_residual_norms", "plot_reconstructions", "plot_run"]
 

@@ -43,12 +43,12 @@ import torch
 from fastrq.ops.backends import BACKENDS, backend_status
 from fastrq.errors import FastRQError
 
-from .autoencoders import ModelConfig, build_model
-from .checkpoint import atomic_write_text, load_model_weights
-from .data import default_data_dir, load_dataset
-from .metrics_log import read_jsonl
+from ..networks.autoencoders import ModelConfig, build_model
+from ..training.checkpoint import atomic_write_text, load_model_weights
+from ..training.data import default_data_dir, load_dataset
+from ..training.metrics_log import read_jsonl
 from . import plots
-from . import train as trainer
+from ..training import autoencoder as trainer
 
 __all__ = ["main", "EXPERIMENTS", "PRESETS", "measure_throughput"]
 
@@ -193,10 +193,10 @@ def prior_section(args: argparse.Namespace, preset: dict[str, Any], out: Path) -
     """Train the classifier and the RQ-Transformer prior (on the RQ 2×128 EMA codes) and run
     ``generative_eval.prior_report``; ``{"available": False, "reason": ...}`` when that is not possible."""
     try:
-        generative_eval = importlib.import_module("fastrq.models.generative_eval")
+        generative_eval = importlib.import_module("fastrq.models.study.generative_metrics")
         prior_report = getattr(generative_eval, "prior_report")
-        prior = importlib.import_module("fastrq.models.prior")
-        classifier = importlib.import_module("fastrq.models.classifier")
+        prior = importlib.import_module("fastrq.models.training.prior")
+        classifier = importlib.import_module("fastrq.models.networks.classifier")
     except (ImportError, AttributeError) as exc:
         return {"available": False, "reason": f"fastrq.models.generative_eval.prior_report is not available ({exc})"}
     common = ["--dataset", args.dataset, "--data-dir", args.data_dir, "--seed", str(args.seed),

@@ -33,7 +33,7 @@ import torch
 
 from fastrq.errors import FastRQError, InvalidArgumentError, StateDictError
 
-from .autoencoders import RQVAE, build_model
+from ..networks.autoencoders import RQVAE, build_model
 from .checkpoint import (
     atomic_write_text,
     capture_rng_state,
@@ -46,7 +46,7 @@ from .checkpoint import (
 from .data import batch_indices, default_data_dir, epoch_order, load_dataset
 from .interrupt import StopRequest
 from .metrics_log import MetricsLog
-from .rq_transformer import PriorConfig, RQTransformer, flatten_codes
+from ..networks.rq_transformer import PriorConfig, RQTransformer, flatten_codes
 
 __all__ = ["build_parser", "train", "main", "load_rqvae", "load_prior", "encode_split", "LoadedPrior"]
 
@@ -281,7 +281,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     metrics.write({"kind": "final", "step": step, **{k: v for k, v in result.items() if k != "prior_config"}})
     atomic_write_text(out / "final.json", json.dumps(result, indent=2))
     if args.grid_samples > 0:
-        from .sample import write_sample_grids
+        from ..study.sampling import write_sample_grids
 
         write_sample_grids(LoadedPrior(model.eval(), height, width, run_config["rqvae"], run_config), rqvae, out,
                            num=args.grid_samples, seed=args.seed)

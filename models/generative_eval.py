@@ -1,4 +1,9 @@
+"""``python -m fastrq.models.generative_eval ...``: the same command as ``fastrq generative-eval ...``
+(:mod:`fastrq.cli`). The evaluation is in :mod:`fastrq.models.study.prior_report`."""
+
 import sys
-from fastrq.models.study.generative_metrics import main
+
+from fastrq.cli import main
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["generative-eval", *sys.argv[1:]]))

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 
 import pytest
 
 from fastrq import cli
-from fastrq.models.training import autoencoder as trainer
 from fastrq.models.training.metrics_log import read_jsonl
 
 
@@ -40,14 +38,19 @@ def test_console_script_is_installed():
 
 
 def test_train_dispatches_prior_and_classifier(monkeypatch):
+    """``fastrq train --model`` picks the trainer; the other options become that trainer's config."""
+    from fastrq.models.study import sampling
+    from fastrq.models.training import classifier, prior
+
     calls = {}
-    for model, module in trainer.DELEGATED_MODELS.items():
-        fake = types.ModuleType(module)
-        fake.main = lambda argv, model=model: calls.setdefault(model, argv) and 0
-        monkeypatch.setitem(sys.modules, module, fake)
+    monkeypatch.setattr(prior, "train_prior", lambda config: calls.setdefault("rqtransformer", config) and {})
+    monkeypatch.setattr(classifier, "train_classifier", lambda config: calls.setdefault("classifier", config) and {})
+    monkeypatch.setattr(sampling, "write_run_samples", lambda run, **kw: calls.setdefault("samples", (run, kw)))
     assert cli.main(["train", "--model", "rqtransformer", "--rqvae", "runs/rqvae", "--epochs", "2"]) == 0
     assert cli.main(["train", "--model=classifier", "--lr", "0.1"]) == 0
-    assert calls == {"rqtransformer": ["--rqvae", "runs/rqvae", "--epochs", "2"], "classifier": ["--lr", "0.1"]}
+    assert calls == {"rqtransformer": prior.PriorTrainConfig(rqvae="runs/rqvae", epochs=2),
+                     "samples": ("runs/rqtransformer", {"num": 64, "seed": 0}),
+                     "classifier": classifier.ClassifierTrainConfig(lr=0.1)}
 
 
 def test_train_without_data_prints_where_to_put_it(tmp_path, capsys):
@@ -60,7 +63,7 @@ def test_train_without_data_prints_where_to_put_it(tmp_path, capsys):
 
 def test_train_smoke_writes_metrics_checkpoint_and_plots(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = trainer.main(["--model", "rqvae", "--dataset", "synthetic", "--train-subset", "256", "--test-subset", "64",
+    rc = cli.main(["train", "--model", "rqvae", "--dataset", "synthetic", "--train-subset", "256", "--test-subset", "64",
                        "--hidden", "4", "8", "--codebook-size", "16", "--batch-size", "32", "--epochs", "1",
                        "--log-every", "2", "--out", str(out), "--threads", "1"])
     assert rc == 0
@@ -78,17 +81,15 @@ def test_train_smoke_writes_metrics_checkpoint_and_plots(tmp_path, capsys):
 def test_resume_refuses_a_different_model(tmp_path, capsys):
     common = ["--dataset", "synthetic", "--train-subset", "64", "--test-subset", "32", "--hidden", "4", "8",
               "--batch-size", "32", "--epochs", "1", "--out", str(tmp_path), "--no-plots", "--no-progress"]
-    assert trainer.main(["--model", "vqvae", "--codebook-size", "16", *common]) == 0
-    assert trainer.main(["--model", "vqvae", "--codebook-size", "32", "--resume", *common]) == 2
+    assert cli.main(["train", "--model", "vqvae", "--codebook-size", "16", *common]) == 0
+    assert cli.main(["train", "--model", "vqvae", "--codebook-size", "32", "--resume", *common]) == 2
     assert "was trained with" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_reproduce_smoke_on_generated_data(tmp_path):
-    from fastrq.models.study import reproduce
-
     out = tmp_path / "report"
-    rc = reproduce.main(["--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
+    rc = cli.main(["reproduce", "--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
                          "--threads", "1", "--no-progress", "--no-prior", "--throughput-steps", "1", "--throughput-rounds", "1",
                          "--only", "vq256_ema", "rq2x128_ema", "rq3x128_ema"])
     assert rc == 0
@@ -106,11 +107,10 @@ def test_reproduce_smoke_on_generated_data(tmp_path):
 def test_reproduce_prior_section_on_generated_data(tmp_path):
     """The prior section end to end (classifier, prior, generative report) on tiny generated data: the prior is
     sampled with the recommended per-depth temperatures, and plain temperature 1 is reported beside it."""
-    from fastrq.models.study import reproduce
-    from fastrq.models.study.generative_metrics import recommended_temperature
+    from fastrq.models.study.sampling import recommended_temperature
 
     out = tmp_path / "report"
-    rc = reproduce.main(["--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
+    rc = cli.main(["reproduce", "--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
                          "--threads", "1", "--no-progress", "--throughput-steps", "1", "--throughput-rounds", "1",
                          "--only", "rq2x128_ema"])
     assert rc == 0

@@ -103,7 +103,7 @@ def test_prior_report_end_to_end(tmp_path):
     from fastrq.models.networks.autoencoders import ModelConfig, build_model
     from fastrq.models.training.checkpoint import save_checkpoint
     from fastrq.models.networks.classifier import MNISTClassifier
-    from fastrq.models.study.generative_metrics import TARGETS, prior_report
+    from fastrq.models.study.prior_report import TARGETS, prior_report
     from fastrq.models.networks.rq_transformer import PriorConfig, RQTransformer
 
     torch.manual_seed(0)
@@ -140,7 +140,7 @@ def test_prior_report_end_to_end(tmp_path):
 
 def test_parse_sweep():
     from fastrq.errors import InvalidArgumentError
-    from fastrq.models.study.generative_metrics import parse_sweep
+    from fastrq.cli import parse_sweep
 
     assert parse_sweep(["0.9", "0.8:50", "1.0:0:0.9", "1.0,0.6", "1:64,0"]) == [
         {"temperature": 0.9}, {"temperature": 0.8, "top_k": 50}, {"temperature": 1.0, "top_p": 0.9},

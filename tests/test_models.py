@@ -23,7 +23,7 @@ from fastrq.models.training.checkpoint import (
 )
 from fastrq.models.training.data import MissingDataError, batch_indices, default_data_dir, epoch_order, load_dataset
 from fastrq.models.training.metrics_log import MetricsLog, read_jsonl
-from fastrq.models.training.autoencoder import evaluate, psnr_from_mse
+from fastrq.models.training.evaluation import evaluate, psnr_from_mse
 
 SMALL = dict(hidden=(4, 8), codebook_size=16)
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"

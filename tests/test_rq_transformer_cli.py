@@ -54,18 +54,18 @@ def test_prior_training_writes_run_folder_and_samples(rqvae_run, tmp_path):
 
 
 def test_prior_resume_after_interrupt_equals_uninterrupted_run(rqvae_run, tmp_path, monkeypatch):
-    import fastrq.models.training.prior as prior_module
+    import fastrq.models.training.loop as loop_module
 
     assert cli_main(prior_args(rqvae_run, tmp_path / "whole", "--grid-samples", "0")) == 0
 
-    class StopAtSeventhStep(prior_module.StopRequest):
+    class StopAtSeventhStep(loop_module.StopRequest):
         calls = 0
 
         def requested(self, sync: bool = False) -> bool:
             StopAtSeventhStep.calls += 1
             return StopAtSeventhStep.calls == 7  # mid-epoch 2, between periodic checkpoints
 
-    monkeypatch.setattr(prior_module, "StopRequest", StopAtSeventhStep)
+    monkeypatch.setattr(loop_module, "StopRequest", StopAtSeventhStep)
     assert cli_main(prior_args(rqvae_run, tmp_path / "split", "--grid-samples", "0")) == 130
     assert not (tmp_path / "split" / "final.json").exists()
     assert cli_main(prior_args(rqvae_run, tmp_path / "split", "--grid-samples", "0", "--resume")) == 0
@@ -93,7 +93,7 @@ def test_classifier_training_on_synthetic_digits(tmp_path):
                      "--test-subset", "128", "--epochs", "4", "--batch-size", "32", "--out", str(out), "--no-progress"]) == 0
     final = json.loads((out / "final.json").read_text())
     assert final["test_accuracy"] > 0.5  # 10 synthetic stroke classes, chance is 0.1
-    from fastrq.models.networks.classifier import load_classifier
+    from fastrq.models.training.loaders import load_classifier
 
     model = load_classifier(out)
     assert not model.training and model(torch.rand(3, 1, 28, 28)).shape == (3, 10)

@@ -1,14 +1,17 @@
 """SIGINT/SIGTERM as a request to stop at the next step boundary (so the trainer can save a checkpoint first).
 
-Usage::
+Usage (what :class:`fastrq.models.training.loop.TrainingLoop` does)::
 
     with StopRequest() as stop:
         for batch in ...:
             step(batch)
             if stop.requested():        # under DDP: stop.requested(sync=True) agrees across ranks
-                save_checkpoint(...); break
+                save_checkpoint(...)
+                raise TrainingInterrupted(...)
 
 A second Ctrl-C while stopping raises KeyboardInterrupt as usual. Handlers are restored on exit.
+:class:`TrainingInterrupted` is a ``KeyboardInterrupt``: code that does not catch it stops as after Ctrl-C, and the
+CLI turns it into exit status 130.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import sys
 
 import torch
 
-__all__ = ["StopRequest"]
+__all__ = ["StopRequest", "TrainingInterrupted"]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on request after saving a checkpoint; ``--resume`` continues exactly."""
 
 
 class StopRequest:

@@ -64,17 +64,26 @@ def test_train_without_data_prints_where_to_put_it(tmp_path, capsys):
 def test_train_smoke_writes_metrics_checkpoint_and_plots(tmp_path, capsys):
     out = tmp_path / "run"
     rc = cli.main(["train", "--model", "rqvae", "--dataset", "synthetic", "--train-subset", "256", "--test-subset", "64",
-                       "--hidden", "4", "8", "--codebook-size", "16", "--batch-size", "32", "--epochs", "1",
-                       "--log-every", "2", "--out", str(out), "--threads", "1"])
+                   "--hidden", "4", "8", "--codebook-size", "16", "--batch-size", "32", "--epochs", "1",
+                   "--log-every", "2", "--out", str(out), "--threads", "1"])
     assert rc == 0
     final = json.loads((out / "final.json").read_text())
     assert final["steps"] == 8 and final["train_images_per_s"] > 0
     assert len(final["test"]["residual_norm"]) == 3
-    kinds = [r["kind"] for r in read_jsonl(out / "metrics.jsonl")]
+    records = read_jsonl(out / "metrics.jsonl")
+    kinds = [r["kind"] for r in records]
     assert kinds.count("train") == 4 and kinds[-3:] == ["epoch", "eval", "final"]
+    # codebook health per level during training: usage and perplexity of each logged batch (2 levels of 16 codes;
+    # a batch of 32 images has 32·49 latent vectors, so at least one code and at most all 16 per level)
+    for record in (r for r in records if r["kind"] == "train"):
+        assert len(record["batch_usage"]) == len(record["batch_perplexity"]) == 2, record
+        assert all(1 / 16 <= u <= 1 for u in record["batch_usage"])
+        assert all(1 <= p <= 16 + 1e-4 for p in record["batch_perplexity"])
+        assert all(p <= u * 16 + 1e-4 for u, p in zip(record["batch_usage"], record["batch_perplexity"]))
     assert (out / "checkpoints" / "latest.json").is_file()
     assert (out / "plots" / "curves.png").stat().st_size > 1000
     assert (out / "plots" / "reconstructions.png").stat().st_size > 1000
+    assert (out / "plots" / "codebooks.png").stat().st_size > 1000  # usage and perplexity per level over training
     assert "final test: recon MSE" in capsys.readouterr().out
 
 

@@ -109,6 +109,10 @@ def test_reproduce_smoke_on_generated_data(tmp_path):
     assert set(tp) == {"vq256_ema", "rq2x128_ema", "rq3x128_ema"} and all(v["torch"] > 0 for v in tp.values())
     text = (out / "report.md").read_text()
     assert "| RQ 3×128 (EMA) |" in text and "Not available: skipped (--no-prior)" in text
+    # the title names the data set the study ran on, as the loaded data calls itself
+    assert text.startswith("# RQ-VAE vs VQ-VAE on synthetic digits: reproduction report\n")
+    assert report["dataset"] == {"name": "synthetic digits", "train_images": 256, "test_images": 512}
+    assert report["failures"] == [] and "## Failures" not in text
     for fig in ("loss_curves", "residual_norms", "reconstructions", "ema_vs_learned"):
         assert (out / "figures" / f"{fig}.png").is_file()
 
@@ -128,3 +132,48 @@ def test_reproduce_prior_section_on_generated_data(tmp_path):
     assert [row["sampling"]["temperature"] for row in prior["sweep"]] == [1.0]
     assert prior["samples"]["num_images"] == prior["sweep"][0]["num_images"] == 1000
     assert "prior_report.md" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_reproduce_reports_failing_sections_and_exits_non_zero(tmp_path, monkeypatch, capsys):
+    """A failing experiment, classifier or prior (an ImportError, a failed training) is not "not available": the
+    study goes on with the other sections, report.md and results.json say what failed, and the exit status is 1."""
+    from fastrq.models.study import reproduce
+
+    real_train = reproduce.train_autoencoder
+
+    def train_or_fail(config):
+        if config.run_dir.name == "vq256_ema":
+            raise RuntimeError("simulated experiment failure")
+        return real_train(config)
+
+    def missing_module(config):
+        raise ImportError("simulated: the classifier module is missing")
+
+    def failing_prior(config):
+        raise RuntimeError("simulated prior failure")
+
+    monkeypatch.setattr(reproduce, "train_autoencoder", train_or_fail)
+    monkeypatch.setattr(reproduce, "train_classifier", missing_module)
+    monkeypatch.setattr(reproduce, "train_prior", failing_prior)
+    out = tmp_path / "report"
+    rc = cli.main(["reproduce", "--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
+                   "--threads", "1", "--no-progress", "--no-throughput", "--only", "vq256_ema", "rq2x128_ema"])
+    assert rc == 1
+    report = json.loads((out / "results.json").read_text())
+    assert [f["section"] for f in report["failures"]] == ["vq256_ema", "classifier", "rqtransformer prior"]
+    assert report["failures"][0]["error"] == "RuntimeError: simulated experiment failure"
+    assert report["failures"][1]["error"] == "ImportError: simulated: the classifier module is missing"
+    assert set(report["results"]) == {"rq2x128_ema"}  # the other experiment still ran
+    assert report["prior"]["available"] is False and report["prior"]["failed"] is True
+    assert not (out / "prior_report.json").exists()  # no evaluation without a classifier and a prior
+    text = (out / "report.md").read_text()
+    assert "## Failures" in text and "3 section(s) failed" in text and "exited with status 1" in text
+    for line in ("- **vq256_ema**: RuntimeError: simulated experiment failure",
+                 "- **classifier**: ImportError: simulated: the classifier module is missing",
+                 "- **rqtransformer prior**: RuntimeError: simulated prior failure",
+                 "**Failed**: classifier and rqtransformer prior training failed."):
+        assert line in text, line
+    assert "| RQ 2×128 (EMA) |" in text and "| VQ 256 (EMA) |" not in text
+    err = capsys.readouterr().err
+    assert "section vq256_ema failed" in err and "simulated prior failure" in err

@@ -407,6 +407,10 @@ def _generative_eval(argv: list[str]) -> int:
     common = ["--dataset", args.dataset, "--no-progress"] + (["--data-dir", args.data_dir] if args.data_dir else [])
     if args.threads:
         common += ["--threads", str(args.threads)]
+    try:
+        settings = _sampling_settings(args)
+    except ValueError as exc:  # a malformed number in the sampling settings
+        raise InvalidArgumentError(str(exc)) from exc
     if args.train_missing and latest_checkpoint(Path(args.classifier) / "checkpoints") is None:
         options = _classifier_parser().parse_args(["--out", args.classifier, *common])
         classifier.train_classifier(_from_args(classifier.ClassifierTrainConfig, options))
@@ -416,10 +420,6 @@ def _generative_eval(argv: list[str]) -> int:
         options = _prior_parser().parse_args(["--rqvae", args.rqvae, "--out", args.prior, "--max-minutes",
                                               str(args.prior_minutes), *common, *shlex.split(args.prior_args)])
         prior.train_prior(_from_args(prior.PriorTrainConfig, options))
-    try:
-        settings = _sampling_settings(args)
-    except ValueError as exc:  # a malformed number in the sampling settings
-        raise InvalidArgumentError(str(exc)) from exc
     report = prior_report(args.out, prior=args.prior, classifier=args.classifier, rqvae=args.rqvae,
                           num_samples=args.num_samples, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed,
                           sweep=parse_sweep(args.sweep), **settings)

@@ -23,7 +23,8 @@ def test_usage_and_unknown_command(capsys):
 
 def test_info_does_not_import_torchvision_or_models():
     code = ("import sys, fastrq.cli as c; rc = c.main(['info']); "
-            "bad = [m for m in ('torchvision', 'matplotlib', 'fastrq.models.train') if m in sys.modules]; "
+            "bad = [m for m in ('torchvision', 'matplotlib', 'fastrq.models.train', 'fastrq.models.training', "
+            "'fastrq.models.study') if m in sys.modules]; "
             "print('LOADED', bad); sys.exit(rc)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

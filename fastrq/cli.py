@@ -210,7 +210,8 @@ def _classifier_parser() -> argparse.ArgumentParser:
 def _train_classifier(argv: list[str]) -> int:
     from fastrq.models.training import classifier
 
-    result = classifier.train_classifier(_from_args(classifier.ClassifierTrainConfig, _classifier_parser().parse_args(argv)))
+    args = _classifier_parser().parse_args(argv)
+    result = classifier.train_classifier(_from_args(classifier.ClassifierTrainConfig, args))
     print(json.dumps(result, indent=2))
     return EXIT_OK
 

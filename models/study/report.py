@@ -92,7 +92,8 @@ def _figures(report: dict[str, Any]) -> list[str]:
 def _throughput(tp: dict[str, Any] | None, failed: bool) -> list[str]:
     lines = ["## Training throughput (images/s)", ""]
     if tp is None:
-        return lines + ["Not measured: the measurement failed (see Failures)." if failed else "Not measured (--no-throughput)."]
+        return lines + ["Not measured: the measurement failed (see Failures)." if failed
+                        else "Not measured (--no-throughput)."]
     backends = sorted({b for per in tp["results"].values() for b in per if b != "-"})
     lines += [
         f"Forward + backward + Adam step on batches of {tp['batch_size']}, {tp['steps']} steps per round, median "

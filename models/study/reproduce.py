@@ -158,14 +158,16 @@ def draw_figures(out: Path, results: dict[str, dict[str, Any]], test: ImageSplit
     if pairs:
         plots.plot_curves(pairs, out / "figures" / "ema_vs_learned.png", title="EMA vs learned codebooks")
         figures["EMA vs learned codebooks"] = "figures/ema_vs_learned.png"
-    norms = {experiment_label(n): r["test"]["residual_norm"] for n, r in results.items() if "residual_norm" in r["test"]}
+    norms = {experiment_label(n): r["test"]["residual_norm"] for n, r in results.items()
+             if "residual_norm" in r["test"]}
     if norms:
         plots.plot_residual_norms(norms, out / "figures" / "residual_norms.png")
         figures["Quantization error after each level"] = "figures/residual_norms.png"
     rows = {"original": test.images}
     with torch.no_grad():
         for n in names:
-            rows[experiment_label(n)] = load_autoencoder(out / "runs" / n, device=device)(test.images.to(device))["recon"].cpu()
+            model = load_autoencoder(out / "runs" / n, device=device)
+            rows[experiment_label(n)] = model(test.images.to(device))["recon"].cpu()
     plots.plot_reconstructions(rows, out / "figures" / "reconstructions.png")
     figures["Reconstructions (top: originals)"] = "figures/reconstructions.png"
     return figures
@@ -202,8 +204,8 @@ def evaluate_prior(config: ReproduceConfig, preset: dict[str, Any], judge: Path,
     few headline numbers for report.md."""
     print("[reproduce] rqtransformer prior: generative evaluation", flush=True)
     levels = json.loads((prior / "final.json").read_text())["prior_config"]["depth"]
-    report = prior_report(config.report_dir, prior=prior, classifier=judge, rqvae=config.report_dir / "runs" / PRIOR_RUN,
-                          num_samples=preset["prior_samples"], dataset=config.dataset, data_dir=config.data_dir,
+    report = prior_report(config.report_dir, prior=prior, classifier=judge,
+                          rqvae=config.report_dir / "runs" / PRIOR_RUN, num_samples=preset["prior_samples"], dataset=config.dataset, data_dir=config.data_dir,
                           test_subset=preset["test_subset"], seed=config.seed,
                           temperature=recommended_temperature(levels),
                           sweep=[{"temperature": 1.0}])  # plain temperature 1 always reported beside it

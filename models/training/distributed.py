@@ -110,10 +110,10 @@ class Distributed:
         return tensor
 
     def any(self, flag: bool) -> bool:
-        """True on every rank when ``flag`` is true on any rank."""
+        """True on every rank when ``flag`` is true on any rank (one all-reduce of one number)."""
         if not self.enabled:
             return flag
-        return bool(self.sum_(torch.tensor([int(flag)], dtype=torch.int32)).item())
+        return bool(self.sum_(torch.tensor([int(flag)], dtype=torch.int32, device=self.device)).item())
 
     def close(self) -> None:
         if self.enabled:

@@ -62,6 +62,7 @@ class StopRequest:
             return local
         import torch.distributed as dist
 
-        flag = torch.tensor([1 if local else 0], dtype=torch.int32)
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces CUDA tensors only
+        flag = torch.tensor([1 if local else 0], dtype=torch.int32, device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())

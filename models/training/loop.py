@@ -233,9 +233,10 @@ class TrainingLoop:
                 mid_epoch = s.batch_in_epoch < len(batches)
                 if self.eval_every and s.step % self.eval_every == 0 and mid_epoch:
                     self.task.evaluate(s)
-                if stop.requested(sync=self.dist.enabled):
+                if self.dist.any(stop.requested()):  # every rank stops at the same step
                     self.checkpoint()
-                    raise TrainingInterrupted(f"interrupted at step {s.step}; checkpoint saved in {self.checkpoint_dir}")
+                    raise TrainingInterrupted(f"interrupted at step {s.step}; checkpoint saved in "
+                                              f"{self.checkpoint_dir}")
                 if s.train_seconds >= self.max_seconds:
                     return True
                 # (the step that ends an epoch is checkpointed after the epoch's records, in run())

@@ -138,7 +138,8 @@ class _PriorTask(TrainingTask):
         if self.last_eval.get("step") != step:
             bits = self.model.nll_per_depth(self.test_codes, self.test_labels)
             self.last_eval = {"kind": "eval", "step": step, "epoch": epochs_completed,
-                              "test_bits_per_code": bits.tolist(), "test_bits_per_image": float(bits.sum() * self.positions)}
+                              "test_bits_per_code": bits.tolist(),
+                              "test_bits_per_image": float(bits.sum() * self.positions)}
             self.metrics.write(self.last_eval)
         return self.last_eval
 

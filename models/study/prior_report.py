@@ -19,11 +19,11 @@ import torch
 
 from fastrq.errors import InvalidArgumentError
 
-from ..networks.autoencoders import decode_images, encode_images
-from ..networks.classifier import predict
+from ..networks.autoencoders import RQVAE, decode_images, encode_images
+from ..networks.classifier import MNISTClassifier, predict
 from ..networks.rq_transformer import flatten_codes
 from ..training.data import load_dataset
-from ..training.loaders import load_classifier, load_prior, load_rqvae
+from ..training.loaders import LoadedPrior, load_classifier, load_prior, load_rqvae
 from .generative_metrics import image_metrics
 from .sampling import generate_codes, save_grid, write_sample_grids
 
@@ -31,6 +31,36 @@ __all__ = ["prior_report", "render_markdown", "TARGETS"]
 
 # issue 6 targets (for a configuration that trains in ≤ 30 minutes on 2 CPU cores)
 TARGETS = {"confident_fraction": 0.8, "class_entropy": 0.95 * math.log(10), "fid_ratio_to_reconstructions": 3.0}
+
+
+class _Judged:
+    """Samples of one prior, decoded by its RQ-VAE and scored by the classifier against the test set's features."""
+
+    def __init__(self, prior: LoadedPrior, rqvae: RQVAE, judge: MNISTClassifier, reference_features: torch.Tensor,
+                 num_samples: int, batch_size: int):
+        self.prior, self.rqvae, self.judge, self.reference = prior, rqvae, judge, reference_features
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.reconstruction_fid = math.nan  # set once the reconstructions are scored
+
+    def draw(self, setting: dict[str, Any], seed: int) -> tuple[torch.Tensor, float]:
+        """``num_samples`` decoded images [N, 1, 28, 28] and the seconds spent sampling their codes."""
+        tick = time.perf_counter()
+        codes = generate_codes(self.prior, self.num_samples, batch_size=self.batch_size, seed=seed, **setting)
+        seconds = time.perf_counter() - tick
+        return decode_images(self.rqvae, codes), seconds
+
+    def score(self, images: torch.Tensor) -> dict[str, Any]:
+        return image_metrics(self.judge, images, self.reference)
+
+    def fid_ratio(self, metrics: dict[str, Any]) -> float:
+        """Classifier FID of ``metrics`` over that of the reconstructions."""
+        return metrics["classifier_fid"] / max(self.reconstruction_fid, 1e-12)
+
+    def sweep_row(self, setting: dict[str, Any], seed: int) -> dict[str, Any]:
+        setting = {"temperature": 1.0, "top_k": None, "top_p": None, **setting}
+        metrics = self.score(self.draw(setting, seed)[0])
+        metrics["fid_ratio_to_reconstructions"] = self.fid_ratio(metrics)
+        return {"sampling": setting, **metrics, "targets_met": _targets_met(metrics, self.fid_ratio(metrics))}
 
 
 def prior_report(out_dir: str | Path, *, prior: str | Path, classifier: str | Path, rqvae: str | Path | None = None,
@@ -53,25 +83,16 @@ def prior_report(out_dir: str | Path, *, prior: str | Path, classifier: str | Pa
     rqvae_path = rqvae or loaded.rqvae_path
     if not rqvae_path:
         raise InvalidArgumentError("the prior checkpoint names no RQ-VAE; pass rqvae=")
-    autoencoder = load_rqvae(rqvae_path)
-    judge = load_classifier(classifier)
+    autoencoder, judge = load_rqvae(rqvae_path), load_classifier(classifier)
     test = load_dataset(dataset, data_dir=data_dir, train=False, subset=test_subset or None)
     reference = predict(judge, test.images)
+    judged = _Judged(loaded, autoencoder, judge, reference["features"], num_samples, batch_size)
     sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
 
-    def draw(setting: dict[str, Any], draw_seed: int) -> tuple[torch.Tensor, float]:
-        """num_samples decoded images [N, 1, 28, 28] and the seconds spent sampling their codes."""
-        tick = time.perf_counter()
-        codes = generate_codes(loaded, num_samples, batch_size=batch_size, seed=draw_seed, **setting)
-        seconds = time.perf_counter() - tick
-        return decode_images(autoencoder, codes), seconds
-
-    def score(images: torch.Tensor) -> dict[str, Any]:
-        return image_metrics(judge, images, reference["features"])
-
-    samples, sampling_seconds = draw(sampling, seed)
+    samples, sampling_seconds = judged.draw(sampling, seed)
     reconstructions = decode_images(autoencoder, encode_images(autoencoder, test.images[:num_samples]))
-    sample_metrics, recon_metrics = score(samples), score(reconstructions)
+    sample_metrics, recon_metrics = judged.score(samples), judged.score(reconstructions)
+    judged.reconstruction_fid = recon_metrics["classifier_fid"]
     test_codes = flatten_codes(encode_images(autoencoder, test.images))
     bits = loaded.model.nll_per_depth(test_codes, test.labels if loaded.model.config.num_classes else None)
 
@@ -79,16 +100,6 @@ def prior_report(out_dir: str | Path, *, prior: str | Path, classifier: str | Pa
     if loaded.model.config.num_classes:
         grids.update(write_sample_grids(loaded, autoencoder, out_dir / "prior_grids", num=64, seed=seed, **sampling))
     grids["reconstructions_first_64"] = save_grid(reconstructions[:64], out_dir / "prior_reconstructions.png", nrow=8)
-
-    def fid_ratio(metrics: dict[str, Any]) -> float:
-        return metrics["classifier_fid"] / max(recon_metrics["classifier_fid"], 1e-12)
-
-    sweep_rows = []
-    for setting in sweep or []:
-        setting = {"temperature": 1.0, "top_k": None, "top_p": None, **setting}
-        metrics = score(draw(setting, seed + 1)[0])
-        metrics["fid_ratio_to_reconstructions"] = fid_ratio(metrics)
-        sweep_rows.append({"sampling": setting, **metrics, "targets_met": _targets_met(metrics, fid_ratio(metrics))})
     report = {
         "num_samples": num_samples,
         "dataset": test.name,
@@ -97,12 +108,12 @@ def prior_report(out_dir: str | Path, *, prior: str | Path, classifier: str | Pa
         "samples": sample_metrics,
         "reconstructions": recon_metrics,
         "test_set_classifier_accuracy": float((reference["probs"].argmax(-1) == test.labels).double().mean()),
-        "fid_ratio_to_reconstructions": fid_ratio(sample_metrics),
+        "fid_ratio_to_reconstructions": judged.fid_ratio(sample_metrics),
         "test_bits_per_code_by_depth": bits.tolist(),
         "test_bits_per_image": float(bits.sum() * test_codes.shape[1]),
         "targets": TARGETS,
-        "targets_met": _targets_met(sample_metrics, fid_ratio(sample_metrics)),
-        "sweep": sweep_rows,
+        "targets_met": _targets_met(sample_metrics, judged.fid_ratio(sample_metrics)),
+        "sweep": [judged.sweep_row(setting, seed + 1) for setting in sweep or []],
         "prior": str(prior), "rqvae": str(rqvae_path), "classifier": str(classifier),
         "prior_training": _training_summary(prior),
         "grids": {k: str(v) for k, v in grids.items()},

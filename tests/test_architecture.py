@@ -117,10 +117,11 @@ def test_kernels_import_only_the_ops_layer_of_fastrq(graph):
 
 
 # fastrq.models in three layers, each importing only the ones below it (and the library under them); above them
-# all, the CLI. The two command-line entry points kept for ``python -m fastrq.models.train`` and
-# ``python -m fastrq.models.generative_eval`` call the CLI and hold nothing else.
+# all, the CLI. The command-line entry points kept for ``python -m fastrq.models.train`` (also under torchrun),
+# ``python -m fastrq.models.generative_eval`` and ``python -m fastrq.models.classifier`` call the CLI and hold
+# nothing else.
 MODEL_LAYERS = ("fastrq.models.networks", "fastrq.models.training", "fastrq.models.study")
-MODEL_ENTRY_POINTS = ("fastrq.models.train", "fastrq.models.generative_eval")
+MODEL_ENTRY_POINTS = ("fastrq.models.train", "fastrq.models.generative_eval", "fastrq.models.classifier")
 
 
 def _model_layer(name: str) -> int | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -93,6 +95,10 @@ def test_classifier_training_on_synthetic_digits(tmp_path):
                      "--test-subset", "128", "--epochs", "4", "--batch-size", "32", "--out", str(out), "--no-progress"]) == 0
     final = json.loads((out / "final.json").read_text())
     assert final["test_accuracy"] > 0.5  # 10 synthetic stroke classes, chance is 0.1
+    # `python -m fastrq.models.classifier` (the command benchmarks/results/prior_2026-11-24 records) is the same
+    entry = subprocess.run([sys.executable, "-m", "fastrq.models.classifier", "--help"], capture_output=True, text=True,
+                           timeout=120)
+    assert entry.returncode == 0 and "usage: fastrq train --model classifier" in entry.stdout
     from fastrq.models.training.loaders import load_classifier
 
     model = load_classifier(out)

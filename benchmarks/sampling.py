@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from fastrq.models.rq_transformer import PriorConfig, RQTransformer
+from fastrq.models.networks.rq_transformer import PriorConfig, RQTransformer
 
 
 def _time(fn) -> float:

@@ -17,8 +17,7 @@ Backward, recomputation-free for the usual scalar loss: the forward keeps ``comm
 
 Nothing that a later in-place EMA update changes is read in the backward (the codebook gradient is formed in the
 forward), so updating the codebooks after the forward is safe. A per-level loss whose gradient differs between
-levels needs each level's residual: the forward then keeps a copy of the codebooks and the backward recomputes
-the residuals from x and the codes.
+levels needs each level's residual: the forward then also keeps r_{l+1} of every level (``[L, N, D]``).
 """
 
 from __future__ import annotations
@@ -33,19 +32,15 @@ from .ops import training
 __all__ = ["ResidualStraightThrough"]
 
 
-def _quantize(x, codebooks, codes, level_sizes, active_levels, row_levels, backend):
-    """The forward pass: the search and walk (codes None), or the walk for given codes; through the registered op
-    under torch.compile, directly in eager mode (no dispatch cost)."""
-    compiling = torch.compiler.is_compiling()
-    if codes is None:
-        if compiling:
-            return torch.ops.fastrq.quantize_for_training(x, codebooks, level_sizes, active_levels, row_levels, backend)
-        active = library.num_active(active_levels, codebooks.shape[0])
-        return training.quantize_for_training(x, codebooks, level_sizes, active, row_levels, backend)
-    if compiling:
-        return torch.ops.fastrq.residual_walk(x, codebooks, codes, active_levels, row_levels, backend)
+def _forward_pass(x, codebooks, codes, level_sizes, active_levels, row_levels, backend, learn, per_level):
+    """The forward pass and what the backward reads: through the registered op under torch.compile (so every
+    tensor the backward reads is an op output computed before the in-place EMA step), directly in eager mode."""
+    if torch.compiler.is_compiling():
+        return torch.ops.fastrq.straight_through_forward(
+            x, codebooks, codes, level_sizes, active_levels, row_levels, backend, learn, per_level
+        )
     active = library.num_active(active_levels, codebooks.shape[0])
-    return training.walk_given_codes(x, codebooks, codes, active, row_levels, backend)
+    return training.straight_through_forward(x, codebooks, codes, level_sizes, active, row_levels, backend, learn, per_level)
 
 
 class ResidualStraightThrough(torch.autograd.Function):
@@ -75,8 +70,8 @@ class ResidualStraightThrough(torch.autograd.Function):
         per_level_grad: bool,
         backend: str,
     ):
-        quantized, codes, level_sqerr, commit_dir, counts, sums = _quantize(
-            x, codebooks, codes, level_sizes, active_levels, row_levels, backend
+        quantized, codes, level_sqerr, commit_dir, counts, sums, grad_base, residuals = _forward_pass(
+            x, codebooks, codes, level_sizes, active_levels, row_levels, backend, learn_codebook, per_level_grad
         )
         numel = num_valid * x.shape[1] if isinstance(num_valid, int) else num_valid.to(x.dtype) * x.shape[1]
         numel = max(numel, 1) if isinstance(numel, int) else numel.clamp_min(1)
@@ -84,17 +79,8 @@ class ResidualStraightThrough(torch.autograd.Function):
         loss = level_mse * (commitment_weight + (1.0 if learn_codebook else 0.0))
         if not per_level_grad:
             loss = loss.sum()
-        grad_codebooks = None
-        if learn_codebook:
-            scale = torch.as_tensor(2.0 / numel, dtype=x.dtype, device=x.device)
-            if torch.compiler.is_compiling():
-                grad_codebooks = torch.ops.fastrq.codebook_gradient(codebooks.detach(), counts, sums, scale)
-            else:
-                grad_codebooks = library.codebook_gradient_math(codebooks.detach(), counts, sums, scale)
-        if per_level_grad:
-            ctx.save_for_backward(None, grad_codebooks, x, codes, codebooks.detach().clone())
-        else:
-            ctx.save_for_backward(commit_dir, grad_codebooks, None, None, None)
+        grad_codebooks = grad_base * (2.0 / numel) if learn_codebook else None
+        ctx.save_for_backward(None if per_level_grad else commit_dir, grad_codebooks, residuals if per_level_grad else None)
         ctx.scale = (2.0 * commitment_weight) / numel
         ctx.learn_codebook = learn_codebook
         ctx.mark_non_differentiable(codes, level_sqerr, counts, sums)
@@ -102,29 +88,16 @@ class ResidualStraightThrough(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_quantized, grad_loss, *unused):
-        commit_dir, grad_codebooks, x, codes, codebooks = ctx.saved_tensors
+        commit_dir, grad_codebooks, residuals = ctx.saved_tensors
         grad_x = grad_codebook = None
         if ctx.needs_input_grad[0]:
             grad_x = grad_quantized
             if grad_loss is not None:
                 if commit_dir is not None:  # the summed loss: ∂/∂x = (2β / M) · grad · Σ_l r_{l+1}
                     direction, weight = commit_dir, grad_loss * ctx.scale
-                else:
-                    direction, weight = _weighted_residual_sum(x, codebooks, codes, grad_loss), ctx.scale
-                grad_x = direction * weight if grad_x is None else torch.addcmul(grad_x, direction, weight)
+                else:  # per-level losses weighted by their own gradients: Σ_l g_l · r_{l+1}
+                    direction, weight = torch.einsum("l,lnd->nd", grad_loss, residuals), ctx.scale
+                grad_x = direction * weight if grad_x is None else grad_x + direction * weight
         if ctx.learn_codebook and ctx.needs_input_grad[1] and grad_loss is not None:
             grad_codebook = grad_codebooks * (grad_loss[:, None, None] if grad_loss.dim() else grad_loss)
         return grad_x, grad_codebook, None, None, None, None, None, None, None, None, None
-
-
-def _weighted_residual_sum(x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Σ_l w_l · r_{l+1} over each row's levels (codes −1: skipped), recomputed from x, the codes and the codebooks
-    the forward used."""
-    residual = x.clone()
-    out = torch.zeros_like(x)
-    for level in range(codes.shape[1]):
-        level_codes = codes[:, level]
-        taken = (level_codes >= 0)[:, None]
-        residual = residual - codebooks[level].index_select(0, level_codes.clamp(min=0)) * taken
-        out = out + residual * (weights[level] * taken)
-    return out

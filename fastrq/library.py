@@ -6,17 +6,16 @@ Ops (namespace ``fastrq``):
 
 - ``check_finite(x, on_nonfinite) -> bool[]``: raises :class:`fastrq.NonFiniteError` (``"raise"``) or warns
   (``"skip"``) when x holds NaN/inf; returns whether x is finite (the state updates are skipped when not).
-- ``quantize_for_training(x [N, D], codebooks [L, K, D], level_sizes, active_levels?, row_levels?, backend) ->
-  (quantized [N, D], codes [N, L], level_sqerr [L], commit_dir [N, D], counts [L, K], sums [L, K, D])``: the
-  greedy search and the walk in one pass (:mod:`fastrq.ops.training`).
+- ``straight_through_forward(x [N, D], codebooks [L, K, D], codes?, level_sizes, active_levels?, row_levels?,
+  backend, want_codebook_grad, want_level_residuals) -> (quantized [N, D], codes [N, L], level_sqerr [L],
+  commit_dir [N, D], counts [L, K], sums [L, K, D], counts·C − sums, level residuals)``: the greedy search and the
+  walk in one pass (or the walk for given codes: beam search) plus what the straight-through backward reads
+  (:func:`fastrq.ops.training.straight_through_forward`).
 - ``search_codes(x, codebooks, level_sizes, active_levels?, beam_size, backend) -> int64 [N, L]``: codes only
   (greedy or beam search).
-- ``residual_walk(x, codebooks, codes, active_levels?, row_levels?, backend)``: the outputs of
-  ``quantize_for_training`` for given codes (beam search).
-- ``codebook_gradient(codebooks, counts, sums, scale) -> (counts · C − sums) · scale``: the learned codebook's
-  gradient, formed in the forward as an opaque node (a compiled backward must not recompute it from codebooks that
-  a dead-code restart has since changed in place).
-- ``kmeans_init_(codebooks!, cluster_size!, embed_sum!, initted!, rng_state, x, finite, ...)``: mutating.
+- ``snapshot(t) -> t.clone()``, opaque (see :func:`snapshot`).
+- ``kmeans_init_(codebooks!, cluster_size!, embed_sum!, initted!, rng_state, x, valid?, finite, ...)``: mutating;
+  ``valid`` (bool ``[N]``) leaves masked rows out.
 - ``codebook_update_(codebooks!, cluster_size!, embed_sum!, rng_state!, x, codes, counts, sums, finite, ...)``.
 
 ``active_levels`` is an optional 0-d int64 CPU tensor (quantizer dropout: how many leading levels run); reading it
@@ -38,12 +37,11 @@ from .ops import codebook_state, search, training
 __all__ = [
     "check_finite",
     "raise_or_warn_nonfinite",
-    "quantize_for_training",
+    "straight_through_forward",
     "search_codes",
-    "residual_walk",
     "kmeans_init_",
     "codebook_update_",
-    "codebook_gradient",
+    "snapshot",
     "num_active",
 ]
 
@@ -96,23 +94,31 @@ def _training_fake(x, codebooks):
     )
 
 
-@torch.library.custom_op("fastrq::quantize_for_training", mutates_args=())
-def quantize_for_training(
+@torch.library.custom_op("fastrq::straight_through_forward", mutates_args=())
+def straight_through_forward(
     x: torch.Tensor,
     codebooks: torch.Tensor,
+    codes: Optional[torch.Tensor],
     level_sizes: list[int],
     active_levels: Optional[torch.Tensor],
     row_levels: Optional[torch.Tensor],
     backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    want_codebook_grad: bool,
+    want_level_residuals: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     active = num_active(active_levels, codebooks.shape[0])
-    out = training.quantize_for_training(x, codebooks, list(level_sizes), active, row_levels, backend)
-    return tuple(t.clone() if t is x else t for t in out)  # a registered op's outputs may not alias its inputs
+    out = training.straight_through_forward(
+        x, codebooks, codes, list(level_sizes), active, row_levels, backend, want_codebook_grad, want_level_residuals
+    )
+    return tuple(t.clone() if t is x or (codes is not None and t is codes) else t for t in out)
 
 
-@quantize_for_training.register_fake
-def _(x, codebooks, level_sizes, active_levels, row_levels, backend):
-    return _training_fake(x, codebooks)
+@straight_through_forward.register_fake
+def _(x, codebooks, codes, level_sizes, active_levels, row_levels, backend, want_codebook_grad, want_level_residuals):
+    num_levels = codebooks.shape[0]
+    grad_base = x.new_empty(codebooks.shape) if want_codebook_grad else x.new_empty(0)
+    residuals = x.new_empty(num_levels, *x.shape) if want_level_residuals else x.new_empty(0)
+    return (*_training_fake(x, codebooks), grad_base, residuals)
 
 
 @torch.library.custom_op("fastrq::search_codes", mutates_args=())
@@ -133,37 +139,18 @@ def _(x, codebooks, level_sizes, active_levels, beam_size, backend):
     return x.new_empty((x.shape[0], codebooks.shape[0]), dtype=torch.long)
 
 
-@torch.library.custom_op("fastrq::residual_walk", mutates_args=())
-def residual_walk(
-    x: torch.Tensor,
-    codebooks: torch.Tensor,
-    codes: torch.Tensor,
-    active_levels: Optional[torch.Tensor],
-    row_levels: Optional[torch.Tensor],
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    active = num_active(active_levels, codebooks.shape[0])
-    return training.walk_given_codes(x, codebooks, codes, active, row_levels, backend)
+# Tagged like a random op so that AOTAutograd's partitioner never moves it into the backward: it would recompute
+# the copy there from the input buffer, which the EMA step has changed in place by then (seen with torch 2.14).
+@torch.library.custom_op("fastrq::snapshot", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def snapshot(t: torch.Tensor) -> torch.Tensor:
+    """A copy of t as an opaque node, computed in the forward: a compiled graph saves it for the backward instead
+    of recomputing it from ``t``, which a later in-place state update (the EMA step) may already have changed."""
+    return t.clone()
 
 
-@residual_walk.register_fake
-def _(x, codebooks, codes, active_levels, row_levels, backend):
-    return _training_fake(x, codebooks)
-
-
-def codebook_gradient_math(codebooks: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor, scale) -> torch.Tensor:
-    """∂/∂C of Σ_l mean((sg(r_l) − C_l[c_l])²) up to ``scale`` = 2 / (N·D): ``(counts · C − sums) · scale``."""
-    return (counts[..., None] * codebooks - sums) * scale
-
-
-@torch.library.custom_op("fastrq::codebook_gradient", mutates_args=())
-def codebook_gradient(codebooks: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return codebook_gradient_math(codebooks, counts, sums, scale)
-
-
-@codebook_gradient.register_fake
-def _(codebooks, counts, sums, scale):
-    return torch.empty_like(sums)
+@snapshot.register_fake
+def _(t):
+    return torch.empty_like(t)
 
 
 @torch.library.custom_op("fastrq::kmeans_init_", mutates_args=("codebooks", "cluster_size", "embed_sum", "initted"))
@@ -174,19 +161,21 @@ def kmeans_init_(
     initted: torch.Tensor,
     rng_state: torch.Tensor,
     x: torch.Tensor,
+    valid: Optional[torch.Tensor],
     finite: torch.Tensor,
     level_sizes: list[int],
     iters: int,
     sync: bool,
     backend: str,
 ) -> None:
+    rows = x if valid is None else x[valid]
     codebook_state.kmeans_init_(
-        codebooks, cluster_size, embed_sum, initted, rng_state, x, finite, list(level_sizes), iters, sync, backend
+        codebooks, cluster_size, embed_sum, initted, rng_state, rows, finite, list(level_sizes), iters, sync, backend
     )
 
 
 @kmeans_init_.register_fake
-def _(codebooks, cluster_size, embed_sum, initted, rng_state, x, finite, level_sizes, iters, sync, backend):
+def _(codebooks, cluster_size, embed_sum, initted, rng_state, x, valid, finite, level_sizes, iters, sync, backend):
     return None
 
 

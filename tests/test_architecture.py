@@ -97,16 +97,33 @@ def test_registration_and_autograd_import_only_the_ops_layer(graph):
 def test_modules_hold_only_nn_modules(graph):
     """``fastrq/modules/`` holds nn.Modules only: every top-level class there is an ``nn.Module`` subclass and
     every top-level function is private."""
+    import importlib
+
+    import torch
+
     modules = _modules()
     for name, path in modules.items():
         if not name.startswith("fastrq.modules"):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
+        loaded = importlib.import_module(name)
         for node in tree.body:
             if isinstance(node, ast.FunctionDef):
                 assert node.name.startswith("_"), f"{name}.{node.name}: functional math belongs in fastrq.ops"
-        bad = _outside(graph[name], ("fastrq.ops", "fastrq.errors", "fastrq.library", "fastrq.autograd", "fastrq.modules"))
+            if isinstance(node, ast.ClassDef):
+                assert issubclass(getattr(loaded, node.name), torch.nn.Module), f"{name}.{node.name} is not an nn.Module"
+        allowed = ("fastrq.ops", "fastrq.errors", "fastrq.library", "fastrq.autograd", "fastrq.modules", "fastrq.interop")
+        bad = _outside(graph[name], allowed)
         assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_interop_sits_below_the_modules(graph):
+    """Converters receive the module class they build; they never import fastrq.modules (no cycle with the
+    modules' ``from_*`` class methods)."""
+    for name, imports in graph.items():
+        if name.startswith("fastrq.interop"):
+            bad = _outside(imports, ("fastrq.interop", "fastrq.errors", "fastrq.ops"))
+            assert not bad, f"{name} imports {sorted(bad)}"
 
 
 def test_kernels_import_only_the_ops_layer_of_fastrq(graph):

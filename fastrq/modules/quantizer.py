@@ -255,6 +255,9 @@ class ResidualQuantizer(nn.Module):
         learned codebook, normalised rows). Rows ≥ K_l of level l are padding and never chosen."""
         book = self.codebook
         if self.use_cosine_sim and not self.ema:
+            # normalised from a copy: the graph must not hold the parameter itself, which a dead-code restart
+            # changes in place after the forward
+            book = book.clone()
             book = book / book.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return book.expand(self.num_quantizers, -1, -1)
 
@@ -369,7 +372,7 @@ class ResidualQuantizer(nn.Module):
         sync = distributed.should_sync(self.sync_distributed) if update else False
         z = rows if self.project_in is None else self.project_in(rows)
         if update and not self._initted_known:
-            self._kmeans_init(z if valid is None else z[valid], sync)
+            self._kmeans_init(z, valid, sync)
         active, row_levels = levels.draw_levels(
             self.dropout, self.num_quantizers, self._levels(n_quantizers), lead, training_step
         )
@@ -383,8 +386,11 @@ class ResidualQuantizer(nn.Module):
             if codes is None:
                 codes = self._search(z.detach(), active)
             codes = self._limit_codes(codes, row_levels)
+            books = self.codebooks if learn else self.codebooks.detach()
+            if compiling and not learn:  # the EMA step below changes the buffer in place; the backward needs these
+                books = torch.ops.fastrq.snapshot(books)
             quantized, loss, level_sqerr, counts, sums = training.differentiable_walk(
-                z, self.codebooks if learn else self.codebooks.detach(), codes, num_valid,
+                z, books, codes, num_valid,
                 commitment_weight=self.commitment_weight, learn_codebook=learn, rotation_trick=self.rotation_trick,
                 cosine=self.use_cosine_sim, per_level_loss=self.loss_per_level,
             )
@@ -424,18 +430,22 @@ class ResidualQuantizer(nn.Module):
         if self.use_cosine_sim and self.ema:
             codebook_state.renormalize_(self.codebook, self.level_sizes)
 
-    def _kmeans_init(self, rows: torch.Tensor, sync: bool) -> None:
+    def _kmeans_init(self, rows: torch.Tensor, valid: torch.Tensor | None, sync: bool) -> None:
+        compiling = torch.compiler.is_compiling()
+        if not compiling and bool(self.initted):  # e.g. a loaded state: nothing to do
+            self._initted_known = True
+            return
         finite = torch.ops.fastrq.check_finite(rows.detach(), self.on_nonfinite)
         torch.ops.fastrq.kmeans_init_(
             self.codebook if self.ema else self.codebook.detach(),
-            self.cluster_size, self.embed_sum, self.initted, self.rng_state, rows.detach(), finite,
+            self.cluster_size, self.embed_sum, self.initted, self.rng_state, rows.detach(), valid, finite,
             self.level_sizes, self.kmeans_iters, sync, self.backend,
         )
-        if self.use_cosine_sim:
-            codebook_state.renormalize_(self.codebook.detach() if not self.ema else self.codebook, self.level_sizes)
         # one read (a sync) per step until the init has happened; a compiled graph cannot read it and
         # assumes success (under torch.compile an init skipped for non-finite input is not retried)
-        self._initted_known = True if torch.compiler.is_compiling() else bool(self.initted)
+        self._initted_known = True if compiling else bool(self.initted)
+        if self.use_cosine_sim and self._initted_known:  # the k-means centroids onto the unit sphere
+            codebook_state.renormalize_(self.codebook.detach() if not self.ema else self.codebook, self.level_sizes)
 
     def _finite(self, level_sqerr: torch.Tensor, rows: torch.Tensor, compiling: bool):
         """Whether this batch may update the state: a Python bool where the host knows it for free (the CPU) or

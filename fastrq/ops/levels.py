@@ -51,9 +51,9 @@ def draw_levels(
         return fixed, None
     low = min(settings.cutoff_index + 1, top)
     if not settings.per_sample:
-        if settings.prob < 1.0 and float(torch.rand(())) >= settings.prob:
-            return fixed, None
         count = _round_up(torch.randint(low, top + 1, ()), settings.multiple_of, top)
+        if settings.prob < 1.0:  # decided on the tensor, not the host: no graph break under torch.compile
+            count = torch.where(torch.rand(()) < settings.prob, count, torch.tensor(top))
         return count, None
     samples = lead[0] if lead else 1
     counts = _round_up(torch.randint(low, top + 1, (samples,)), settings.multiple_of, top)

@@ -21,7 +21,7 @@ import torch
 
 from .backends import resolve_backend
 
-__all__ = ["quantize_for_training", "walk_given_codes"]
+__all__ = ["quantize_for_training", "walk_given_codes", "straight_through_forward", "level_residuals"]
 
 
 def quantize_for_training(
@@ -94,6 +94,44 @@ def walk_given_codes(
     if sqerr:
         level_sqerr[:num_active] = torch.stack(sqerr)
     return quantized, out_codes, level_sqerr, commit_dir, counts, sums
+
+
+def level_residuals(x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``[L, N, D]``: r_{l+1} of every row at every level it takes (0 where the code is −1)."""
+    residual = x
+    out = []
+    for level in range(codes.shape[1]):
+        taken = (codes[:, level] >= 0)[:, None]
+        residual = residual - codebooks[level].index_select(0, codes[:, level].clamp(min=0)) * taken
+        out.append(residual * taken)
+    return torch.stack(out)
+
+
+def straight_through_forward(
+    x: torch.Tensor,
+    codebooks: torch.Tensor,
+    codes: torch.Tensor | None,
+    level_sizes: list[int],
+    num_active: int,
+    row_levels: torch.Tensor | None,
+    backend: str,
+    want_codebook_grad: bool,
+    want_level_residuals: bool,
+):
+    """Everything the straight-through Function needs from its forward, in one call (one registered op under
+    torch.compile, so that every tensor its backward reads is an output computed before the in-place EMA step):
+    the training pass (codes None) or the walk for given codes, plus ``counts · C − sums`` ``[L, K, D]`` (the
+    learned codebook's gradient up to 2/(N·D)) and the per-level residuals ``[L, N, D]`` (for a per-level loss),
+    each an empty tensor when not wanted."""
+    if codes is None:
+        out = quantize_for_training(x, codebooks, level_sizes, num_active, row_levels, backend)
+    else:
+        out = walk_given_codes(x, codebooks, codes, num_active, row_levels, backend)
+    quantized, codes, level_sqerr, commit_dir, counts, sums = out
+    books = codebooks.detach()
+    grad_base = counts[..., None] * books - sums if want_codebook_grad else sums.new_empty(0)
+    residuals = level_residuals(x.detach(), books, codes) if want_level_residuals else x.new_empty(0)
+    return quantized, codes, level_sqerr, commit_dir, counts, sums, grad_base, residuals
 
 
 class _ValueWithGradientOf(torch.autograd.Function):
@@ -175,7 +213,8 @@ def differentiable_walk(
         if learn_codebook:
             loss = loss + ((rho.detach() - chosen).square() * taken).sum() / numel
         losses.append(loss)
-        count_rows.append(torch.bincount(level_codes + 1, minlength=num_codes + 1)[1:].to(x.dtype))
+        ones = torch.ones_like(level_codes, dtype=x.dtype)  # a static shape (bincount's is data dependent)
+        count_rows.append(x.new_zeros(num_codes + 1).index_add_(0, level_codes + 1, ones)[1:])
         sum_rows.append(x.new_zeros(num_codes, dim).index_add_(0, safe, rho.detach() * taken))
         if rotation_trick:
             step = rotate_onto(residual, fixed)

@@ -199,15 +199,16 @@ def codebook_update_(
     dead_code_threshold: float,
     ema: bool,
     sync: bool,
+    groups: int = 1,
 ) -> None:
-    active = num_active(active_levels, len(level_sizes))
+    active = num_active(active_levels, len(level_sizes) // groups)
     codebook_state.codebook_update_(
         codebooks, cluster_size, embed_sum, rng_state, x, codes, counts, sums, finite, active,
-        list(level_sizes), decay, eps, dead_code_threshold, ema, sync,
+        list(level_sizes), decay, eps, dead_code_threshold, ema, sync, groups,
     )
 
 
 @codebook_update_.register_fake
 def _(codebooks, cluster_size, embed_sum, rng_state, x, codes, counts, sums, finite, active_levels, level_sizes,
-      decay, eps, dead_code_threshold, ema, sync):
+      decay, eps, dead_code_threshold, ema, sync, groups=1):
     return None

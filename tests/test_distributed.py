@@ -35,6 +35,7 @@ CONFIGS = {
     "ema": {},
     "kmeans": dict(kmeans_init=True, kmeans_iters=3),
     "kmeans_dead": dict(kmeans_init=True, kmeans_iters=3, dead_code_threshold=2.0),
+    "grouped": dict(groups=2, dead_code_threshold=1.0),
     "options": dict(rotation_trick=True, use_cosine_sim=True, codebook_dim=3, quantize_dropout=True,
                     quantize_dropout_per_sample=True, dead_code_threshold=1.0, kmeans_init=True),
 }
@@ -42,6 +43,8 @@ CONFIGS = {
 
 def _make(**kwargs):
     torch.manual_seed(0)  # same construction on every rank (the same seed for the counter-based random choices)
+    if "groups" in kwargs:
+        return fastrq.GroupedResidualQuantizer(4, 8, 3, decay=0.8, **kwargs)
     return fastrq.ResidualQuantizer(4, 8, 3, decay=0.8, **kwargs)
 
 
@@ -110,6 +113,7 @@ def test_equal_to_single_process_on_concatenated_batch(rank_results, name):
 def test_one_collective_per_training_step_none_in_eval_or_no_grad(rank_results):
     for rank in range(WORLD):
         assert rank_results[rank]["ema"]["per_step"] == [1] * STEPS
+        assert rank_results[rank]["grouped"]["per_step"] == [1] * STEPS, "one all-reduce for all groups"
         # k-means init at the first step: its own collectives (flag, seeds, one per Lloyd iteration) then one
         assert rank_results[rank]["kmeans_dead"]["per_step"][1:] == [1] * (STEPS - 1)
         assert rank_results[rank]["ema"]["eval_no_grad"] == 0

@@ -172,7 +172,8 @@ def renormalize_(codebooks: torch.Tensor, level_sizes: list[int]) -> None:
 
 
 def _dead_code_candidates(
-    x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, num_active: int, key: torch.Tensor, shared: bool
+    x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, num_active: int, key: torch.Tensor, shared: bool,
+    stream: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Replacement candidates ``[S, K, D]``: for each code, the residual of a random row of this batch at its
     level (shared codebook: at a random active level), computed with the pre-update codebooks, and whether any row
@@ -191,11 +192,11 @@ def _dead_code_candidates(
     safe_codes = codes.clamp(min=0)
     cands = []
     for stored in range(num_stored):
-        draws = hash_uniform_int(key, _DEAD_STREAM + 2 * stored, num_codes, num_valid.clamp_min(1))
+        draws = hash_uniform_int(key, _DEAD_STREAM + stream + 2 * stored, num_codes, num_valid.clamp_min(1))
         rows = torch.searchsorted(valid_before, draws + 1).clamp(max=n - 1)  # the (draw + 1)-th valid row
         residual = x.index_select(0, rows)
         if shared:
-            level_of = hash_uniform_int(key, _DEAD_STREAM + 2 * stored + 1, num_codes, max(num_active, 1))
+            level_of = hash_uniform_int(key, _DEAD_STREAM + stream + 2 * stored + 1, num_codes, max(num_active, 1))
             for level in range(num_active - 1):
                 chosen = codebooks[0].index_select(0, safe_codes[rows, level])
                 residual = residual - torch.where((level < level_of)[:, None], chosen, torch.zeros_like(chosen))
@@ -243,6 +244,7 @@ def codebook_update_(
     dead_code_threshold: float,
     ema: bool,
     sync: bool,
+    groups: int = 1,
 ) -> None:
     """One training step's state update, in place; all-or-nothing, no host sync.
 
@@ -263,8 +265,14 @@ def codebook_update_(
 
     Under ``sync`` one ``all_reduce`` carries counts, sums, replacement candidates and the per-rank flags, so
     every rank computes the same new state (and skips together when any rank saw non-finite input).
+
+    ``groups`` > 1 (grouped RVQ): x ``[N, G·d]`` is G slices of d columns, each quantized by its own L levels;
+    the stored codebooks, statistics and codes list the levels group after group (``S = G·L``), and one update
+    (one all-reduce) covers every group.
     """
     num_levels = len(level_sizes)
+    per_group = num_levels // groups
+    level_active = [level % per_group < num_active for level in range(num_levels)]
     num_stored, num_codes = cluster_size.shape
     shared = num_stored == 1 and num_levels > 1
     restart = dead_code_threshold > 0
@@ -272,14 +280,22 @@ def codebook_update_(
     cands = None
     if restart:
         key = rng_state[0] * 7919 + rng_state[1]
-        cands, has_rows = _dead_code_candidates(x.to(dtype), codebooks.detach(), codes, num_active, key, shared)
+        width = x.shape[1] // groups
+        parts = [
+            _dead_code_candidates(
+                x[:, g * width : (g + 1) * width].to(dtype), codebooks.detach()[g * per_group : (g + 1) * per_group],
+                codes[:, g * per_group : (g + 1) * per_group], num_active, key, shared, stream=4096 * g,
+            )
+            for g in range(groups)
+        ]
+        cands = parts[0][0] if groups == 1 else torch.cat([c for c, _ in parts])
+        has_rows = parts[0][1]
     if sync:
         g_counts, g_sums, cands, cand_exists, ok, level_active = _all_reduce_statistics(
-            counts, sums, cands, finite, num_active, num_levels, has_rows if restart else None, ema, dtype
+            counts, sums, cands, finite, level_active, has_rows if restart else None, ema, dtype
         )
     else:
         g_counts, g_sums, ok = counts.to(dtype), sums.to(dtype) if ema else None, finite
-        level_active = [level < num_active for level in range(num_levels)]
         cand_exists = has_rows if restart else True
     if shared:
         g_counts = g_counts.sum(dim=0, keepdim=True)
@@ -333,14 +349,15 @@ def codebook_update_(
         rng_state[1] += 1
 
 
-def _all_reduce_statistics(counts, sums, cands, finite, num_active, num_levels, has_rows, ema, dtype):
+def _all_reduce_statistics(counts, sums, cands, finite, level_active, has_rows, ema, dtype):
     """One all_reduce of this rank's counts, sums (EMA), replacement candidates (restarts, each with a trailing
     "exists" channel) and flags. Returns the global (counts, sums, candidates, candidate-exists, ok, level_active),
     the last three as device tensors (every rank reads the same values without a host sync)."""
     rank, world = rank_and_world(True)
     device = counts.device
     ok_local = torch.as_tensor(finite, device=device).reshape(1).to(dtype)
-    level_active = (torch.arange(num_levels, device=device) < num_active).to(dtype)
+    num_levels = len(level_active)
+    level_active = torch.tensor(level_active, dtype=dtype, device=device)
     parts = [counts.to(dtype).reshape(-1)]
     if ema:
         parts.append(sums.to(dtype).reshape(-1))

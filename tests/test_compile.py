@@ -69,16 +69,20 @@ def test_opcheck_codebook_update(shared):
 
 
 class _TinyModel(torch.nn.Module):
-    def __init__(self, masked=False, **kwargs):
+    def __init__(self, masked=False, n_quantizers=None, groups=None, **kwargs):
         super().__init__()
         self.encoder = torch.nn.Linear(6, 4)
-        self.rq = fastrq.ResidualQuantizer(4, 8, 2, **kwargs)
+        if groups:
+            self.rq = fastrq.GroupedResidualQuantizer(4, 8, 2, groups=groups, **kwargs)
+        else:
+            self.rq = fastrq.ResidualQuantizer(4, 8, 2, **kwargs)
         self.decoder = torch.nn.Linear(4, 6)
         self.masked = masked
+        self.n_quantizers = n_quantizers
 
     def forward(self, x):
         mask = (x[:, 0] > -0.5) if self.masked else None
-        quantized, codes, loss = self.rq(self.encoder(x), mask=mask)
+        quantized, codes, loss = self.rq(self.encoder(x), mask=mask, n_quantizers=self.n_quantizers)
         return self.decoder(quantized), codes, loss.sum()
 
 
@@ -90,10 +94,15 @@ class _TinyModel(torch.nn.Module):
         dict(rotation_trick=True, use_cosine_sim=True, codebook_dim=3, kmeans_init=True),
         dict(masked=True, kmeans_init=True, dead_code_threshold=0.5, loss_per_level=True),
         dict(freeze_codebook=True, ema=False),
+        dict(quantize_dropout=True, quantize_dropout_per_sample=True, quantize_dropout_prob=0.5, n_quantizers=2),
+        dict(groups=2, dead_code_threshold=0.5),
     ],
-    ids=["ema-kmeans-dead", "learned-dead", "rotation-cosine-dim", "mask-kmeans-dead-per-level", "frozen-learned"],
+    ids=["ema-kmeans-dead", "learned-dead", "rotation-cosine-dim", "mask-kmeans-dead-per-level", "frozen-learned",
+         "dropout-per-sample", "grouped"],
 )
-def test_compile_fullgraph_matches_eager(kwargs):
+def test_compile_fullgraph_matches_eager(kwargs, monkeypatch):
+    # quantizer dropout draws from torch's generator: the compiled graph must draw the same numbers as eager
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     torch._dynamo.reset()
     torch.manual_seed(0)
     eager = _TinyModel(**kwargs)
@@ -101,8 +110,10 @@ def test_compile_fullgraph_matches_eager(kwargs):
     compiled = torch.compile(compiled_model, fullgraph=True)
     for step in range(3):
         x = _rand(step, 32, 6)
+        torch.manual_seed(100 + step)
         y, codes, loss = eager(x)
         (y.square().mean() + loss).backward()
+        torch.manual_seed(100 + step)
         y_c, codes_c, loss_c = compiled(x)
         (y_c.square().mean() + loss_c).backward()
         torch.testing.assert_close(codes_c, codes, rtol=0, atol=0)

@@ -149,3 +149,24 @@ def test_native_ema_step_equals_the_torch_one(levels, k, d, decay, ragged, seed)
         results.append(state)
     for native, plain in zip(results[0][:3], results[1][:3]):
         torch.testing.assert_close(native, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_native_kernel_row_chunks_on_threads_match_one_call(monkeypatch):
+    """Large calls split rows across threads: the result must be bitwise the one-call result (the statistics run in
+    one sequential pass either way)."""
+    from fastrq.kernels.cpu import launch
+
+    gen = torch.Generator().manual_seed(0)
+    x, codebooks = torch.randn(1001, 5, generator=gen), torch.randn(3, 40, 5, generator=gen)
+    row_levels = torch.randint(0, 4, (1001,), generator=gen)
+    with backend_env("torch-native"):
+        one = launch.residual_pass(x, codebooks, [40, 30, 20], 3, row_levels, True)
+        monkeypatch.setattr(launch, "PAIRS_PER_THREAD", 64)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            split = launch.residual_pass(x, codebooks, [40, 30, 20], 3, row_levels, True)
+        finally:
+            torch.set_num_threads(threads)
+    for a, b in zip(one, split):
+        assert torch.equal(a, b)

@@ -17,7 +17,8 @@ def _packages() -> list[str]:
 EXTRAS = {
     "triton": ["triton>=3.0"],
     "models": ["torchvision", "tqdm", "matplotlib", "safetensors", "einops"],
-    "bench": ["faiss-cpu", "vector-quantize-pytorch", "pytest-benchmark", "matplotlib"],
+    # vector-quantize-pytorch pinned: the conversion tests and the migration guide are checked against this release
+    "bench": ["faiss-cpu", "vector-quantize-pytorch==1.32.0", "pytest-benchmark", "matplotlib"],
     "test": ["pytest", "hypothesis", "pytest-benchmark", "scipy"],
 }
 EXTRAS["dev"] = sorted({dep for deps in EXTRAS.values() for dep in deps})

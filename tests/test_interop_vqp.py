@@ -83,10 +83,25 @@ def test_what_cannot_be_carried_over_is_said():
     assert any("L·grad" in note for note in converted.conversion_notes)
     with pytest.raises(fastrq.InvalidArgumentError, match="heads"):
         fastrq.VectorQuantizer.from_vector_quantize_pytorch(vqp.VectorQuantize(dim=8, codebook_size=16, heads=2))
-    with pytest.raises(fastrq.InvalidArgumentError, match="learnable_codebook"):
+    with pytest.raises(fastrq.InvalidArgumentError, match="layernorm_after_project_in"):
         fastrq.VectorQuantizer.from_vector_quantize_pytorch(
-            vqp.VectorQuantize(dim=8, codebook_size=16, learnable_codebook=True, ema_update=False)
+            vqp.VectorQuantize(dim=8, codebook_size=16, codebook_dim=4, layernorm_after_project_in=True)
         )
+
+
+def test_learnable_codebook_and_per_level_sizes_convert():
+    torch.manual_seed(0)
+    learned = vqp.VectorQuantize(dim=8, codebook_size=16, learnable_codebook=True, ema_update=False).eval()
+    converted = _convert(learned, fastrq.VectorQuantizer)
+    assert not converted.ema and isinstance(converted.codebook, torch.nn.Parameter)
+    x = torch.randn(1, 200, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(converted(x[0])[1], learned(x)[1][0])
+    ragged = vqp.ResidualVQ(dim=8, codebook_size=(16, 8), num_quantizers=2, rotation_trick=False).eval()
+    converted = _convert(ragged)
+    assert converted.level_sizes == [16, 8]
+    with torch.no_grad():
+        assert torch.equal(converted(x[0])[1], ragged(x)[1][0])
     with pytest.raises(fastrq.InvalidArgumentError, match="ResidualVQ"):
         fastrq.ResidualQuantizer.from_vector_quantize_pytorch(torch.nn.Linear(2, 2))
 

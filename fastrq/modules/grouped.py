@@ -52,6 +52,11 @@ class GroupedResidualQuantizer(ResidualQuantizer):
     def extra_repr(self) -> str:
         return f"groups={self.groups}, " + super().extra_repr()
 
+    @property
+    def codebooks(self) -> torch.Tensor:
+        """``[G, L, K, D/G]``: a view of ``codebook`` per group (cosine + learned: normalised rows)."""
+        return torch.stack([self._group_codebooks(g) for g in range(self.groups)])
+
     def _group_codebooks(self, group: int) -> torch.Tensor:
         levels_ = self.num_quantizers
         book = self.codebook[group * levels_ : (group + 1) * levels_]

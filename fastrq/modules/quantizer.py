@@ -36,13 +36,15 @@ VQP_ARGUMENT_HINTS = {
     "sync_kmeans": "sync_distributed= (k-means init is synchronised with the rest of the state)",
     "ema_update": "ema= (ema=False learns the codebook by gradient), or freeze_codebook=True to stop all updates",
     "learnable_codebook": "ema=False",
-    "heads": "fastrq.GroupedResidualQuantizer(groups=...)",
+    "heads": "fastrq.GroupedResidualQuantizer(groups=...) for separate codebooks per head, or a VectorQuantizer on "
+             "x.unflatten(-1, (heads, dim // heads)) for one shared codebook",
     "separate_codebook_per_head": "fastrq.GroupedResidualQuantizer (one codebook per group)",
     "stochastic_sample_codes": "nothing: fastrq searches the nearest code deterministically",
     "sample_codebook_temp": "nothing: fastrq searches the nearest code deterministically",
     "orthogonal_reg_weight": "nothing: no orthogonal regulariser (add one to your loss on rq.codebook)",
     "commitment_use_cross_entropy_loss": "nothing: the commitment loss is the squared error",
-    "straight_through": "rotation_trick=False (straight-through is the default estimator)",
+    "straight_through": "nothing: VQP's straight_through is the Gumbel estimator of stochastic sampling; fastrq "
+                        "searches the nearest code (its default gradient estimator is straight-through)",
     "in_place_codebook_optimizer": "ema=False with your own optimizer on rq.codebook",
     "affine_param": "nothing: no affine reparameterisation",
     "implicit_neural_codebook": "nothing: no implicit neural codebook",
@@ -83,10 +85,10 @@ class ResidualQuantizer(nn.Module):
             vector-quantize-pytorch uses 1.0).
         kmeans_init: initialise the codebooks by k-means (k-means++ seeds, then ``kmeans_iters`` Lloyd iterations)
             on the first training batch, level after level on that level's residuals. Otherwise codebooks start
-            uniform in ±1/√D·√3 (the ``kaiming_uniform`` scale) with ``cluster_size = 1``, ``embed_sum = codebook``.
+            uniform in ±√(3/D) (unit expected squared norm per code) with ``cluster_size = 1``,
+            ``embed_sum = codebook``.
         dead_code_threshold: codes whose EMA cluster size falls below this are restarted from random residuals of
-            the current batch at their level (0: never; 2 is a good start for small D: see the README's codebook
-            health section).
+            the current batch at their level (0: never; the README's codebook-health section measures 2 at small D).
         shared_codebook: one codebook for all levels (statistics of all levels accumulated, decay applied once).
         quantize_dropout: in training, a random number of leading levels runs (uniform in
             ``[quantize_dropout_cutoff_index + 1, L]``, rounded up to a multiple of ``quantize_dropout_multiple_of``),

@@ -72,7 +72,9 @@ def _segments(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.
     """(order [L·N], bounds [L·K + 1]) of the pairs sorted by (level, code), skipped pairs last."""
     n, levels = codes.shape
     offsets = (torch.arange(levels, device=codes.device) * num_codes)[:, None]
-    keys = torch.where(codes.T >= 0, codes.T + offsets, levels * num_codes).reshape(-1)
+    keys = torch.empty(levels * n, dtype=codes.dtype, device=codes.device)  # level-major, the same ops for any L
+    torch.where(codes.T >= 0, codes.T + offsets, torch.tensor(levels * num_codes, device=codes.device),
+                out=keys.view(levels, n))
     sorted_keys, order = torch.sort(keys, stable=True)
     bounds = torch.searchsorted(sorted_keys, torch.arange(levels * num_codes + 1, device=codes.device))
     return order, bounds

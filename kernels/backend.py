@@ -74,6 +74,6 @@ def quantize_for_training(
 def _quantize_for_training(x, codebooks, level_sizes, num_active, row_levels, *, config=None, precision=None):
     out = search.search_walk(x, codebooks, level_sizes, num_active, row_levels, precision=precision, config=config)
     codes = out["codes"]
-    level_sqerr = out["level_err"].sum(dim=0)  # fixed-order reduction of the per-program partials
+    level_sqerr = search.level_errors(out["level_err"])  # fixed-order reduction of the per-program partials
     counts, sums = statistics.level_statistics(x, codes, codebooks, codebooks.shape[1])
     return out["quantized"], codes, level_sqerr, out["commit_dir"], counts, sums

@@ -21,8 +21,8 @@ from .precision import accumulation_gamma, round_to_tf32, split_tf32, BF16_UNIT_
 
 __all__ = ["PreparedCodebooks", "prepare_codebooks", "centring_shifts", "first_equal_rows", "FMA_MAX_D"]
 
-# Up to this D the scores are a broadcast multiply-add on CUDA cores (exact; no tensor-core padding to 16).
-FMA_MAX_D = 8
+# Up to this D, in ieee mode and float64, the scores are a broadcast multiply-add on CUDA cores (exact).
+FMA_MAX_D = 4
 
 _HASH_GENERATOR = torch.Generator().manual_seed(0x5EED)
 _HASH_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}

@@ -27,7 +27,7 @@ from fastrq.errors import InvalidArgumentError
 from . import _alloc
 from .precision import resolve_precision
 from .prepare import FMA_MAX_D, PreparedCodebooks, prepare_codebooks
-from .search_kernels import rq_search_kernel
+from .search_kernels import rq_large_kernel, rq_search_kernel
 
 __all__ = [
     "SearchConfig",
@@ -45,6 +45,7 @@ __all__ = [
     "nearest_code",
     "residual_quantize",
     "search_walk",
+    "level_errors",
     "resolve_config",
     "fallback_mode",
     "CERTIFIED_CANDIDATES",
@@ -57,6 +58,9 @@ SHARED_LIMIT = {"sm_80": 166912, "sm_86": 101376, "sm_90": 232448, "sm_100": 232
 # Multiprocessors of the reference part of each target (the device's own count is used at run time).
 SM_COUNT = {"sm_80": 108, "sm_86": 84, "sm_90": 132, "sm_100": 148, "sm_120": 170}
 CERTIFIED_CANDIDATES = 2
+# From this padded D on, the row tile does not fit in registers: the "large" kernel (scratch, D in chunks of 64).
+LARGE_MIN_DP = 256
+LARGE_BLOCK_D = 64
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class SearchConfig:
     block_k: int  # codes per tile
     num_warps: int = 4
     num_stages: int = 2
+    kernel: str = "registers"  # "registers" (the row tile in registers) or "large" (scratch, D in chunks)
+    block_d: int = 0  # the D chunk of the "large" kernel
+    hoist_a: bool = True  # "large": the residual operand loaded once per level (shared memory) or per code tile
 
 
 # (mode class, padded D) -> arch -> (block_n, block_k, num_warps, num_stages). Mode classes: "fma" (D ≤ 8, any
@@ -76,15 +83,15 @@ TILES: dict[tuple[str, int], dict[str, tuple[int, int, int, int]]] = {}
 
 
 def _fill_tiles() -> None:
-    both = ("sm_80", "sm_90", "sm_100", "sm_120")
-    for dp in (1, 2, 4, 8):
-        for arch in both:
-            TILES.setdefault(("fma", dp), {})[arch] = (128, 64, 4, 2)
-            TILES.setdefault(("fma64", dp), {})[arch] = (64, 64, 4, 2)
+    archs = ("sm_80", "sm_90", "sm_100", "sm_120")
+    for dp in (1, 2, 4):
+        for arch in archs:
+            TILES.setdefault(("fma", dp), {})[arch] = (256, 16, 4, 2)
+            TILES.setdefault(("fma64", dp), {})[arch] = (256, 16, 4, 2)
     for mode in ("ieee", "tf32", "tf32x3", "bf16", "certified", "f64"):
-        for dp in (16, 32, 64, 128, 256):
-            for arch in both:
-                TILES.setdefault((mode, dp), {})[arch] = (64, 64, 4, 2)
+        for dp in (4, 8, 16, 32, 64, 128, 0):  # 0: the large-D kernel, any padded D ≥ LARGE_MIN_DP
+            for arch in archs:
+                TILES.setdefault((mode, dp), {})[arch] = (128, 64, 8, 2) if 0 < dp <= 64 else (64, 64, 4, 2)
 
 
 _fill_tiles()
@@ -130,19 +137,26 @@ def _interpreted() -> bool:
 
 
 def kernel_mode(dim: int, dtype: torch.dtype, precision: str) -> str:
-    """The kernel's MODE for rows of dimension ``dim``: "fma" for D ≤ 8 (exact in any precision), float64 "ieee",
-    else the precision mode."""
-    if dim <= FMA_MAX_D:
+    """The kernel's MODE for rows of dimension ``dim``: "fma" for D ≤ 4 in ieee and float64 (exact, CUDA cores),
+    float64 "ieee" (tl.dot, DMMA), else the precision mode (tl.dot; at small D the tensor cores work on a K of 8 or
+    16 padded columns, cheap beside the epilogue)."""
+    if dim <= FMA_MAX_D and (dtype == torch.float64 or precision == "ieee"):
         return "fma"
     if dtype == torch.float64:
         return "ieee"
+    if precision == "certified" and triton.next_power_of_2(dim) >= LARGE_MIN_DP:
+        return "tf32x3"  # the large-D kernel has no certified pass: exact tf32x3 instead
     return precision
 
 
-def padded_dim(dim: int, mode: str) -> int:
-    """Columns of the register tile: the next power of two ≥ D, and ≥ 16 where tl.dot runs (its K dimension)."""
+def padded_dim(dim: int, mode: str, dtype: torch.dtype = torch.float32) -> int:
+    """Columns of the register tile: the next power of two ≥ D, and at least tl.dot's smallest K where it runs
+    (float32 8, bf16 operands 16, float64 4)."""
     dp = triton.next_power_of_2(max(dim, 1))
-    return dp if mode == "fma" else max(16, dp)
+    if mode == "fma":
+        return dp
+    floor = 4 if dtype == torch.float64 else 16 if mode in ("bf16", "certified") else 8
+    return max(floor, dp)
 
 
 def _mode_class(mode: str, dtype: torch.dtype) -> str:
@@ -151,12 +165,22 @@ def _mode_class(mode: str, dtype: torch.dtype) -> str:
     return "f64" if dtype == torch.float64 else mode
 
 
-def _shared_bytes(cfg: SearchConfig, mode: str, dp: int, itemsize: int) -> int:
-    """Shared memory the pipelined code tiles need (operand tiles × stages), the part that grows with the tiles."""
+_OPERAND_BYTES = {"tf32x3": 8, "tf32": 4, "ieee": 4, "bf16": 2, "certified": 2, "f64": 8}
+
+
+def _shared_bytes(cfg: SearchConfig, mode: str, dp: int, itemsize: int, arch: str = "sm_90") -> int:
+    """Shared memory the launch will ask for, as Triton lays it out (checked against the compiled metadata by
+    benchmarks/kernel_report.py): the residual operand A [BLOCK_N, DP] once, plus the code tile B [BLOCK_K, DP] per
+    pipeline stage (sm_90 and later: num_stages buffers; sm_80: num_stages − 1). Certified also holds its exact
+    (tf32x3) re-search's operands. The FMA path uses none beyond a few scalars."""
     if mode == "fma":
         return 0
-    per_tile = {"tf32x3": 2 * 4, "bf16": 2, "certified": 2, "tf32": 4, "ieee": itemsize}[mode] * cfg.block_k * dp
-    return per_tile * max(cfg.num_stages - 1, 1) + (cfg.block_n * dp * 4 if mode in ("tf32x3", "tf32") else 0)
+    per = _OPERAND_BYTES["f64" if itemsize == 8 else mode]
+    buffers = cfg.num_stages if arch not in ("sm_80", "sm_86") else max(cfg.num_stages - 1, 1)
+    total = (cfg.block_n + cfg.block_k * buffers) * dp * per
+    if mode == "certified":
+        total += (cfg.block_n + cfg.block_k * buffers) * dp * _OPERAND_BYTES["tf32x3"]
+    return total
 
 
 def _check_config(cfg: SearchConfig, mode: str, dp: int) -> None:
@@ -182,7 +206,7 @@ def choose_config(dim: int, dtype: torch.dtype, precision: str = "ieee", arch: s
     ``num_rows`` rows (either may be None: the table's tile). Overridable field by field (e.g. ``block_k=16`` in
     tests); an override the kernel cannot compile raises :class:`~fastrq.errors.InvalidArgumentError`."""
     mode = kernel_mode(dim, dtype, precision)
-    dp = padded_dim(dim, mode)
+    dp = padded_dim(dim, mode, dtype)
     cls = _mode_class(mode, dtype)
     base_arch = "sm_80" if arch == "sm_86" else arch
     k_bucket = triton.next_power_of_2(max(num_codes or 1, 1))
@@ -191,7 +215,7 @@ def choose_config(dim: int, dtype: torch.dtype, precision: str = "ieee", arch: s
     if timed is not None:
         cfg = timed
     else:
-        block_n, block_k, warps, stages = TILES[(cls, dp)][base_arch]
+        block_n, block_k, warps, stages = TILES[(cls, dp if dp < LARGE_MIN_DP else 0)][base_arch]
         min_tile = 1 if mode == "fma" else 16
         if num_codes is not None:
             block_k = max(min_tile, min(block_k, k_bucket))
@@ -203,12 +227,16 @@ def choose_config(dim: int, dtype: torch.dtype, precision: str = "ieee", arch: s
             while block_n > floor and triton.cdiv(num_rows, block_n) < sms:
                 block_n //= 2
         cfg = SearchConfig(block_n, block_k, warps, stages)
+        if dp >= LARGE_MIN_DP:
+            cfg = replace(cfg, kernel="large", block_d=LARGE_BLOCK_D)
         itemsize = 8 if dtype == torch.float64 else 4
         limit = SHARED_LIMIT.get(arch, SHARED_LIMIT["sm_80"])
-        while _shared_bytes(cfg, mode, dp, itemsize) > limit and cfg.num_stages > 1:
+        while _shared_bytes(cfg, mode, dp, itemsize, arch) > limit and cfg.num_stages > 1:
             cfg = replace(cfg, num_stages=cfg.num_stages - 1)
-        while _shared_bytes(cfg, mode, dp, itemsize) > limit and cfg.block_k > 16:
+        while _shared_bytes(cfg, mode, dp, itemsize, arch) > limit and cfg.block_k > 16:
             cfg = replace(cfg, block_k=cfg.block_k // 2)
+        while _shared_bytes(cfg, mode, dp, itemsize, arch) > limit and cfg.block_n > 16:
+            cfg = replace(cfg, block_n=cfg.block_n // 2)
     cfg = replace(cfg, **overrides) if overrides else cfg
     _check_config(cfg, mode, dp)
     return cfg
@@ -244,13 +272,17 @@ def search_launch(
     want_diag: bool = False,
     fallback: str = "tf32x3",
 ) -> SearchLaunch:
-    """Allocate the outputs and build the launch (works on meta tensors, for the static check)."""
+    """Allocate the outputs and build the launch (works on meta tensors, for the static check).
+
+    ``outputs["level_err"]`` holds per-program partials (``[programs, L]``, or ``[programs, L, chunks]`` for the
+    large kernel): :func:`level_errors` sums them in a fixed order."""
     n, dim = x.shape
     num_levels, num_codes, _ = prep.codebooks.shape
     levels_out = num_levels if num_levels_out is None else num_levels_out
     active = levels_out if num_active is None else num_active
     device, dtype = x.device, x.dtype
     programs = triton.cdiv(n, cfg.block_n)
+    chunks = prep.padded_dim // cfg.block_d if cfg.kernel == "large" else 1
     out = {"codes": _alloc.empty(n, levels_out, dtype=torch.int64, device=device)}
     if want_quantized:
         out["quantized"] = _alloc.empty(n, dim, dtype=dtype, device=device)
@@ -259,7 +291,8 @@ def search_launch(
     if want_sqdist:
         out["sqdist"] = _alloc.empty(n, dtype=dtype, device=device)
     if want_level_err:
-        out["level_err"] = _alloc.empty(programs, levels_out, dtype=dtype, device=device)
+        shape = (programs, levels_out, chunks) if cfg.kernel == "large" else (programs, levels_out)
+        out["level_err"] = _alloc.empty(*shape, dtype=dtype, device=device)
     if want_diag:
         out["diag"] = torch.zeros(programs, levels_out, dtype=torch.int32, device=device)
     mode = prep.mode
@@ -267,21 +300,40 @@ def search_launch(
         mode = mode + "_emulated"  # see search_kernels: the interpreter's bf16 products are wrong
     ops = list(prep.operands) + [prep.operands[0]] * (4 - len(prep.operands))
     dummy = out["codes"]  # stands in for every pointer the kernel does not touch under its flags
+    flags = dict(HAS_CANON=True, HAS_ROW_LEVELS=row_levels is not None, WRITE_QUANTIZED=want_quantized,
+                 WRITE_COMMIT=want_commit, WRITE_SQDIST=want_sqdist, WRITE_LEVEL_ERR=want_level_err,
+                 ASM=not _interpreted(), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    tail = (out["codes"], out.get("quantized", dummy), out.get("commit_dir", dummy), out.get("sqdist", dummy),
+            out.get("level_err", dummy))
+    sizes = (n, prep.padded_codes, num_codes, active, levels_out)
+    rows_arg = row_levels if row_levels is not None else dummy
+    if cfg.kernel == "large":
+        dp = prep.padded_dim
+        operand_dtype = ops[0].dtype if mode in ("bf16", "bf16_emulated") else dtype
+        if mode == "bf16_emulated":
+            operand_dtype = dtype  # the emulation keeps the rounded residual in fp32
+        padded_rows = programs * cfg.block_n  # scratch rows for whole tiles: no masks on the scratch accesses
+        residual = _alloc.empty(padded_rows, dp, dtype=dtype, device=device)  # scratch, filled by the kernel
+        a = _alloc.empty(padded_rows, dp, dtype=operand_dtype, device=device)
+        a2 = _alloc.empty(padded_rows, dp, dtype=dtype, device=device) if mode == "tf32x3" else a
+        args = (x, prep.codebooks, ops[0], ops[1], prep.nh, prep.shifts, prep.canon, rows_arg, residual, a, a2,
+                *tail, *sizes)
+        constexprs = dict(D=dim, DP=dp, BLOCK_D=cfg.block_d, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, MODE=mode,
+                          HOIST_A=cfg.hoist_a, **flags)
+        return SearchLaunch((programs,), args, constexprs, out, rq_large_kernel)
     args = (
         x, prep.codebooks, ops[0], ops[1], ops[2], ops[3], prep.nh, prep.shifts, prep.canon,
-        prep.cert if prep.cert is not None else prep.nh,
-        row_levels if row_levels is not None else dummy,
-        out["codes"], out.get("quantized", dummy), out.get("commit_dir", dummy), out.get("sqdist", dummy),
-        out.get("level_err", dummy), out.get("diag", dummy),
-        n, prep.padded_codes, num_codes, active, levels_out,
+        prep.cert if prep.cert is not None else prep.nh, rows_arg, *tail, out.get("diag", dummy), *sizes,
     )
-    constexprs = dict(
-        D=dim, DP=prep.padded_dim, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, MODE=mode, FALLBACK=fallback,
-        CANDIDATES=CERTIFIED_CANDIDATES, HAS_CANON=True, HAS_ROW_LEVELS=row_levels is not None,
-        WRITE_QUANTIZED=want_quantized, WRITE_COMMIT=want_commit, WRITE_SQDIST=want_sqdist,
-        WRITE_LEVEL_ERR=want_level_err, WRITE_DIAG=want_diag, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+    constexprs = dict(D=dim, DP=prep.padded_dim, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, MODE=mode,
+                      FALLBACK=fallback, CANDIDATES=CERTIFIED_CANDIDATES, WRITE_DIAG=want_diag, **flags)
     return SearchLaunch((programs,), args, constexprs, out)
+
+
+def level_errors(partials: torch.Tensor) -> torch.Tensor:
+    """Σ over programs (and D chunks) of the per-program level errors, in a fixed order: ``[L]``."""
+    total = partials.sum(dim=0)
+    return total.sum(dim=-1) if total.dim() == 2 else total
 
 
 def fallback_mode() -> str:
@@ -303,8 +355,8 @@ def _setup(x, codebooks, level_sizes, precision, config):
     n, dim = x.shape
     mode_precision, mode, cfg = resolve_config(dim, x.dtype, x.device, codebooks.shape[1], n, precision)
     cfg = config or cfg
-    _check_config(cfg, mode, padded_dim(dim, mode))
-    prep = prepare_codebooks(codebooks, level_sizes, mode, cfg.block_k, padded_dim(dim, mode), fallback_mode())
+    _check_config(cfg, mode, padded_dim(dim, mode, x.dtype))
+    prep = prepare_codebooks(codebooks, level_sizes, mode, cfg.block_k, padded_dim(dim, mode, x.dtype), fallback_mode())
     return cfg, prep
 
 

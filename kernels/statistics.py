@@ -25,7 +25,7 @@ import triton.language as tl
 
 from . import _alloc
 
-__all__ = ["level_statistics", "code_statistics", "level_sums_kernel", "STAT_BLOCK_R", "STAT_BLOCK_D"]
+__all__ = ["level_statistics", "stats_launch", "code_statistics", "level_sums_kernel", "STAT_BLOCK_R", "STAT_BLOCK_D"]
 
 STAT_BLOCK_R = 32  # rows per step of a segment walk
 STAT_BLOCK_D = 128  # columns per program
@@ -80,20 +80,29 @@ def _segments(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.
     return order, bounds
 
 
-def level_statistics(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, num_codes: int,
-                     *, block_r: int = STAT_BLOCK_R) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [N, D], codes int64 [N, L] (−1 = skipped; active levels a prefix per row), codebooks [L', KC, D] (L' ≥ L)
-    -> (counts [L, K] in x's dtype, sums [L, K, D] of the residuals r_l), bitwise deterministic, one launch."""
+def stats_launch(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, num_codes: int,
+                 *, block_r: int = STAT_BLOCK_R):
+    """(kernel, args, kwargs, (counts, sums)) of the statistics launch: counts are ready, sums are the kernel's
+    to fill (works on meta tensors, for the static check)."""
     n, dim = x.shape
     levels = codes.shape[1]
     order, bounds = _segments(codes, num_codes)
     counts = (bounds[1:] - bounds[:-1]).view(levels, num_codes).to(x.dtype)
     sums = _alloc.empty(levels, num_codes, dim, dtype=x.dtype, device=x.device)
+    block_d = min(triton.next_power_of_2(max(dim, 1)), STAT_BLOCK_D)
+    args = (x, codebooks, codes, order, bounds, sums, n, num_codes, codebooks.shape[1], levels)
+    kwargs = dict(D=dim, BLOCK_R=block_r, BLOCK_D=block_d)
+    return level_sums_kernel, args, kwargs, (counts, sums)
+
+
+def level_statistics(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, num_codes: int,
+                     *, block_r: int = STAT_BLOCK_R) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [N, D], codes int64 [N, L] (−1 = skipped; active levels a prefix per row), codebooks [L', KC, D] (L' ≥ L)
+    -> (counts [L, K] in x's dtype, sums [L, K, D] of the residuals r_l), bitwise deterministic, one launch."""
+    kernel, args, kwargs, (counts, sums) = stats_launch(x, codes, codebooks, num_codes, block_r=block_r)
+    levels, dim = codes.shape[1], x.shape[1]
     if levels * num_codes:
-        block_d = min(triton.next_power_of_2(max(dim, 1)), STAT_BLOCK_D)
-        grid = (levels * num_codes, triton.cdiv(dim, block_d))
-        level_sums_kernel[grid](x, codebooks, codes, order, bounds, sums, n, num_codes, codebooks.shape[1], levels,
-                                D=dim, BLOCK_R=block_r, BLOCK_D=block_d)
+        kernel[(levels * num_codes, triton.cdiv(dim, kwargs["BLOCK_D"]))](*args, **kwargs)
     return counts, sums
 
 

@@ -435,7 +435,9 @@ def test_config_overrides_the_kernel_cannot_compile_raise_clear_errors():
         search.choose_config(20, torch.float32, "tf32x3", "sm_80", block_k=8)
     with pytest.raises(fastrq.InvalidArgumentError, match="power of two"):
         search.choose_config(4, torch.float32, "ieee", "sm_80", block_k=24)
-    search.choose_config(4, torch.float32, "bf16", "sm_80", block_n=8, block_k=2)  # D ≤ 8: no tl.dot, any tile
+    search.choose_config(4, torch.float32, "ieee", "sm_80", block_n=8, block_k=2)  # D ≤ 4 ieee: no tl.dot, any tile
+    with pytest.raises(fastrq.InvalidArgumentError, match="at least 16"):
+        search.choose_config(4, torch.float32, "bf16", "sm_80", block_n=8)  # D ≤ 4 bf16 runs tl.dot
     x = torch.randn(10, 40)
     with pytest.raises(fastrq.InvalidArgumentError, match="at least 16"):
         search.nearest_code(x, torch.randn(5, 40), config=search.SearchConfig(8, 16))
@@ -447,8 +449,8 @@ def test_shared_memory_limits_per_arch():
         for dim in (64, 128, 256):
             for mode in ("tf32x3", "tf32", "bf16", "certified", "ieee"):
                 cfg = search.choose_config(dim, torch.float32, mode, arch, num_codes=8192, num_rows=65536)
-                need = search._shared_bytes(cfg, search.kernel_mode(dim, torch.float32, mode),
-                                            search.padded_dim(dim, mode), 4)
+                kmode = search.kernel_mode(dim, torch.float32, mode)
+                need = search._shared_bytes(cfg, kmode, search.padded_dim(dim, kmode), 4, arch)
                 assert need <= search.SHARED_LIMIT[arch], (arch, dim, mode, cfg, need)
 
 

@@ -12,7 +12,8 @@ sm_90; tensor-core instructions wherever ``tl.dot`` has tensor-core operands; is
 (PTX instructions per pair: D ≤ 16 at most 12, D = 64 at most 16, for tf32x3 counted per MMA pass; the ``ieee``
 mode is exempt: it runs D FMAs per pair on CUDA cores by definition). sm_100 and sm_120 are reported, not checked.
 
-Options: ``--target sm_80`` (repeatable; default all four), ``--kernel TEXT`` (substring of the label),
+Options: ``--target sm_80`` (repeatable; default all four), ``--kernel TEXT`` (substring of the label), ``--quick``
+(the floor classes and D = 256 on sm_80 / sm_90: what ``tests/test_kernel_report.py`` runs),
 ``--jobs N`` (parallel compilations, default 2), ``--csv PATH``, ``--json PATH`` (machine-readable, used by the
 test and by ``benchmarks/gpu_validate.sh`` to compare run-time registers), ``--markdown PATH``;
 ``--sweep PATH``: compile the tile candidates of every search class for sm_80 and sm_90 and write every result and
@@ -144,26 +145,82 @@ def record(r: CompileReport) -> dict:
                 problems=problems(r), tiles=None if cfg is None else cfg.__dict__)
 
 
+TILES_MODULE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels", "tiles.py")
+
+
+def write_tiles(chosen: dict, source: str, meta: dict, module: str = TILES_MODULE) -> None:
+    """Write ``kernels/tiles.py``: the chosen tile per (mode class, padded D) and target, from the sweep."""
+    from fastrq.kernels import search
+
+    table: dict = {}
+    for label, dim, dtype, precision in sc.SWEEP_CLASSES:
+        mode = search.kernel_mode(dim, dtype, precision)
+        key = (search._mode_class(mode, dtype), search.padded_dim(dim, mode, dtype))
+        for target in FLOOR_TARGETS:
+            entry = chosen.get(f"{label} @ {target}")
+            if entry is not None:
+                fields = {k: entry[k] for k in ("block_n", "block_k", "num_warps", "num_stages", "kernel", "block_d",
+                                                "hoist_a")}
+                table.setdefault(key, {})[target] = (fields, label, round(entry["per_pair"], 2))
+    lines = ['"""Search tiles per (mode class, padded D) and target: GENERATED, do not edit.', "",
+             f"Written by ``python -m benchmarks.kernel_report --sweep {os.path.relpath(source)}`` on {meta['date']} "
+             f"(triton {meta['triton']}) from that file: per class, the candidate",
+             "compiled under the run-time specialization (N = 65,536, K = 1,024, L = 8) that does not spill and fits",
+             "the shared memory, with the fewest PTX instructions per (row, code) pair (within 3 %: more resident",
+             "programs per SM, then the larger tile). fastrq.kernels.search.choose_config reads it.", '"""', "",
+             "TILES = {"]
+    for key in sorted(table):
+        lines.append(f"    {key!r}: {{")
+        for target, (fields, label, per_pair) in sorted(table[key].items()):
+            lines.append(f"        {target!r}: {fields!r},  # {label}: {per_pair} PTX/pair")
+        lines.append("    },")
+    lines.append("}")
+    with open(module, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print(f"tiles -> {module}")
+
+
 def run_sweep(path: str, workers: int) -> int:
+    """Compile the candidates (resuming from ``path`` / ``path.partial``: a job already there is not compiled again),
+    write every record and the choice per class."""
     start = time.perf_counter()
-    jobs = sc.sweep_calls()
-    reports = collect(jobs, workers)
+    done: dict = {}
+    for source in (path, path + ".partial"):
+        if os.path.exists(source):
+            with open(source) as handle:
+                text = handle.read()
+            found = json.loads(text)["reports"] if source == path else [json.loads(x) for x in text.splitlines() if x]
+            done.update({(r["label"], r["config"], r["target"]): r for r in found})
+    jobs = [(c, t) for c, t in sc.sweep_calls() if (c.label, sc.config_text(c.config), t) not in done]
+    print(f"{len(done)} records kept, {len(jobs)} to compile", flush=True)
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool, open(path + ".partial", "a") as partial:
+        for report in pool.map(_compile_one, jobs, chunksize=1):  # streamed: progress survives an interruption
+            rec = record(report)
+            done[(rec["label"], rec["config"], rec["target"])] = rec
+            partial.write(json.dumps(rec) + "\n")
+            partial.flush()
+    wanted = {(c.label, sc.config_text(c.config), t) for c, t in sc.sweep_calls()}
+    records = [r for key, r in done.items() if key in wanted]
     chosen = {}
     for label, *_ in sc.SWEEP_CLASSES:
         for target in FLOOR_TARGETS:
-            best = sc.best_of([r for r in reports if r.call.label == label and r.target == target])
-            chosen[f"{label} @ {target}"] = None if best is None else {**best.call.config.__dict__,
-                                                                       "per_pair": best.per_pair,
-                                                                       "registers": best.registers,
-                                                                       "shared": best.shared}
-            print(f"{label:24s} {target}: {'none acceptable' if best is None else sc.config_text(best.call.config)}"
-                  + ("" if best is None else f"  ({best.per_pair:.2f} PTX/pair, {best.registers} regs, "
-                                             f"{best.shared} B shared, {best.ctas_per_sm} CTAs/SM)"), flush=True)
-    meta = dict(triton=__import__("triton").__version__, torch=torch.__version__, seconds=time.perf_counter() - start,
-                num_rows=65536, num_codes=1024, num_levels=8)
+            best = sc.best_of([r for r in records if r["label"] == label and r["target"] == target])
+            chosen[f"{label} @ {target}"] = None if best is None else {
+                **best["tiles"], "per_pair": best["per_pair"], "sass_per_pair": best["sass_per_pair"],
+                "registers": best["registers"], "shared": best["shared"], "ctas_per_sm": best["ctas_per_sm"]}
+            print(f"{label:24s} {target}: " + ("none acceptable" if best is None else
+                  f"{best['config']}  ({best['per_pair']:.2f} PTX/pair, {best['sass_per_pair']:.2f} SASS/pair, "
+                  f"{best['registers']} regs, {best['shared']} B shared, {best['ctas_per_sm']} CTAs/SM)"), flush=True)
+    meta = dict(triton=__import__("triton").__version__, torch=torch.__version__, num_rows=65536, num_codes=1024,
+                num_levels=8, compiled_now=len(jobs), seconds_now=time.perf_counter() - start,
+                date=time.strftime("%Y-%m-%d"))
     with open(path, "w") as handle:
-        json.dump({"meta": meta, "chosen": chosen, "reports": [record(r) for r in reports]}, handle, indent=1)
-    print(f"{len(reports)} compilations in {meta['seconds']:.0f} s -> {path}")
+        json.dump({"meta": meta, "chosen": chosen, "reports": records}, handle, indent=1)
+    write_tiles(chosen, path, meta)
+    os.unlink(path + ".partial")
+    print(f"{len(records)} records ({len(jobs)} compiled now, {meta['seconds_now']:.0f} s) -> {path}")
     return 0
 
 
@@ -176,12 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown")
     parser.add_argument("--sweep", metavar="PATH", help="compile the tile candidates, write the results to PATH")
     parser.add_argument("--jobs", type=int, default=2, help="compilations in parallel (default 2)")
+    parser.add_argument("--quick", action="store_true", help="the floor classes (D 4, 16, 64) and D = 256, "
+                        "sm_80 and sm_90 only (what the test runs)")
     args = parser.parse_args(argv)
     if args.sweep:
         return run_sweep(args.sweep, args.jobs)
     start = time.perf_counter()
-    targets = tuple(args.target or TARGETS)
-    jobs = [(c, t) for c in sc.calls() if args.kernel in c.label for t in targets]
+    targets = tuple(args.target or (FLOOR_TARGETS if args.quick else TARGETS))
+    jobs = [(c, t) for c in sc.calls(quick=args.quick) if args.kernel in c.label for t in targets]
     reports = collect(jobs, args.jobs)
     table = rows(reports)
     print(format_table(table))

@@ -83,6 +83,19 @@ def first_equal_rows(codebooks: torch.Tensor) -> torch.Tensor:
     return torch.where(same, first, position)
 
 
+_SIZES: dict[tuple, torch.Tensor] = {}
+
+
+def _sizes_tensor(sizes: tuple, device: torch.device) -> torch.Tensor:
+    """The level sizes on the device, cached: a host-to-device copy (a sync on CUDA) only on first use."""
+    key = (sizes, str(device))
+    if key not in _SIZES:
+        if len(_SIZES) > 256:
+            _SIZES.clear()
+        _SIZES[key] = torch.tensor(sizes, device=device)
+    return _SIZES[key]
+
+
 def _pad(t: torch.Tensor, codes: int, dim: int) -> torch.Tensor:
     """[L, K, D] -> [L, codes, dim] zero-padded (a fresh contiguous tensor)."""
     out = t.new_zeros(t.shape[0], codes, dim)
@@ -102,7 +115,7 @@ def prepare_codebooks(codebooks: torch.Tensor, level_sizes: list[int] | None, mo
     num_levels, num_codes, dim = codebooks.shape
     device = codebooks.device
     kp = -(-num_codes // block_k) * block_k
-    sizes = torch.as_tensor(level_sizes if level_sizes is not None else [num_codes] * num_levels, device=device)
+    sizes = _sizes_tensor(tuple(level_sizes) if level_sizes is not None else (num_codes,) * num_levels, device)
     valid = torch.arange(num_codes, device=device)[None, :] < sizes[:, None]  # [L, K]
     shifts = centring_shifts(codebooks, valid)
     centred = torch.where(valid[..., None], codebooks - shifts[:, None, :], 0.0)

@@ -76,25 +76,31 @@ class SearchConfig:
     hoist_a: bool = True  # "large": the residual operand loaded once per level (shared memory) or per code tile
 
 
-# (mode class, padded D) -> arch -> (block_n, block_k, num_warps, num_stages). Mode classes: "fma" (D ≤ 8, any
-# precision; float64 too), "f64" (float64 tl.dot), and the float32 dot modes. Found with benchmarks/kernel_report.py
-# (the largest spill-free tile under the run-time specialization, then the per-pair instruction count).
-TILES: dict[tuple[str, int], dict[str, tuple[int, int, int, int]]] = {}
+# (mode class, padded D) -> target -> tile fields, generated from the tile sweep (kernels/tiles.py, written by
+# ``python -m benchmarks.kernel_report --sweep benchmarks/results/kernels/tile_sweep.json``). Mode classes: "fma"
+# (ieee D ≤ 4), "fma64" (float64 D ≤ 4), "f64" (float64 tl.dot), and the float32 modes. A padded D the sweep did not
+# compile takes the entry of the next larger swept D of its class (a tile spill-free there has fewer values per
+# thread here), or the largest; sm_86 / sm_120 take sm_80's entry, sm_100 sm_90's, then shrink to their shared
+# memory. A class the sweep has no spill-free entry for takes _FALLBACK (the static report then shows its spills).
+from .tiles import TILES  # noqa: E402
+
+_FALLBACK = {"block_n": 64, "block_k": 64, "num_warps": 4, "num_stages": 2, "kernel": "registers", "block_d": 0,
+             "hoist_a": True}
+_BASE_ARCH = {"sm_80": "sm_80", "sm_86": "sm_80", "sm_90": "sm_90", "sm_100": "sm_90", "sm_120": "sm_80"}
 
 
-def _fill_tiles() -> None:
-    archs = ("sm_80", "sm_90", "sm_100", "sm_120")
-    for dp in (1, 2, 4):
-        for arch in archs:
-            TILES.setdefault(("fma", dp), {})[arch] = (256, 16, 4, 2)
-            TILES.setdefault(("fma64", dp), {})[arch] = (256, 16, 4, 2)
-    for mode in ("ieee", "tf32", "tf32x3", "bf16", "certified", "f64"):
-        for dp in (4, 8, 16, 32, 64, 128, 0):  # 0: the large-D kernel, any padded D ≥ LARGE_MIN_DP
-            for arch in archs:
-                TILES.setdefault((mode, dp), {})[arch] = (128, 64, 8, 2) if 0 < dp <= 64 else (64, 64, 4, 2)
+def _tile(cls: str, dp: int, arch: str) -> dict:
+    swept = sorted(d for (c, d) in TILES if c == cls)
+    base = _BASE_ARCH.get(arch, "sm_80")
+    if not swept:
+        fields = dict(_FALLBACK)
+    else:
+        larger = [d for d in swept if d >= dp]
+        fields = dict(TILES[(cls, larger[0] if larger else swept[-1])].get(base, _FALLBACK))
+    if dp >= LARGE_MIN_DP and fields["kernel"] != "large":
+        fields.update(kernel="large", block_d=LARGE_BLOCK_D, hoist_a=cls != "tf32x3")
+    return fields
 
-
-_fill_tiles()
 
 # Timed table: (mode class, padded D, K bucket, N bucket, arch) -> SearchConfig, from a GPU run.
 TIMED: dict[tuple[str, int, int, int, str], SearchConfig] = {}
@@ -208,27 +214,25 @@ def choose_config(dim: int, dtype: torch.dtype, precision: str = "ieee", arch: s
     mode = kernel_mode(dim, dtype, precision)
     dp = padded_dim(dim, mode, dtype)
     cls = _mode_class(mode, dtype)
-    base_arch = "sm_80" if arch == "sm_86" else arch
     k_bucket = triton.next_power_of_2(max(num_codes or 1, 1))
     n_bucket = triton.next_power_of_2(max(num_rows or 1, 1))
     timed = TIMED.get((cls, dp, k_bucket, n_bucket, arch)) if num_codes and num_rows else None
     if timed is not None:
         cfg = timed
     else:
-        block_n, block_k, warps, stages = TILES[(cls, dp if dp < LARGE_MIN_DP else 0)][base_arch]
+        fields = _tile(cls, dp, arch)
+        block_n, block_k = fields["block_n"], fields["block_k"]
         min_tile = 1 if mode == "fma" else 16
         if num_codes is not None:
             block_k = max(min_tile, min(block_k, k_bucket))
         if num_rows is not None:
-            # enough programs for the SMs: halve the row tile while the grid is short, down to 16 rows for mma
-            # (64 rows per warp group for wgmma; Triton falls back to mma below that)
+            # enough programs for the SMs: halve the row tile while the grid is short, down to 32 rows for tl.dot
+            # (64 rows per warp group for wgmma: Triton falls back to mma below that) and 16 for the FMA path
             sms = num_sms or SM_COUNT.get(arch, 108)
             floor = 16 if mode == "fma" else 32
             while block_n > floor and triton.cdiv(num_rows, block_n) < sms:
                 block_n //= 2
-        cfg = SearchConfig(block_n, block_k, warps, stages)
-        if dp >= LARGE_MIN_DP:
-            cfg = replace(cfg, kernel="large", block_d=LARGE_BLOCK_D)
+        cfg = SearchConfig(**{**fields, "block_n": block_n, "block_k": block_k})
         itemsize = 8 if dtype == torch.float64 else 4
         limit = SHARED_LIMIT.get(arch, SHARED_LIMIT["sm_80"])
         while _shared_bytes(cfg, mode, dp, itemsize, arch) > limit and cfg.num_stages > 1:
@@ -252,9 +256,18 @@ class SearchLaunch:
     outputs: dict = field(default_factory=dict)
     kernel: object = rq_search_kernel
 
-    def run(self) -> None:
-        if self.grid[0]:
-            self.kernel[self.grid](*self.args, **self.constexprs)
+    def run(self):
+        """Launch; returns Triton's compiled kernel (None when the grid is empty). :data:`LAUNCH_HOOKS` see it."""
+        if not self.grid[0]:
+            return None
+        compiled = self.kernel[self.grid](*self.args, **self.constexprs)
+        for hook in LAUNCH_HOOKS:
+            hook(self, compiled)
+        return compiled
+
+
+# Callables (launch, compiled kernel) run after every search launch: the GPU kit records run-time registers.
+LAUNCH_HOOKS: list = []
 
 
 def search_launch(

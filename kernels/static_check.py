@@ -110,18 +110,26 @@ SEARCH_DIMS = (1, 4, 8, 16, 17, 32, 64, 100, 128, 256)
 FP32_MODES = ("ieee", "tf32x3", "tf32", "bf16", "certified")
 
 
-def calls(dims=SEARCH_DIMS, modes=FP32_MODES) -> list[Call]:
-    """The representative launches: the training step's search at N = 65,536, K = 1,024, L = 8 per D and mode
-    (D ≤ 8 runs one FMA kernel whatever the mode), float64, the inference variants, statistics and decode."""
+QUICK_DIMS = (4, 16, 64, 256)
+MODULE_STEPS = ((6272, 4, 256, 1), (6272, 4, 128, 2), (6272, 4, 128, 3), (4096, 8, 1024, 9), (4800, 128, 1024, 8))
+
+
+def calls(dims=SEARCH_DIMS, modes=FP32_MODES, quick: bool = False) -> list[Call]:
+    """The representative launches: the training step's search at N = 65,536, K = 1,024, L = 8 per D and mode,
+    float64, the inference variants (residual_quantize; nearest_code, where L = 1 is a constexpr), statistics and
+    decode. ``quick``: the floors' D (4, 16, 64) and 256 only, float64 at 4 and 64."""
     out: list[Call] = []
-    for dim in dims:
-        for mode in (("ieee",) if dim <= 8 else modes):
-            out.append(Call("search", f"train fp32 D={dim} {mode if dim > 8 else 'fma'}", dim, torch.float32, mode))
-    for dim in (4, 16, 64, 256):
+    for dim in QUICK_DIMS if quick else dims:
+        for mode in modes:
+            out.append(Call("search", f"train fp32 D={dim} {mode}", dim, torch.float32, mode))
+    for dim in ((4, 64) if quick else (4, 16, 64, 256)):
         out.append(Call("search", f"train fp64 D={dim}", dim, torch.float64, "ieee"))
     out.append(Call("search", "quantize fp32 D=64 tf32x3", 64, torch.float32, "tf32x3", op="quantize"))
     out.append(Call("search", "nearest fp32 D=4 L=1", 4, torch.float32, "ieee", num_levels=1, op="nearest"))
     out.append(Call("search", "nearest fp32 D=64 tf32x3 L=1", 64, torch.float32, "tf32x3", num_levels=1, op="nearest"))
+    for n, dim, k, levels in MODULE_STEPS:  # the module-step shapes: smaller N halves the row tile
+        out.append(Call("search", f"module step N={n} D={dim} K={k} L={levels} tf32x3", dim, torch.float32,
+                        "tf32x3", num_rows=n, num_codes=k, num_levels=levels))
     out.append(Call("statistics", "statistics fp32 D=64", 64))
     out.append(Call("statistics", "statistics fp64 D=256", 256, torch.float64))
     out.append(Call("decode", "decode fp32 D=64", 64))
@@ -173,9 +181,9 @@ def jit_compile(fn, args, kwargs, target: str):
     source = ASTSource(fn, signature, constexprs=constexprs, attrs=attrs)
     compiled = triton.compile(source, target=TARGETS[target], options=options.__dict__)
     names = list(fn.arg_names)
-    spec = {names[path[0]]: ("=1" if signature[names[path[0]]] == "constexpr" else "div16")
-            for path in list(attrs) + [p for p in constexprs if signature.get(names[p[0]]) == "constexpr"
-                                         and names[p[0]] not in kwargs]}
+    spec = {names[path[0]]: "div16" for path, value in attrs.items() if ["tt.divisibility", 16] in value}
+    spec.update({names[path[0]]: "=1" for path in constexprs
+                 if signature.get(names[path[0]]) == "constexpr" and names[path[0]] not in kwargs})
     return compiled, spec
 
 
@@ -294,6 +302,8 @@ def sass_tile(sass: str, marker: str, inner_trips: int) -> list[str]:
 
 
 def sass_marker(mode: str, dtype: torch.dtype) -> str:
+    if mode == "fma" and dtype == torch.float64:
+        return r"\bDFMA\b"
     if mode == "fma" or (mode == "ieee" and dtype == torch.float32):
         return r"\bFFMA\b"
     if mode == "ieee":
@@ -402,12 +412,16 @@ def compile_report(call: Call, target: str) -> CompileReport:
 # spill-free candidate that fits the shared memory with the fewest PTX instructions per pair (ties: more resident
 # programs per SM, then the larger tile).
 
-SWEEP_CLASSES = [  # (label, D, dtype, precision): one representative D per (mode class, padded D)
-    *[(f"fp32 D={d} ieee", d, torch.float32, "ieee") for d in (4, 8, 16, 32, 64, 128, 256)],
-    *[(f"fp32 D={d} {m}", d, torch.float32, m) for m in ("tf32x3", "tf32") for d in (8, 16, 32, 64, 128, 256)],
-    *[(f"fp32 D={d} bf16", d, torch.float32, "bf16") for d in (16, 32, 64, 128, 256)],
-    *[(f"fp32 D={d} certified", d, torch.float32, "certified") for d in (16, 32, 64, 128)],
-    *[(f"fp64 D={d}", d, torch.float64, "ieee") for d in (4, 8, 16, 32, 64, 128, 256)],
+SWEEP_CLASSES = [  # (label, D, dtype, precision): the floor classes and the default modes' padded D
+    ("fp32 D=4 ieee", 4, torch.float32, "ieee"),
+    ("fp32 D=16 ieee", 16, torch.float32, "ieee"),
+    ("fp32 D=64 ieee", 64, torch.float32, "ieee"),
+    *[(f"fp32 D={d} tf32x3", d, torch.float32, "tf32x3") for d in (4, 16, 32, 64, 128)],
+    ("fp32 D=64 tf32", 64, torch.float32, "tf32"),
+    *[(f"fp32 D={d} bf16", d, torch.float32, "bf16") for d in (16, 64, 128)],
+    *[(f"fp32 D={d} certified", d, torch.float32, "certified") for d in (16, 64)],
+    *[(f"fp32 D=256 {m}", 256, torch.float32, m) for m in ("tf32x3", "bf16", "tf32", "ieee")],
+    *[(f"fp64 D={d}", d, torch.float64, "ieee") for d in (4, 16, 64, 256)],
 ]
 
 
@@ -416,15 +430,25 @@ def candidates(dim: int, dtype: torch.dtype, precision: str) -> list[search.Sear
     dp = search.padded_dim(dim, mode, dtype)
     C = search.SearchConfig
     if mode == "fma":
-        return [C(bn, bk, w, 2) for bn in (128, 256, 512) for bk in (8, 16, 32) for w in (4, 8)]
+        return [C(bn, bk, 4, 2) for bn in (128, 256, 512) for bk in (16, 32)]
+    large_tf32x3 = [C(64, bk, w, 2, "large", bd, False) for bd in (32, 64) for bk in (64, 128) for w in (4, 8)]
+    large = [C(bn, bk, w, 2, "large", 64, True) for bn in (64, 128) for bk in (64, 128) for w in (4, 8)]
     if dp >= search.LARGE_MIN_DP:
         if mode == "tf32x3":
-            return [C(bn, bk, w, 2, "large", bd, False) for bd in (32, 64) for bn in (64, 128) for bk in (64, 128)
-                    for w in (4, 8)]
-        return [C(bn, bk, w, st, "large", 64, True) for bn in (64, 128) for bk in (64, 128) for w in (4, 8)
-                for st in (2, 3)]
-    stages = (2,) if dp <= 16 else (2, 3)  # small tiles: a third stage buys nothing
-    return [C(bn, bk, w, st) for bn in (64, 128) for bk in (32, 64, 128) for w in (4, 8) for st in stages]
+            return large_tf32x3
+        if mode == "tf32":
+            return [c for c in large if c.block_n == 64]
+        if mode == "ieee" or dtype == torch.float64:  # FMA dot / DMMA: whole operand rows per thread, small tiles
+            return [C(bn, bk, w, 2, "large", bd, h) for bn in (32, 64) for bk in (32, 64) for w in (4, 8)
+                    for bd in (32, 64) for h in (True, False)]
+        return large
+    tiles = [C(bn, bk, w, 2) for bn in (64, 128) for bk in (64, 128) for w in (4, 8)]
+    tiles += [C(bn, 32, w, 2) for bn in (64, 128) for w in (4, 8)]  # narrow code tiles: fewer live registers
+    if mode == "ieee" or dtype == torch.float64:  # FMA dot / DMMA: whole operand rows per thread
+        tiles += [C(32, bk, w, 2) for bk in (32, 64) for w in (4, 8)]
+    if dp >= 128:  # the register tile may not fit: the large kernel competes
+        tiles += large_tf32x3 if mode == "tf32x3" else large
+    return tiles
 
 
 def sweep_calls(targets=FLOOR_TARGETS) -> list[tuple[Call, str]]:
@@ -436,16 +460,19 @@ def sweep_calls(targets=FLOOR_TARGETS) -> list[tuple[Call, str]]:
     return jobs
 
 
-def acceptable(report: CompileReport) -> bool:
-    return report.ok and not report.spills and report.shared <= report.shared_limit and report.per_pair > 0
+def acceptable(record: dict) -> bool:
+    """A report record (see benchmarks/kernel_report.record) that compiled, does not spill and fits the shared
+    memory, with its inner loop found."""
+    return (record["ok"] and record["stack"] == 0 and record["local"] == 0 and record["shared"] <= record["shared_limit"]
+            and record["per_pair"] > 0)
 
 
-def best_of(reports: list[CompileReport]) -> CompileReport | None:
+def best_of(records: list[dict]) -> dict | None:
     """The candidate a class keeps: acceptable, fewest PTX instructions per pair (within 3 %: more resident
     programs per SM, then more pairs per program)."""
-    ok = [r for r in reports if acceptable(r)]
+    ok = [r for r in records if acceptable(r)]
     if not ok:
         return None
-    low = min(r.per_pair for r in ok)
-    near = [r for r in ok if r.per_pair <= low * 1.03]
-    return max(near, key=lambda r: (r.ctas_per_sm, r.call.config.block_n * r.call.config.block_k, -r.per_pair))
+    low = min(r["per_pair"] for r in ok)
+    near = [r for r in ok if r["per_pair"] <= low * 1.03]
+    return max(near, key=lambda r: (r["ctas_per_sm"], r["tiles"]["block_n"] * r["tiles"]["block_k"], -r["per_pair"]))

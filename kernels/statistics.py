@@ -73,8 +73,8 @@ def _segments(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.
     n, levels = codes.shape
     offsets = (torch.arange(levels, device=codes.device) * num_codes)[:, None]
     keys = torch.empty(levels * n, dtype=codes.dtype, device=codes.device)  # level-major, the same ops for any L
-    torch.where(codes.T >= 0, codes.T + offsets, torch.tensor(levels * num_codes, device=codes.device),
-                out=keys.view(levels, n))
+    torch.add(codes.T, offsets, out=keys.view(levels, n))
+    keys.view(levels, n).masked_fill_(codes.T < 0, levels * num_codes)  # a Python scalar: no host-to-device copy
     sorted_keys, order = torch.sort(keys, stable=True)
     bounds = torch.searchsorted(sorted_keys, torch.arange(levels * num_codes + 1, device=codes.device))
     return order, bounds

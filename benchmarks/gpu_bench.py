@@ -14,12 +14,12 @@ model without timing anything (works without a GPU); ``--csv PATH`` writes the l
 
 Roofline model (per grid point, for a device spec): the kernel cannot be faster than the largest of
 
-- **MMA** (tensor-core modes, D > 16): 2·N·K·D_pad·L / peak dot throughput of the mode (tf32x3 = three TF32
-  products), D_pad = D padded to a power of two ≥ 16,
+- **MMA** (tensor-core modes): 2·N·K·D_pad·L / peak dot throughput of the mode (tf32x3 = three TF32 products),
+  D_pad = D padded to a power of two ≥ 8 (TF32) or ≥ 16 (bf16),
 - **epilogue**: ≈ 4 CUDA-core instructions per (row, code, level) after the dot (add the norm, compare, two
   selects of the running min/argmin): 4·N·K·L / (fp32 instruction rate = fp32 peak FLOP/s ÷ 2); it overlaps the MMA,
-- **CUDA cores** (``ieee`` and the small-D broadcast-FMA path): products and epilogue share the CUDA cores, so
-  (N·K·D·L FMAs + 4·N·K·L) / instruction rate,
+- **CUDA cores** (``ieee``: the broadcast-FMA path for D ≤ 4, tl.dot's FMA lowering above): products and epilogue
+  share the CUDA cores, so (N·K·D·L FMAs + 4·N·K·L) / instruction rate,
 - **memory**: minimal bytes (N·D in + N·D out) · itemsize + N·L·8 (codes) + L·K·D · itemsize over HBM bandwidth,
 - **launch**: ≈ 4 µs per launch (one here).
 
@@ -82,33 +82,60 @@ def device_spec() -> DeviceSpec:
 def roofline(n: int, d: int, k: int, levels: int, mode: str, spec: DeviceSpec, itemsize: int = 4) -> dict:
     """The lower bounds (seconds) and the name of the largest.
 
-    Tensor-core modes (D > 16): the dot runs on tensor cores over D padded to a power of two ≥ 16, overlapping
-    the CUDA-core epilogue, so the two are separate bounds. ``ieee`` and the small-D path (D ≤ 16, broadcast FMA)
-    run the products *and* the epilogue on the same CUDA cores: one bound, ``cuda-cores``, for their sum.
+    Tensor-core modes (tf32x3 / tf32 / bf16, any D): the dot runs on tensor cores over D padded to a power of two
+    (at least 8 for TF32 operands, 16 for bf16: Triton's smallest dot K), overlapping the CUDA-core epilogue, so the
+    two are separate bounds. ``ieee`` runs the products *and* the epilogue on the same CUDA cores (D FMAs per pair
+    for D ≤ 4, the padded D above): one bound, ``cuda-cores``, for their sum.
     """
-    d_pad = max(16, 1 << (d - 1).bit_length())
+    pow2 = 1 << max(d - 1, 0).bit_length()
     instr_rate = spec.fp32_flops / 2  # CUDA-core instructions per second (an FMA is 2 FLOPs)
     epilogue = EPILOGUE_OPS * n * k * levels / instr_rate
     memory = ((2 * n * d + levels * k * d) * itemsize + n * levels * 8) / spec.hbm_bytes_s
-    if d <= 16 or mode == "ieee":
-        terms = {"cuda-cores": (n * k * (d if d <= 16 else d_pad) * levels) / instr_rate + epilogue}
+    if mode == "ieee":
+        fmas = d if d <= 4 else max(8, pow2)
+        terms = {"cuda-cores": (n * k * fmas * levels) / instr_rate + epilogue}
     else:
+        d_pad = max(16 if mode == "bf16" else 8, pow2)
         terms = {"mma": 2 * n * k * d_pad * levels / spec.dot_flops(mode), "epilogue": epilogue}
     terms.update(memory=memory, launch=LAUNCH_S)
     bound = max(terms, key=terms.get)
     return {**terms, "bound": bound, "time": terms[bound]}
 
 
-def model_table(spec: DeviceSpec) -> str:
-    lines = [f"roofline model for {spec.name}: lower bounds in µs (largest = expected bound)",
-             "| N | D | K | L | mode | MMA | epilogue | CUDA cores (FMA + epilogue) | memory | launch | bound |",
-             "|" + "---|" * 11]
+def model_table(spec: DeviceSpec, static: str | None = None) -> str:
+    """The roofline per grid point; with ``static`` (a ``benchmarks/kernel_report.py --json`` file) also the
+    issue bound predicted from the compiled code: SASS instructions per (row, code) pair of the search's inner loop
+    (sm_90) × N·K·L / the CUDA-core instruction rate, and the predicted time max(MMA, issue, memory, launch)."""
+    records = {}
+    if static:
+        import json
+
+        with open(static) as handle:
+            for r in json.load(handle):
+                if r["kernel"] == "search" and r["target"] == "sm_90" and r["op"] == "train" and r["dtype"] == "float32":
+                    records[(r["dim"], r["precision"])] = r
+    head = "| N | D | K | L | mode | MMA | epilogue | CUDA cores (FMA + epilogue) | memory | launch | bound |"
+    if static:
+        head += " SASS/pair (sm_90) | issue bound | predicted | % of bound |"
+    lines = [f"roofline model for {spec.name}: lower bounds in µs (largest = expected bound)", head,
+             "|" + "---|" * (15 if static else 11)]
+    instr_rate = spec.fp32_flops / 2
     for n, d, k, levels in GRID:
         for mode in ("tf32x3", "bf16", "ieee"):
             r = roofline(n, d, k, levels, mode, spec)
             cell = lambda key: f"{r[key] * 1e6:.1f}" if key in r else "–"  # noqa: E731
-            lines.append(f"| {n} | {d} | {k} | {levels} | {mode} | {cell('mma')} | {cell('epilogue') if 'mma' in r else '–'} "
-                         f"| {cell('cuda-cores')} | {cell('memory')} | {cell('launch')} | {r['bound']} |")
+            line = (f"| {n} | {d} | {k} | {levels} | {mode} | {cell('mma')} | {cell('epilogue') if 'mma' in r else '–'} "
+                    f"| {cell('cuda-cores')} | {cell('memory')} | {cell('launch')} | {r['bound']} |")
+            if static:
+                rec = records.get((d, mode))
+                if rec and rec["sass_per_pair"] > 0:
+                    issue = rec["sass_per_pair"] * n * k * levels / instr_rate
+                    predicted = max(issue, r.get("mma", 0.0), r["memory"], r["launch"])
+                    line += (f" {rec['sass_per_pair']:.2f} | {issue * 1e6:.1f} | {predicted * 1e6:.1f} | "
+                             f"{100 * r['time'] / predicted:.0f}% |")
+                else:
+                    line += " – | – | – | – |"
+            lines.append(line)
     return "\n".join(lines)
 
 
@@ -176,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-only", action="store_true", help="print the roofline model, time nothing")
     parser.add_argument("--device", choices=sorted(SPECS), help="device numbers for --model-only")
+    parser.add_argument("--static", help="a kernel_report --json file: add the issue bound of the compiled code")
     parser.add_argument("--csv")
     args = parser.parse_args(argv)
     if args.model_only:
-        print(model_table(SPECS[args.device or "H100"]))
+        print(model_table(SPECS[args.device or "H100"], args.static))
         return 0
     if not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
         print("no CUDA device (or TRITON_INTERPRET=1): nothing measured; --model-only prints the roofline model")

@@ -153,15 +153,13 @@ def write_tiles(chosen: dict, source: str, meta: dict, module: str = TILES_MODUL
     from fastrq.kernels import search
 
     table: dict = {}
-    for label, dim, dtype, precision in sc.SWEEP_CLASSES:
-        mode = search.kernel_mode(dim, dtype, precision)
-        key = (search._mode_class(mode, dtype), search.padded_dim(dim, mode, dtype))
-        for target in FLOOR_TARGETS:
-            entry = chosen.get(f"{label} @ {target}")
-            if entry is not None:
-                fields = {k: entry[k] for k in ("block_n", "block_k", "num_warps", "num_stages", "kernel", "block_d",
-                                                "hoist_a")}
-                table.setdefault(key, {})[target] = (fields, label, round(entry["per_pair"], 2))
+    for name, entry in chosen.items():
+        if entry is None:
+            continue
+        target = name.rsplit(" @ ", 1)[1]
+        fields = {k: entry[k] for k in ("block_n", "block_k", "num_warps", "num_stages", "kernel", "block_d",
+                                        "hoist_a")}
+        table.setdefault(tuple(entry["key"]), {})[target] = (fields, name.rsplit(" @ ", 1)[0], round(entry["per_pair"], 2))
     lines = ['"""Search tiles per (mode class, padded D) and target: GENERATED, do not edit.', "",
              f"Written by ``python -m benchmarks.kernel_report --sweep {os.path.relpath(source)}`` on {meta['date']} "
              f"(triton {meta['triton']}) from that file: per class, the candidate",
@@ -172,7 +170,7 @@ def write_tiles(chosen: dict, source: str, meta: dict, module: str = TILES_MODUL
     for key in sorted(table):
         lines.append(f"    {key!r}: {{")
         for target, (fields, label, per_pair) in sorted(table[key].items()):
-            lines.append(f"        {target!r}: {fields!r},  # {label}: {per_pair} PTX/pair")
+            lines.append(f"        {target!r}: {fields!r},  # {per_pair} PTX/pair (worst of {label})")
         lines.append("    },")
     lines.append("}")
     with open(module, "w") as handle:
@@ -204,13 +202,21 @@ def run_sweep(path: str, workers: int) -> int:
     wanted = {(c.label, sc.config_text(c.config), t) for c, t in sc.sweep_calls()}
     records = [r for key, r in done.items() if key in wanted]
     chosen = {}
-    for label, *_ in sc.SWEEP_CLASSES:
+    from fastrq.kernels import search
+
+    groups: dict = {}
+    for label, dim, dtype, precision in sc.SWEEP_CLASSES:
+        mode = search.kernel_mode(dim, dtype, precision)
+        groups.setdefault((search._mode_class(mode, dtype), search.padded_dim(dim, mode, dtype)), []).append(label)
+    for key, labels in groups.items():
         for target in FLOOR_TARGETS:
-            best = sc.best_of([r for r in records if r["label"] == label and r["target"] == target])
-            chosen[f"{label} @ {target}"] = None if best is None else {
-                **best["tiles"], "per_pair": best["per_pair"], "sass_per_pair": best["sass_per_pair"],
-                "registers": best["registers"], "shared": best["shared"], "ctas_per_sm": best["ctas_per_sm"]}
-            print(f"{label:24s} {target}: " + ("none acceptable" if best is None else
+            best = sc.best_of([r for r in records if r["label"] in labels and r["target"] == target])
+            name = f"{key[0]} DP={key[1]} ({', '.join(labels)})"
+            chosen[f"{name} @ {target}"] = None if best is None else {
+                **best["tiles"], "key": list(key), "per_pair": best["per_pair"], "sass_per_pair": best["sass_per_pair"],
+                "registers": best["registers"], "shared": best["shared"], "ctas_per_sm": best["ctas_per_sm"],
+                "worst_label": best["label"]}
+            print(f"{name:60s} {target}: " + ("none acceptable" if best is None else
                   f"{best['config']}  ({best['per_pair']:.2f} PTX/pair, {best['sass_per_pair']:.2f} SASS/pair, "
                   f"{best['registers']} regs, {best['shared']} B shared, {best['ctas_per_sm']} CTAs/SM)"), flush=True)
     meta = dict(triton=__import__("triton").__version__, torch=torch.__version__, num_rows=65536, num_codes=1024,

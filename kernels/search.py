@@ -60,6 +60,8 @@ SM_COUNT = {"sm_80": 108, "sm_86": 84, "sm_90": 132, "sm_100": 148, "sm_120": 17
 CERTIFIED_CANDIDATES = 2
 # From this padded D on, the row tile does not fit in registers: the "large" kernel (scratch, D in chunks of 64).
 LARGE_MIN_DP = 256
+# The certified mode (a bf16 pass and an exact re-search in one program) up to this padded D; tf32x3 above.
+CERTIFIED_MAX_DP = 64
 LARGE_BLOCK_D = 64
 
 
@@ -150,8 +152,8 @@ def kernel_mode(dim: int, dtype: torch.dtype, precision: str) -> str:
         return "fma"
     if dtype == torch.float64:
         return "ieee"
-    if precision == "certified" and triton.next_power_of_2(dim) >= LARGE_MIN_DP:
-        return "tf32x3"  # the large-D kernel has no certified pass: exact tf32x3 instead
+    if precision == "certified" and triton.next_power_of_2(dim) > CERTIFIED_MAX_DP:
+        return "tf32x3"  # two search loops in one program spill beyond D = 64: exact tf32x3 instead
     return precision
 
 
@@ -183,6 +185,8 @@ def _shared_bytes(cfg: SearchConfig, mode: str, dp: int, itemsize: int, arch: st
         return 0
     per = _OPERAND_BYTES["f64" if itemsize == 8 else mode]
     buffers = cfg.num_stages if arch not in ("sm_80", "sm_86") else max(cfg.num_stages - 1, 1)
+    if cfg.kernel == "large" and not cfg.hoist_a:  # a run-time chunk loop: one [rows + codes, BLOCK_D] chunk a stage
+        return (cfg.block_n + cfg.block_k) * cfg.block_d * per * buffers
     total = (cfg.block_n + cfg.block_k * buffers) * dp * per
     if mode == "certified":
         total += (cfg.block_n + cfg.block_k * buffers) * dp * _OPERAND_BYTES["tf32x3"]

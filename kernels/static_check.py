@@ -422,6 +422,18 @@ SWEEP_CLASSES = [  # (label, D, dtype, precision): the floor classes and the def
     *[(f"fp32 D={d} certified", d, torch.float32, "certified") for d in (16, 64)],
     *[(f"fp32 D=256 {m}", 256, torch.float32, m) for m in ("tf32x3", "bf16", "tf32", "ieee")],
     *[(f"fp64 D={d}", d, torch.float64, "ieee") for d in (4, 16, 64, 256)],
+    # D below its padded D (masked columns) shares the padded class: a class's tile must fit both
+    ("fp32 D=1 tf32x3", 1, torch.float32, "tf32x3"),
+    ("fp32 D=17 tf32x3", 17, torch.float32, "tf32x3"),
+    ("fp32 D=100 tf32x3", 100, torch.float32, "tf32x3"),
+    ("fp32 D=4 bf16", 4, torch.float32, "bf16"),
+    ("fp32 D=4 certified", 4, torch.float32, "certified"),
+    ("fp32 D=32 ieee", 32, torch.float32, "ieee"),
+    ("fp32 D=17 ieee", 17, torch.float32, "ieee"),
+    ("fp32 D=128 ieee", 128, torch.float32, "ieee"),
+    ("fp32 D=100 ieee", 100, torch.float32, "ieee"),
+    ("fp32 D=100 bf16", 100, torch.float32, "bf16"),
+    ("fp64 D=128", 128, torch.float64, "ieee"),
 ]
 
 
@@ -469,10 +481,19 @@ def acceptable(record: dict) -> bool:
 
 def best_of(records: list[dict]) -> dict | None:
     """The candidate a class keeps: acceptable, fewest PTX instructions per pair (within 3 %: more resident
-    programs per SM, then more pairs per program)."""
-    ok = [r for r in records if acceptable(r)]
-    if not ok:
+    programs per SM, then more pairs per program). ``records`` may hold several sweep labels of one class (the
+    same padded D): a candidate must then be acceptable for every one, and counts with its worst per-pair value."""
+    by_config: dict = {}
+    for r in records:
+        by_config.setdefault(r["config"], []).append(r)
+    labels = {r["label"] for r in records}
+    merged = []
+    for group in by_config.values():
+        if {r["label"] for r in group} == labels and all(acceptable(r) for r in group):
+            worst = max(group, key=lambda r: r["per_pair"])
+            merged.append({**worst, "ctas_per_sm": min(r["ctas_per_sm"] for r in group)})
+    if not merged:
         return None
-    low = min(r["per_pair"] for r in ok)
-    near = [r for r in ok if r["per_pair"] <= low * 1.03]
+    low = min(r["per_pair"] for r in merged)
+    near = [r for r in merged if r["per_pair"] <= low * 1.03]
     return max(near, key=lambda r: (r["ctas_per_sm"], r["tiles"]["block_n"] * r["tiles"]["block_k"], -r["per_pair"]))

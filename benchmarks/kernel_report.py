@@ -222,8 +222,11 @@ def run_sweep(path: str, workers: int) -> int:
     meta = dict(triton=__import__("triton").__version__, torch=torch.__version__, num_rows=65536, num_codes=1024,
                 num_levels=8, compiled_now=len(jobs), seconds_now=time.perf_counter() - start,
                 date=time.strftime("%Y-%m-%d"))
-    with open(path, "w") as handle:
-        json.dump({"meta": meta, "chosen": chosen, "reports": records}, handle, indent=1)
+    for r in records:
+        r.pop("specialization", None)  # the same for every candidate of a class (the static report has it)
+    with open(path, "w") as handle:  # one record per line: the file stays small and diffable
+        handle.write('{"meta": ' + json.dumps(meta) + ',\n"chosen": ' + json.dumps(chosen, indent=1) + ',\n"reports": [\n'
+                     + ",\n".join(json.dumps(r, separators=(",", ":")) for r in records) + "\n]}\n")
     write_tiles(chosen, path, meta)
     os.unlink(path + ".partial")
     print(f"{len(records)} records ({len(jobs)} compiled now, {meta['seconds_now']:.0f} s) -> {path}")

@@ -48,8 +48,12 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 else
   echo "no .whl/ folder: vector-quantize-pytorch will be missing unless the image has it" >&2
 fi
-# fastrq itself from this tree (no network: the image's setuptools builds it)
-"$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$SITE" .
+# fastrq itself from this tree, laid out as setup.py installs it (kernels/ and models/ become fastrq.kernels and
+# fastrq.models): a plain copy, so no build backend is needed on a machine without network
+cp -r fastrq "$SITE/fastrq"
+cp -r kernels "$SITE/fastrq/kernels"
+cp -r models "$SITE/fastrq/models"
+find "$SITE/fastrq" -name __pycache__ -prune -exec rm -rf {} +
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/fastrq-triton-cache}
 export PYTHONUNBUFFERED=1

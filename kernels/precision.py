@@ -30,30 +30,33 @@ norms are taken, so norms and dot see the same rounded rows (field notes §4: in
 
 The certified-mode bound
 ------------------------
-Let σ_k = h_k − c·ê_k in exact arithmetic over the float32 values c, ê_k, h_k (h_k as the host computed it), and
-S_k = Σ_d |c_d|·|ê_{k,d}| ≤ ‖c‖·‖ê_k‖ (Cauchy–Schwarz).
+Let σ_k = h_k − c·ê_k in exact arithmetic over the float32 values c, ê_k, h_k (h_k as the host computed it). The
+first pass multiplies c̃ = bf16(c) = c + α and ẽ_k = bf16(ê_k) = ê_k + β_k (α, β_k: the rounding errors, exact in
+float32); c̃·ẽ_k − c·ê_k = c·β_k + α·ẽ_k, so by Cauchy–Schwarz it is at most ‖c‖·β* + ‖α‖·b̂* with β* = max_k ‖β_k‖
+and b̂* = max_k ‖ẽ_k‖. The products of two bf16 values are exact in float32; the tensor core sums D + 1 terms (−h and
+the D products) in float32, within γ(D + 1)·(|h| + Σ|c̃_d ẽ_d|) ≤ γ(D + 1)·(H + (‖c‖ + ‖α‖)·b̂*) of exact, with
+γ(n) = n·w/(1 − n·w) and w = 2⁻²² per step (**four** units of float32 roundoff: tensor cores do not round to
+nearest; the CPU path, whose float32 accumulation is probed to round to nearest, uses w = 2⁻²⁴). Subnormal operands
+or partial sums (flushed to zero) lose at most η = 2⁻¹²⁶ each. Hence (:func:`bf16_pass_error_bound`)
 
-*bf16 first pass* (s̃_k = −(fl_acc(−h_k + Σ_d c̃_d ẽ_d)), c̃ = bf16(c), ẽ = bf16(ê)). Rounding to bf16 costs at most
-u_b = 2⁻⁸ relative per element, so |c̃_d ẽ_d − c_d ê_d| ≤ (2u_b + u_b²)|c_d||ê_d|; the products of two bf16 values are
-exact in fp32. The tensor core sums D + 1 terms (−h and the D products) in fp32; assuming at most 2⁻²² relative error
-per addition (4 units of fp32 roundoff: room for truncating, not rounding, accumulators), the sum is within
-γ(D + 1)·(|h| + Σ|c̃_d ẽ_d|) of exact, γ(n) = n·2⁻²² / (1 − n·2⁻²²), and Σ|c̃_d ẽ_d| ≤ (1 + u_b)² S. Hence
+    |s̃_k − σ_k| ≤ B = ‖c‖β* + ‖α‖b̂* + γ(D+1)·(H + (‖c‖ + ‖α‖)b̂*) + η·(√D·(‖c‖ + ‖α‖ + b̂* + 2) + 4D + 16)
 
-    |s̃_k − σ_k| ≤ B_k = (2u_b + u_b² + γ(D+1)(1 + u_b)²)·‖c‖‖ê_k‖ + γ(D+1)·|h_k|.
-
-*fp32 re-score* (ŝ_k = fl(h_k − Σ_d c_d ê_{k,d}), any summation order, one rounding of ≤ 2⁻²³ relative per
-operation): |ŝ_k − σ_k| ≤ E_k = γ₂₃(D + 1)·(‖c‖‖ê_k‖ + |h_k|), γ₂₃(n) = n·2⁻²³ / (1 − n·2⁻²³).
+The **exact re-score** ŝ_k = fl(h_k − Σ_d c_d ê_{k,d}) (any order, rounding to nearest) obeys
+|ŝ_k − σ_k| ≤ E = γ₂₄(D+1)·(H + ‖c‖·b*) + (D + 2)η with b* = max_k ‖ê_k‖, γ₂₄ at 2⁻²⁴ per step
+(:func:`fp32_rescore_error_bound`). This is the structure of ``fastrq.ops.certified`` (the CPU side), whose GEMM
+augments the operands differently (a split half norm: its λ term; an added row constant) and whose accumulation unit
+is 2⁻²⁴.
 
 *Certificate.* Re-score a candidate set C (the row's best first-pass codes) exactly: ŝ* = min over C of ŝ_k (smallest
-index among equal values). Let Λ be a lower bound of s̃_k over every code outside C. If
+index among equal values). Let Λ be a lower bound of s̃_k over every code outside C. If Λ − ŝ* > B + E
+(:func:`certified_margin`) then for every k ∉ C, ŝ_k ≥ σ_k − E ≥ s̃_k − B − E ≥ Λ − B − E > ŝ*: the code returned is
+the argmin of the float32 score ŝ over *all* K codes with the smallest-index tie rule, which is what an exact fp32
+search computes (an exact fp32 search may differ only where two codes' float32 scores lie within float32 rounding of
+each other, the latitude ``ieee`` and ``tf32x3`` already have between themselves). A row that is not finite is never
+certified. The kernel evaluates B + E as k_c·‖c‖ + k_α·‖α‖ + k_0 (:func:`certified_coefficients`, per level).
 
-    Λ − ŝ* > max_k B_k + max_k E_k        (:func:`certified_margin`, with ‖ê_k‖ ≤ M and |h_k| ≤ H per level)
-
-then for every k ∉ C, ŝ_k ≥ σ_k − E_k ≥ s̃_k − B_k − E_k ≥ Λ − B − E > ŝ*: the code returned is the argmin of the
-float32 score ŝ over *all* K codes with the smallest-index tie rule, which is what an exact fp32 search computes
-(an exact fp32 search may differ only where two codes' float32 scores lie within float32 rounding of each other, the
-latitude ``ieee`` and ``tf32x3`` already have between themselves). The bound assumes normal-range values (no
-subnormal intermediates) and finite inputs; a row that is not finite is never certified.
+:func:`bf16_score_error_bound` is the plain worst case of B from ‖c‖·‖ê‖ alone (‖α‖ ≤ u‖c‖, β* ≤ u·b*, u = 2⁻⁸);
+it is ≈ 3× looser on typical data and is kept for callers that have no rounding-error norms.
 """
 
 from __future__ import annotations
@@ -76,7 +79,11 @@ __all__ = [
     "accumulation_gamma",
     "bf16_score_error_bound",
     "fp32_score_error_bound",
+    "ETA",
+    "bf16_pass_error_bound",
+    "fp32_rescore_error_bound",
     "certified_margin",
+    "certified_coefficients",
 ]
 
 PRECISIONS = ("ieee", "tf32x3", "tf32", "bf16", "certified")
@@ -148,17 +155,41 @@ def bf16_score_error_bound(c_norm, e_norm, h_abs, dim: int):
 
 
 def fp32_score_error_bound(c_norm, e_norm, h_abs, dim: int):
-    """E = γ₂₃(D+1)·(‖c‖‖ê‖ + |h|): an fp32 score ``fl(h − Σ c_d ê_d)`` (any order) is within E of exact."""
+    """E = γ₂₃(D+1)·(‖c‖‖ê‖ + |h|): an fp32 score ``fl(h − Σ c_d ê_d)`` (any order, two roundoffs per step) is
+    within E of exact. The looser companion of :func:`bf16_score_error_bound`."""
     g = accumulation_gamma(dim + 1, _FP32_UNIT)
     return g * (c_norm * e_norm + h_abs)
 
 
-def certified_margin(c_norm, e_norm_max, h_abs_max, dim: int):
-    """The per-row margin a certificate needs: B + E at the level's largest code norm and half norm.
+ETA = 2.0**-126  # the smallest normal float32: the most a flushed subnormal can lose
 
-    A row is certified when (lower bound of the first-pass scores of the codes not re-scored) − (best fp32
-    re-score) > this value; see the module docstring for the proof. ``c_norm`` per row (tensor or float),
-    ``e_norm_max`` = max_k ‖ê_k‖ and ``h_abs_max`` = max_k |h_k| per level."""
-    return bf16_score_error_bound(c_norm, e_norm_max, h_abs_max, dim) + fp32_score_error_bound(
-        c_norm, e_norm_max, h_abs_max, dim
-    )
+
+def bf16_pass_error_bound(c_norm, alpha_norm, beta_max, bhat_max, h_max, dim: int, unit: float = _ACC_UNIT):
+    """B: the bf16 first pass's score is within B of σ (module docstring), from ‖c‖, ‖α‖ = ‖bf16(c) − c‖ per row
+    and β* = max‖bf16(ê) − ê‖, b̂* = max‖bf16(ê)‖, H = max|h| per level; ``unit`` per accumulation step (2⁻²² for
+    tensor cores, 2⁻²⁴ for an accumulation that rounds to nearest). Floats or tensors (broadcasting)."""
+    g = accumulation_gamma(dim + 1, unit)
+    root = dim**0.5
+    return (c_norm * beta_max + alpha_norm * bhat_max + g * (h_max + (c_norm + alpha_norm) * bhat_max)
+            + ETA * (root * (c_norm + alpha_norm + bhat_max + 2) + 4 * dim + 16))
+
+
+def fp32_rescore_error_bound(c_norm, b_max, h_max, dim: int):
+    """E: the exact fp32 re-score fl(h − Σ c_d ê_d) (rounding to nearest, any order) is within E of σ."""
+    return accumulation_gamma(dim + 1, 2.0**-24) * (h_max + c_norm * b_max) + (dim + 2) * ETA
+
+
+def certified_margin(c_norm, alpha_norm, beta_max, bhat_max, b_max, h_max, dim: int, unit: float = _ACC_UNIT):
+    """B + E: the margin a row needs between the lower bound of the codes not re-scored and the best re-score."""
+    return (bf16_pass_error_bound(c_norm, alpha_norm, beta_max, bhat_max, h_max, dim, unit)
+            + fp32_rescore_error_bound(c_norm, b_max, h_max, dim))
+
+
+def certified_coefficients(beta_max, bhat_max, b_max, h_max, dim: int, unit: float = _ACC_UNIT):
+    """(k_c, k_α, k_0) with :func:`certified_margin` = k_c·‖c‖ + k_α·‖α‖ + k_0 (per level; floats or tensors)."""
+    g, g24 = accumulation_gamma(dim + 1, unit), accumulation_gamma(dim + 1, 2.0**-24)
+    root = dim**0.5
+    k_c = beta_max + g * bhat_max + ETA * root + g24 * b_max
+    k_alpha = bhat_max + g * bhat_max + ETA * root
+    k_0 = g * h_max + ETA * (root * (bhat_max + 2) + 4 * dim + 16) + g24 * h_max + (dim + 2) * ETA
+    return k_c, k_alpha, k_0

@@ -8,7 +8,7 @@ For codebooks ``[L, K, D]`` of which level l uses its first ``level_sizes[l]`` r
   ``KP`` codes (a multiple of the tile) and ``DP`` columns; rounded / split / stored as bf16 per mode;
 - ``nh [L, KP]``: ``−½‖ê_k‖²`` of the operand rows (``−inf`` for padding codes, so they are never chosen);
 - ``canon [L, KP]`` int32: the first row equal to row k (:func:`first_equal_rows`, sync-free);
-- certified mode: ``cert [L, 4]``, the per-level constants of :func:`fastrq.kernels.precision.certified_margin`.
+- certified mode: ``cert [L, 3]``, the per-level (k_c, k_α, k_0) of :func:`fastrq.kernels.precision.certified_coefficients`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .precision import accumulation_gamma, round_to_tf32, split_tf32, BF16_UNIT_ROUNDOFF
+from .precision import certified_coefficients, round_to_tf32, split_tf32
 
 __all__ = ["PreparedCodebooks", "prepare_codebooks", "centring_shifts", "first_equal_rows", "FMA_MAX_D"]
 
@@ -38,7 +38,7 @@ class PreparedCodebooks:
     nh: torch.Tensor  # [L, KP] −½‖ê‖², −inf for padding codes
     shifts: torch.Tensor  # [L, DP]
     canon: torch.Tensor  # [L, KP] int32
-    cert: torch.Tensor | None  # [L, 4] certified constants
+    cert: torch.Tensor | None  # [L, 3] certified constants (k_c, k_α, k_0)
     padded_codes: int  # KP
     padded_dim: int  # DP
 
@@ -143,18 +143,14 @@ def prepare_codebooks(codebooks: torch.Tensor, level_sizes: list[int] | None, mo
         else:
             fb = (exact, exact)
         operands = (_pad(centred.to(torch.bfloat16), kp, padded_dim), exact, *fb)
-        u, g_acc, g_fp32 = BF16_UNIT_ROUNDOFF, accumulation_gamma(dim + 1), accumulation_gamma(dim + 1, 2.0**-23)
-        e_max = torch.where(valid, centred.square().sum(dim=2), 0.0).amax(dim=1).sqrt()
-        h_max = torch.where(valid, half, 0.0).amax(dim=1)
-        # margin = (2u + u² + γ(1+u)² + γ₂₃)·‖c‖·M + (γ + γ₂₃)·H  (precision.certified_margin, expanded);
-        # M rounded up by a relative 2⁻²⁰ so the float32 sqrt cannot make it smaller than the true maximum norm
-        # and both coefficients inflated by a relative (D + 16)·2⁻²² for the float32 evaluation of ‖c‖, of the
-        # margin and of the comparison in the kernel
-        slack = 1 + (dim + 16) * 2.0**-22
-        coef_cross = (2 * u + u * u + g_acc * (1 + u) ** 2 + g_fp32) * slack
-        coef_h = (g_acc + g_fp32) * slack
-        cert = torch.stack([e_max * (1 + 2.0**-20), h_max * (1 + 2.0**-20), torch.full_like(e_max, coef_cross),
-                            torch.full_like(e_max, coef_h)], dim=1).to(torch.float32).contiguous()
+        rounded = centred.to(torch.bfloat16).to(centred.dtype)
+        norm_max = lambda t: torch.where(valid, t.square().sum(dim=2), 0.0).amax(dim=1).double().sqrt()  # noqa: E731
+        k_c, k_alpha, k_0 = certified_coefficients(norm_max(rounded - centred), norm_max(rounded), norm_max(centred),
+                                                   torch.where(valid, half, 0.0).amax(dim=1).double(), dim)
+        # margin = k_c·‖c‖ + k_α·‖α‖ + k_0 (precision.certified_margin), inflated by a relative (D + 16)·2⁻²² for the
+        # kernel's float32 evaluation of ‖c‖, ‖α‖, the margin and the comparison, and by 2⁻²⁰ for the cast here
+        slack = (1 + (dim + 16) * 2.0**-22) * (1 + 2.0**-20)
+        cert = (torch.stack([k_c, k_alpha, k_0], dim=1) * slack).to(torch.float32).contiguous()
     else:  # ieee, tf32, bf16
         operands = (_pad(centred, kp, padded_dim),)
     shifts_padded = shifts.new_zeros(num_levels, padded_dim)

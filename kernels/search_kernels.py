@@ -219,13 +219,12 @@ def _certified_search(c, cols, row_mask, bf_ptr, fp_ptr, fb_ptr, fb2_ptr, nh_ptr
         top_score = tl.where(better, rescore, top_score)
         top_code = tl.where(better, code, top_code)
     bound_other = tl.maximum(bound_other, tl.max(taken, axis=1))  # a upper bound = −(lower bound of s̃)
-    # certified_margin(‖c‖, M, H, D): B + E with the level's max code norm M and max |h| H
+    # certified_margin = k_c·‖c‖ + k_α·‖α‖ + k_0, α = bf16(c) − c (exact in fp32), the level's (k_c, k_α, k_0)
+    alpha = ca.to(tl.float32) - c
     c_norm = tl.sqrt(tl.sum(c * c, axis=1))
-    e_max = tl.load(cert_ptr + level64 * 4)
-    h_max = tl.load(cert_ptr + level64 * 4 + 1)
-    coef_cross = tl.load(cert_ptr + level64 * 4 + 2)  # (2u + u² + γ(1+u)²) + γ₂₃
-    coef_h = tl.load(cert_ptr + level64 * 4 + 3)  # γ + γ₂₃
-    margin = coef_cross * c_norm * e_max + coef_h * h_max
+    alpha_norm = tl.sqrt(tl.sum(alpha * alpha, axis=1))
+    margin = (tl.load(cert_ptr + level64 * 3) * c_norm + tl.load(cert_ptr + level64 * 3 + 1) * alpha_norm
+              + tl.load(cert_ptr + level64 * 3 + 2))
     certified = (-bound_other) - top_score > margin  # false for NaN
     certified = certified | (~row_mask)
     missing = tl.sum((~certified).to(tl.int32), axis=0)
@@ -250,7 +249,7 @@ def rq_search_kernel(
     nh_ptr,  # [L, KP] −h (−inf for padding codes)
     shifts_ptr,  # [L, DP] μ_l (zero-padded)
     canon_ptr,  # [L, KP] int32 first row equal to row k (HAS_CANON)
-    cert_ptr,  # [L, 4] float32 certificate constants (certified only)
+    cert_ptr,  # [L, 3] float32 certificate coefficients (k_c, k_α, k_0) (certified only)
     row_levels_ptr,  # [N] int32/int64 levels searched per row (HAS_ROW_LEVELS)
     codes_ptr,  # out [N, LT] int64, −1 = skipped
     quantized_ptr,  # out [N, D] Σ_l C_l[c_l] (WRITE_QUANTIZED)

@@ -28,7 +28,7 @@ TILES = {
         'sm_90': {'block_n': 64, 'block_k': 64, 'num_warps': 4, 'num_stages': 2, 'kernel': 'registers', 'block_d': 0, 'hoist_a': True},  # 7.69 PTX/pair (worst of certified DP=16 (fp32 D=16 certified, fp32 D=4 certified))
     },
     ('certified', 64): {
-        'sm_80': {'block_n': 64, 'block_k': 32, 'num_warps': 4, 'num_stages': 2, 'kernel': 'registers', 'block_d': 0, 'hoist_a': True},  # 8.81 PTX/pair (worst of certified DP=64 (fp32 D=64 certified))
+        'sm_80': {'block_n': 64, 'block_k': 64, 'num_warps': 8, 'num_stages': 2, 'kernel': 'registers', 'block_d': 0, 'hoist_a': True},  # 8.81 PTX/pair (worst of certified DP=64 (fp32 D=64 certified))
         'sm_90': {'block_n': 64, 'block_k': 64, 'num_warps': 4, 'num_stages': 2, 'kernel': 'registers', 'block_d': 0, 'hoist_a': True},  # 8.62 PTX/pair (worst of certified DP=64 (fp32 D=64 certified))
     },
     ('f64', 16): {

@@ -475,13 +475,14 @@ def _bf16_first_pass(c, e, h):
 
 
 def test_certified_bound_holds_on_adversarial_and_offset_data():
-    """|s̃ − σ| ≤ B for the bf16 first pass and |ŝ − σ| ≤ E for an fp32 re-score, on data built to make the bf16
-    error large (values just below a bf16 rounding boundary, all of one sign) and on 1000 + N(0, 1) data."""
+    """|s̃ − σ| ≤ B for the bf16 first pass (the tight bound from the rounding errors' norms, and the plain worst case
+    above it) and |ŝ − σ| ≤ E for an fp32 re-score, on data built to make the bf16 error large (values just below a
+    bf16 rounding boundary, all of one sign), on Gaussian data and on 1000 + N(0, 1) data (centred)."""
     gen = torch.Generator().manual_seed(2)
     d = 64
     worst = (1 + 2.0**-8 - 2.0**-20) * torch.ones(50, d)  # rounds to 1 or 1 + 2⁻⁷: error ≈ 2⁻⁸ each
     cases = [
-        (worst * torch.sign(torch.randn(50, d, generator=gen)).abs(), worst * 1.0),
+        (worst, worst * 1.0),
         (torch.randn(50, d, generator=gen), torch.randn(80, d, generator=gen)),
         (random_data(3, 50, d, dtype=torch.float32, offset=1000.0) - 1000.0,
          random_data(4, 80, d, dtype=torch.float32, offset=1000.0) - 1000.0),
@@ -491,12 +492,27 @@ def test_certified_bound_holds_on_adversarial_and_offset_data():
         sigma = h.double() - c.double() @ e.double().T
         approx = _bf16_first_pass(c, e, h.double())
         c_norm, e_norm = c.double().norm(dim=1)[:, None], e.double().norm(dim=1)[None, :]
-        bound = precision.bf16_score_error_bound(c_norm, e_norm, h.double().abs()[None, :], d)
-        assert ((approx - sigma).abs() <= bound).all()
+        alpha = (c.bfloat16().float() - c).double().norm(dim=1)[:, None]
+        beta = (e.bfloat16().float() - e).double().norm(dim=1).max()
+        bhat, b_max, h_max = e.bfloat16().double().norm(dim=1).max(), e.double().norm(dim=1).max(), h.double().max()
+        tight = precision.bf16_pass_error_bound(c_norm, alpha, beta, bhat, h_max, d)
+        loose = precision.bf16_score_error_bound(c_norm, e_norm, h.double().abs()[None, :], d)
+        assert ((approx - sigma).abs() <= tight).all() and ((approx - sigma).abs() <= loose).all()
         rescore = h[None, :] - (c[:, None, :] * e[None, :, :]).sum(-1)  # float32, another order
-        assert ((rescore.double() - sigma).abs() <= precision.fp32_score_error_bound(c_norm, e_norm, h.double().abs(), d)).all()
-        # not vacuous: the bound is within a small factor of the worst error on the adversarial case
-        assert bound.max() < 2.0**-6 * (c_norm * e_norm + h.double().abs()).max()
+        assert ((rescore.double() - sigma).abs() <= precision.fp32_rescore_error_bound(c_norm, b_max, h_max, d)).all()
+        # not vacuous: within a small factor of the scale
+        assert tight.max() < 2.0**-6 * (c_norm * b_max + h_max).max()
+        k_c, k_a, k_0 = precision.certified_coefficients(beta, bhat, b_max, h_max, d)
+        margin = precision.certified_margin(c_norm, alpha, beta, bhat, b_max, h_max, d)
+        torch.testing.assert_close(k_c * c_norm + k_a * alpha + k_0, margin, rtol=1e-12, atol=0)
+    # on Gaussian data the tight bound is about 2.4 times smaller than the plain one
+    c, e = cases[1]
+    alpha = (c.bfloat16().float() - c).double().norm(dim=1)
+    beta = (e.bfloat16().float() - e).double().norm(dim=1).max()
+    tight = precision.bf16_pass_error_bound(c.double().norm(dim=1), alpha, beta, e.bfloat16().double().norm(dim=1).max(),
+                                            0.0, d)
+    loose = precision.bf16_score_error_bound(c.double().norm(dim=1), e.double().norm(dim=1).max(), 0.0, d)
+    assert (tight < 0.6 * loose).all()
 
 
 @pytest.mark.parametrize("offset", [0.0, 1000.0])

@@ -453,13 +453,17 @@ def _certified_block(rows: torch.Tensor, level: CertifiedLevel, exact, buffers) 
     # rows out of range get a limit that no pattern passes (but −0: harmless, they are searched exactly)
     valid = (terms[:, 0] <= MAGNITUDE_LIMIT) & (limit >= 0) & (limit < 0x7F80)
     limit.masked_fill_(~valid, -(2**15))
-    # candidate groups (flat index f into [tiles, R, G]), then their members
-    f = (group_min <= limit.view(1, num_rows, 1)).view(-1).nonzero().view(-1)
+    # candidate groups (flat index f into [tiles, R, G]), then their members; a pattern p passes a limit L ≥ 0
+    # iff max(p, 0) − (L + 1) < 0 (no int16 overflow), read off the sign bit (faster than a comparison)
+    above = limit.add(1)
+    passes = torch.clamp(group_min, min=0).sub_(above.view(1, num_rows, 1)).bitwise_right_shift_(15)
+    f = passes.view(-1).nonzero().view(-1)
     tile_row, group = f.div(GROUPS, rounding_mode="floor"), f.remainder(GROUPS)
     row_of = tile_row.remainder(num_rows)
     base = tile_row.mul_(tile).add_(group)  # flat index of the group's first member in the stored outputs
     member_keys = store.view(torch.int16).take(base[:, None] + level.member_offsets)  # [P, members]
-    q = (member_keys <= limit.index_select(0, row_of)[:, None]).view(-1).nonzero().view(-1)
+    passes = member_keys.clamp_(min=0).sub_(above.index_select(0, row_of)[:, None]).bitwise_right_shift_(15)
+    q = passes.view(-1).nonzero().view(-1)
     pair, member = q.div(members, rounding_mode="floor"), q.remainder(members)
     cand_row = row_of.index_select(0, pair)
     if tiles == 1:

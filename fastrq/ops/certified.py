@@ -53,9 +53,11 @@ computed in float64 and rounded up to a bf16 value, so that comparing int16 bit 
 outputs into a stored row block [R, K]; their int16 view (whose order matches the values' for non-negative ones;
 negative outputs, which only rounding can produce, are always candidates and sort below every non-negative one)
 is reduced over the middle axis of a [R, kb/G, G] view into G strided group minima (a vectorised ``amin``, ~5% of
-the GEMM). The threshold then picks the few candidate groups per row, whose kb/G members are gathered and
-compared. Extra memory: the stored row block of at most ``STORE_ELEMENTS`` bf16 outputs (rows are sub-blocked to
-fit), its group minima and the augmented row block; never N×K.
+the GEMM; an inner-axis reduction or a comparison would cost 3–10× more), merged over tiles. The threshold then
+picks the few candidate groups per row, then the tiles where each passes, whose kb/G members are gathered and
+tested (a sign bit of an int16 difference, not a comparison). Extra memory: the stored row block of at most
+``STORE_ELEMENTS`` bf16 outputs (rows are sub-blocked to fit), its group minima and the augmented row block; never
+N×K. Measured costs and rates: ``benchmarks/certified_search.py``.
 
 **Preconditions, checked at run time:** the bf16 ``torch.mm`` must accumulate in float32 (probed once per operand
 width, :func:`float32_accumulation_verified`); the codebook must be finite with norms ≤ ``MAGNITUDE_LIMIT``
@@ -111,8 +113,8 @@ STORE_ELEMENTS = 1 << 22  # bf16 outputs kept per row sub-block (8 MiB)
 MAX_CANDIDATES = 64  # rows with more candidates are searched again by the exact float32 path
 # auto mode: where the bf16 pass pays off (measured on AVX-512-BF16, benchmarks/certified_search.py)
 AUTO_MIN_DIM = 64
-AUTO_MIN_CODES = 256
-AUTO_MIN_ROWS = 256
+AUTO_MIN_CODES = 512
+AUTO_MIN_ROWS = 512
 
 
 def gamma(n: int) -> float:
@@ -229,6 +231,7 @@ class CertifiedLevel:
         self.weights = torch.tensor([2 * k_row, 2 * k_rounding, 2 * k_constant, 1.0, U_OUT], dtype=torch.float64)
         self.offset = 2 * k_zero
         self.member_offsets = torch.arange(0, self.tile, GROUPS)
+        self.tile_offsets = torch.arange(self.tiles)
 
     @property
     def valid(self) -> bool:
@@ -421,6 +424,7 @@ def _threshold_keys(terms: torch.Tensor, weights: torch.Tensor, offset: float) -
     return t32.view(torch.int32).add_(0xFFFF).bitwise_right_shift_(16).to(torch.int16)
 
 
+@torch.no_grad()
 def certified_codes(rows: torch.Tensor, level: CertifiedLevel, exact: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Codes int64 [R] of centred float32 rows [R, D]: the first float32 argmin over all K codes (module
     docstring). ``exact(subset)`` is the float32 path, for the rows the bf16 pass cannot decide."""
@@ -445,32 +449,39 @@ def _certified_block(rows: torch.Tensor, level: CertifiedLevel, exact, buffers) 
         scores = store[t * tile_size : (t + 1) * tile_size].view(num_rows, tile)
         torch.mm(aug, level.codes_aug[t * tile : (t + 1) * tile].t(), out=scores)
         torch.amin(scores.view(torch.int16).view(num_rows, members, GROUPS), dim=1, out=minima[t, :num_rows])
-    group_min = minima[:, :num_rows]  # [tiles, R, G]
-    smallest = group_min.amin(dim=2) if tiles == 1 else group_min.amin(dim=(0, 2))
-    terms[:, 3].copy_(smallest.view(torch.bfloat16).view(-1))  # one output of each row: the least if any is ≥ 0
+    tile_min = minima[:, :num_rows]  # [tiles, R, G]
+    group_min = tile_min[0] if tiles == 1 else tile_min.amin(dim=0)  # [R, G], over all tiles
+    smallest = group_min.amin(dim=1)
+    terms[:, 3].copy_(smallest.view(torch.bfloat16))  # one output of each row: the least if any is ≥ 0
     torch.abs(terms[:, 3], out=terms[:, 4])
     limit = _threshold_keys(terms, level.weights, level.offset)
     # rows out of range get a limit that no pattern passes (but −0: harmless, they are searched exactly)
     valid = (terms[:, 0] <= MAGNITUDE_LIMIT) & (limit >= 0) & (limit < 0x7F80)
     limit.masked_fill_(~valid, -(2**15))
-    # candidate groups (flat index f into [tiles, R, G]), then their members; a pattern p passes a limit L ≥ 0
-    # iff max(p, 0) − (L + 1) < 0 (no int16 overflow), read off the sign bit (faster than a comparison)
+    # A pattern p passes a limit L ≥ 0 iff max(p, 0) − (L + 1) < 0 (no int16 overflow): read off the sign bit,
+    # which is faster than a comparison. Candidate groups (n, g) first, then (more than one tile) the tiles t
+    # where that group passes, then the members of each (n, t, g).
     above = limit.add(1)
-    passes = torch.clamp(group_min, min=0).sub_(above.view(1, num_rows, 1)).bitwise_right_shift_(15)
+    passes = torch.clamp(group_min, min=0).sub_(above[:, None]).bitwise_right_shift_(15)
     f = passes.view(-1).nonzero().view(-1)
-    tile_row, group = f.div(GROUPS, rounding_mode="floor"), f.remainder(GROUPS)
-    row_of = tile_row.remainder(num_rows)
-    base = tile_row.mul_(tile).add_(group)  # flat index of the group's first member in the stored outputs
+    row_of, group = f.div(GROUPS, rounding_mode="floor"), f.remainder(GROUPS)
+    if tiles == 1:
+        tile_of = None
+    else:
+        tile_keys = tile_min.reshape(-1).take(f[:, None] + level.tile_offsets * (num_rows * GROUPS))  # [P, tiles]
+        passes = tile_keys.clamp_(min=0).sub_(above.index_select(0, row_of)[:, None]).bitwise_right_shift_(15)
+        q = passes.view(-1).nonzero().view(-1)
+        pair, tile_of = q.div(tiles, rounding_mode="floor"), q.remainder(tiles)
+        row_of, group = row_of.index_select(0, pair), group.index_select(0, pair)
+    # flat index of the group's first member in the stored outputs: (t·R + n)·tile + g
+    base = row_of * tile + group if tile_of is None else (tile_of * num_rows + row_of).mul_(tile).add_(group)
     member_keys = store.view(torch.int16).take(base[:, None] + level.member_offsets)  # [P, members]
     passes = member_keys.clamp_(min=0).sub_(above.index_select(0, row_of)[:, None]).bitwise_right_shift_(15)
     q = passes.view(-1).nonzero().view(-1)
     pair, member = q.div(members, rounding_mode="floor"), q.remainder(members)
     cand_row = row_of.index_select(0, pair)
-    if tiles == 1:
-        cand_code = group.index_select(0, pair).add_(member.mul_(GROUPS))
-    else:  # base = (t·R + n)·tile + group, code = t·tile + group + member·G
-        tile_code = base.div(tile_size, rounding_mode="floor").mul_(tile).add_(group)
-        cand_code = tile_code.index_select(0, pair).add_(member.mul_(GROUPS))
+    pair_code = group if tile_of is None else tile_of.mul(tile).add_(group)  # code = t·tile + g + member·G
+    cand_code = pair_code.index_select(0, pair).add_(member.mul_(GROUPS))
     counts = torch.bincount(cand_row, minlength=num_rows)
     codes = torch.zeros(num_rows, dtype=torch.long).index_copy_(0, cand_row, cand_code)  # right where counts == 1
     to_exact = ~valid | (counts > MAX_CANDIDATES) | (counts == 0)  # (no candidate: impossible, but never guess)

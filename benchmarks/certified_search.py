@@ -17,8 +17,10 @@ and on ``clustered`` data (x = a random code + 0.3·N(0, 1), the regime of a tra
 codes differ from the float32 path's (legitimate only on float32 near-ties; each is checked against float64).
 
 A self-contained script: the shared harness (benchmarks/harness.py) was not on main when it was written.
-Writes ``<out>/certified_search.json`` (one record per case) and ``certified_search.md`` (the table); ``--out``
-defaults to benchmarks/results/<UTC date>/.
+Also the residual_quantize cases of ``RQ_CASES`` (float32 vs certified) and the timings of the
+candidate-extraction primitives the design chose between (:func:`measure_alternatives`). Writes
+``<out>/<name>.json`` and ``<name>.md`` (``--name`` defaults to certified_search; ``--out`` to
+benchmarks/results/<UTC date>/).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ PRESETS = {
     "quick": dict(ns=(1024, 4800), dims=(64, 128), ks=(256, 1024), reps=3),
 }
 PROVIDERS = ("float32", "certified", "gemm-floor", "bf16-mm")
+# residual_quantize cases (N, D, K, L): the EnCodec-like shape of issue 10 and a D = 256 one
+RQ_CASES = {"full": ((4800, 128, 1024, 8), (1024, 128, 1024, 8), (4096, 256, 1024, 4)), "quick": ((1024, 128, 1024, 8),)}
 
 
 def _inputs(n: int, dim: int, num_codes: int, seed: int = 0, clustered: bool = False):
@@ -144,6 +148,78 @@ def run_case(n: int, dim: int, num_codes: int, reps: int) -> dict:
     }
 
 
+def run_rq_case(n: int, dim: int, num_codes: int, levels: int, reps: int) -> dict:
+    """residual_quantize, float32 path vs certified, interleaved; codebooks ~ N(0, 1)·0.75^level."""
+    gen = torch.Generator().manual_seed(11 + dim + num_codes + levels)
+    x = torch.randn(n, dim, generator=gen)
+    books = torch.randn(levels, num_codes, dim, generator=gen) * 0.75 ** torch.arange(levels)[:, None, None].float()
+
+    def call(mode):
+        def run():
+            with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0"}):
+                return fastrq.residual_quantize(x, books, backend="torch")[1]
+
+        return run
+
+    calls = {"float32": call("0"), "certified": call("1")}
+    codes = {name: fn() for name, fn in calls.items()}
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for rep in range(reps):
+        for name in (("float32", "certified") if rep % 2 == 0 else ("certified", "float32")):
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    certified.reset_search_stats()
+    calls["certified"]()
+    stats = certified.search_stats()
+    medians = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+    return {
+        "op": "residual_quantize", "N": n, "D": dim, "K": num_codes, "L": levels, "reps": reps, "ms": medians,
+        "certified_over_float32": medians["certified"] / medians["float32"],
+        "rows_with_any_differing_level": int((codes["float32"] != codes["certified"]).any(dim=1).sum()),
+        "rescore_rate": stats["rescore_rate"], "exact_rate": stats["exact_rate"],
+        "mean_candidates": stats["mean_candidates"],
+    }
+
+
+def measure_alternatives(reps: int = 21) -> dict:
+    """The candidate-extraction primitives the design chose between, on one row block's bf16 outputs
+    (R = 1024 rows × 1024 codes, D = 128): ms, min over ``reps`` interleaved rounds."""
+    rows, codes, dim, groups = 1024, 1024, 128, certified.GROUPS
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(rows, dim, generator=gen).bfloat16()
+    b = torch.randn(codes, dim, generator=gen).bfloat16()
+    out = torch.mm(a, b.t())
+    keys = out.view(torch.int16)
+    out32 = out.float()
+    limit = keys.amin(dim=1, keepdim=True) + 64
+    group_min = keys.view(rows, codes // groups, groups).amin(dim=1)
+    small_limit = limit.view(rows, 1)
+    fns = {
+        "bf16 mm [1024x128]x[128x1024] (the first pass itself)": lambda: torch.mm(a, b.t()),
+        "float32 mm, same shape": lambda: torch.mm(a.float(), b.float().t()),
+        "bf16 amin over groups of 64 (inner axis)": lambda: out.view(rows, -1, groups).amin(dim=2),
+        "float32 amin over groups of 64 (inner axis)": lambda: out32.view(rows, -1, groups).amin(dim=2),
+        "int16 amin over groups of 64 (inner axis)": lambda: keys.view(rows, -1, groups).amin(dim=2),
+        "int16 amin over the middle axis (64 strided groups: chosen)": lambda: keys.view(rows, -1, groups).amin(dim=1),
+        "int16 row amin": lambda: keys.amin(dim=1),
+        "int16 row min with index": lambda: keys.min(dim=1),
+        "full-tile compare + nonzero": lambda: (keys <= limit).nonzero(),
+        "group minima compare + nonzero (chosen)": lambda: (group_min <= small_limit).nonzero(),
+        "group minima sign bit of max(p, 0) − (L + 1), + nonzero":
+            lambda: group_min.clamp(min=0).sub_(small_limit + 1).bitwise_right_shift_(15).nonzero(),
+    }
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(ts) * 1e3 for name, ts in times.items()}
+
+
 def _metadata(args) -> dict:
     def git(*cmd):
         try:
@@ -167,7 +243,7 @@ def _metadata(args) -> dict:
     }
 
 
-def _markdown(meta: dict, records: list[dict]) -> str:
+def _markdown(meta: dict, records: list[dict], rq_records: list[dict], alternatives: dict) -> str:
     lines = [
         "# Certified bf16 search vs float32 (nearest_code, CPU)",
         "",
@@ -197,6 +273,25 @@ def _markdown(meta: dict, records: list[dict]) -> str:
         "path. Rows ≠ float32: codes that differ from the float32 path's (both within the float32 tolerance; "
         "largest relative excess in the JSON).",
     ]
+    if rq_records:
+        lines += [
+            "",
+            "## residual_quantize",
+            "",
+            "| N | D | K | L | float32 ms | certified ms | certified / float32 | re-scored rows | exact rows | "
+            "candidates / row | rows ≠ float32 |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rq_records:
+            lines.append(
+                f"| {r['N']:,} | {r['D']} | {r['K']:,} | {r['L']} | {r['ms']['float32']:.2f} | "
+                f"{r['ms']['certified']:.2f} | {r['certified_over_float32']:.2f} | {r['rescore_rate']:.1%} | "
+                f"{r['exact_rate']:.2%} | {r['mean_candidates']:.2f} | {r['rows_with_any_differing_level']} |"
+            )
+    if alternatives:
+        lines += ["", "## Candidate-extraction primitives (one 1024 × 1024 block, D = 128; ms, min of 21)", "",
+                  "| primitive | ms |", "|---|---:|"]
+        lines += [f"| {name} | {ms:.3f} |" for name, ms in alternatives.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -209,6 +304,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dims", type=int, nargs="*", default=None)
     parser.add_argument("--ks", type=int, nargs="*", default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-rq", action="store_true", help="skip the residual_quantize cases")
+    parser.add_argument("--name", default="certified_search", help="file name stem of the outputs")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     torch.set_num_threads(args.threads)
@@ -228,9 +325,17 @@ def main(argv=None) -> None:
                       f"floor {ms['gemm-floor']:.2f}, bf16-mm {ms['bf16-mm']:.2f}; certified/floor "
                       f"{record['certified_over_floor']:.2f}; re-scored {record['rates_gaussian']['rescore_rate']:.1%}, "
                       f"exact {record['rates_gaussian']['exact_rate']:.2%}", flush=True)
-    (out / "certified_search.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
-    (out / "certified_search.md").write_text(_markdown(meta, records))
-    print(f"wrote {out / 'certified_search.json'} and {out / 'certified_search.md'}")
+    rq_records = []
+    for case in () if args.no_rq else RQ_CASES[args.preset]:
+        record = run_rq_case(*case, reps)
+        rq_records.append(record)
+        print(f"residual_quantize N={case[0]} D={case[1]} K={case[2]} L={case[3]}: float32 "
+              f"{record['ms']['float32']:.2f} ms, certified {record['ms']['certified']:.2f}", flush=True)
+    alternatives = measure_alternatives()
+    payload = {"meta": meta, "records": records, "residual_quantize": rq_records, "alternatives_ms": alternatives}
+    (out / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (out / f"{args.name}.md").write_text(_markdown(meta, records, rq_records, alternatives))
+    print(f"wrote {out / (args.name + '.json')} and {out / (args.name + '.md')}")
 
 
 if __name__ == "__main__":

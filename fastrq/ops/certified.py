@@ -55,7 +55,7 @@ negative outputs, which only rounding can produce, are always candidates and sor
 is reduced over the middle axis of a [R, kb/G, G] view into G strided group minima (a vectorised ``amin``, ~5% of
 the GEMM; an inner-axis reduction or a comparison would cost 3–10× more), merged over tiles. The threshold then
 picks the few candidate groups per row, then the tiles where each passes, whose kb/G members are gathered and
-tested (a sign bit of an int16 difference, not a comparison). Extra memory: the stored row block of at most
+compared. Extra memory: the stored row block of at most
 ``STORE_ELEMENTS`` bf16 outputs (rows are sub-blocked to fit), its group minima and the augmented row block; never
 N×K. Measured costs and rates: ``benchmarks/certified_search.py``.
 
@@ -458,26 +458,21 @@ def _certified_block(rows: torch.Tensor, level: CertifiedLevel, exact, buffers) 
     # rows out of range get a limit that no pattern passes (but −0: harmless, they are searched exactly)
     valid = (terms[:, 0] <= MAGNITUDE_LIMIT) & (limit >= 0) & (limit < 0x7F80)
     limit.masked_fill_(~valid, -(2**15))
-    # A pattern p passes a limit L ≥ 0 iff max(p, 0) − (L + 1) < 0 (no int16 overflow): read off the sign bit,
-    # which is faster than a comparison. Candidate groups (n, g) first, then (more than one tile) the tiles t
-    # where that group passes, then the members of each (n, t, g).
-    above = limit.add(1)
-    passes = torch.clamp(group_min, min=0).sub_(above[:, None]).bitwise_right_shift_(15)
-    f = passes.view(-1).nonzero().view(-1)
+    # candidate groups (n, g) first, then (more than one tile) the tiles t where that group passes, then the
+    # members of each (n, t, g); int16 comparisons are exact on the patterns (see _threshold_keys)
+    f = (group_min <= limit[:, None]).view(-1).nonzero().view(-1)
     row_of, group = f.div(GROUPS, rounding_mode="floor"), f.remainder(GROUPS)
     if tiles == 1:
         tile_of = None
     else:
         tile_keys = tile_min.reshape(-1).take(f[:, None] + level.tile_offsets * (num_rows * GROUPS))  # [P, tiles]
-        passes = tile_keys.clamp_(min=0).sub_(above.index_select(0, row_of)[:, None]).bitwise_right_shift_(15)
-        q = passes.view(-1).nonzero().view(-1)
+        q = (tile_keys <= limit.index_select(0, row_of)[:, None]).view(-1).nonzero().view(-1)
         pair, tile_of = q.div(tiles, rounding_mode="floor"), q.remainder(tiles)
         row_of, group = row_of.index_select(0, pair), group.index_select(0, pair)
     # flat index of the group's first member in the stored outputs: (t·R + n)·tile + g
     base = row_of * tile + group if tile_of is None else (tile_of * num_rows + row_of).mul_(tile).add_(group)
     member_keys = store.view(torch.int16).take(base[:, None] + level.member_offsets)  # [P, members]
-    passes = member_keys.clamp_(min=0).sub_(above.index_select(0, row_of)[:, None]).bitwise_right_shift_(15)
-    q = passes.view(-1).nonzero().view(-1)
+    q = (member_keys <= limit.index_select(0, row_of)[:, None]).view(-1).nonzero().view(-1)
     pair, member = q.div(members, rounding_mode="floor"), q.remainder(members)
     cand_row = row_of.index_select(0, pair)
     pair_code = group if tile_of is None else tile_of.mul(tile).add_(group)  # code = t·tile + g + member·G

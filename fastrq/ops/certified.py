@@ -401,15 +401,23 @@ _BUFFERS = threading.local()
 
 def _buffers(rows: int, dim: int, tile: int, tiles: int):
     """Reused per-thread buffers for at least ``rows`` rows (no allocation, hence no page faults, per block): the
-    augmented rows, a float32 row scratch, the per-row terms, the stored bf16 outputs and their group minima."""
-    cached = getattr(_BUFFERS, "value", None)
-    if cached is None or cached[0] != (dim, tile, tiles) or cached[1] < rows:
+    augmented rows, a float32 row scratch, the per-row terms, the stored bf16 outputs and their group minima. Kept
+    per (D, tile, tiles), for the last few shapes (levels of different sizes alternate in one walk)."""
+    cache = getattr(_BUFFERS, "value", None)
+    if cache is None:
+        cache = _BUFFERS.value = {}
+    key = (dim, tile, tiles)
+    cached = cache.get(key)
+    if cached is None or cached[0] < rows:
         store = torch.empty(tiles * rows * tile, dtype=torch.bfloat16)
         minima = torch.empty(tiles, rows, GROUPS, dtype=torch.int16)
         terms = torch.empty(rows, 5, dtype=torch.float64)
-        cached = (dim, tile, tiles), rows, _new_aug(rows, dim), torch.empty(rows, dim), terms, store, minima
-        _BUFFERS.value = cached
-    return cached[2:]
+        cached = rows, _new_aug(rows, dim), torch.empty(rows, dim), terms, store, minima
+        cache.pop(key, None)
+        while len(cache) >= 4:
+            cache.pop(next(iter(cache)))
+        cache[key] = cached
+    return cached[1:]
 
 
 def _threshold_keys(terms: torch.Tensor, weights: torch.Tensor, offset: float) -> torch.Tensor:

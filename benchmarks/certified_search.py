@@ -5,7 +5,8 @@
 Per case (N rows of x ~ N(0, 1), a codebook [K, D] ~ N(0, 1), fixed seed) and in interleaved rounds (round r runs
 the providers in an order rotated by r), medians over ``reps`` rounds of:
 
-- ``float32``: ``fastrq.nearest_code(backend="torch")`` with ``FASTRQ_BF16_SEARCH=0`` (and ``FASTRQ_FAISS=0``);
+- ``float32``: ``fastrq.nearest_code(backend="torch")`` with ``FASTRQ_BF16_SEARCH=0`` (and ``FASTRQ_FAISS=0``,
+  ``FASTRQ_CPU_KERNEL=0``: the GEMM path);
 - ``certified``: the same with ``FASTRQ_BF16_SEARCH=1`` (:mod:`fastrq.ops.certified`);
 - ``gemm-floor``: only the float32 ``torch.mm`` x·Cᵀ in the torch backend's tiles (as ``benchmarks.ops_bench``'s
   provider of that name): no answer, a floor for any float32-GEMM search;
@@ -62,7 +63,7 @@ def _inputs(n: int, dim: int, num_codes: int, seed: int = 0, clustered: bool = F
 
 def _search(x, codebook, mode: str):
     def call():
-        with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0"}):
+        with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}):
             return fastrq.nearest_code(x, codebook, backend="torch")[0]
 
     return call
@@ -156,7 +157,7 @@ def run_rq_case(n: int, dim: int, num_codes: int, levels: int, reps: int) -> dic
 
     def call(mode):
         def run():
-            with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0"}):
+            with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}):
                 return fastrq.residual_quantize(x, books, backend="torch")[1]
 
         return run

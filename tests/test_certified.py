@@ -21,8 +21,9 @@ from fastrq.ops import certified, reference, torch_backend
 from tests.strategies import assert_codes_near_optimal, random_data, seeds
 
 F32_TOL = 2e-6  # as tests/test_ops.py
-ALWAYS = {"FASTRQ_BF16_SEARCH": "1", "FASTRQ_FAISS": "0"}
-NEVER = {"FASTRQ_BF16_SEARCH": "0", "FASTRQ_FAISS": "0"}
+# the GEMM path at every D (not faiss, not the native small-D kernel), with and without the certified search
+ALWAYS = {"FASTRQ_BF16_SEARCH": "1", "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}
+NEVER = {"FASTRQ_BF16_SEARCH": "0", "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}
 
 
 def _codes(x, codebook, env):
@@ -294,13 +295,13 @@ def test_environment_variable():
     assert certified.search_stats()["rows"] == 0
     _codes(x, codebook, ALWAYS)
     assert certified.search_stats()["rows"] == 300
-    with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": "auto", "FASTRQ_FAISS": "0"}):
+    with mock.patch.dict(os.environ, {**NEVER, "FASTRQ_BF16_SEARCH": "auto"}):
         certified.reset_search_stats()
         fastrq.nearest_code(x[:10], codebook[:10], backend="torch")  # too small to pay off: never certified
         assert certified.search_stats()["rows"] == 0
         fastrq.nearest_code(x.double(), codebook.double(), backend="torch")  # float64: never
         assert certified.search_stats()["rows"] == 0
-    with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": "yes", "FASTRQ_FAISS": "0"}):
+    with mock.patch.dict(os.environ, {**NEVER, "FASTRQ_BF16_SEARCH": "yes"}):
         with pytest.raises(InvalidArgumentError, match="FASTRQ_BF16_SEARCH"):
             fastrq.nearest_code(x, codebook, backend="torch")
 

@@ -56,7 +56,7 @@ def _operands(kind: str, seed: int, rows: int, codes: int, dim: int):
         a = torch.randn(rows, dim, generator=gen)
         u = torch.randn(codes, dim, generator=gen)
         b = a[:1] + 0.1 * u / u.norm(dim=1, keepdim=True)
-    elif kind == "wide-range":  # entries over 2⁻⁶⁰ … 2⁶⁰ in one vector
+    elif kind == "wide-range":  # entries from 2⁻⁶⁰ to 2³⁹ in one vector
         scale = torch.exp2(torch.randint(-60, 40, (1, dim), generator=gen).float())
         a = torch.randn(rows, dim, generator=gen) * scale
         b = torch.randn(codes, dim, generator=gen) * scale
@@ -129,11 +129,11 @@ def test_slack_coefficients_cover_the_bound():
 # ---------------------------------------------------------------------------------------------- the codes
 
 
-@pytest.mark.parametrize("dtype_scale", [1e-3, 1.0, 1e3])
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
 @given(n=st.sampled_from([1, 5, 64, 300]), d=st.sampled_from([1, 3, 33, 64, 130]), k=st.sampled_from([1, 2, 7, 100, 300]), seed=seeds)
-def test_near_optimal_at_the_float32_tolerance(dtype_scale, n, d, k, seed):
-    x = random_data(seed, n, d, dtype=torch.float32, scale=dtype_scale)
-    codebook = random_data(seed + 1, k, d, dtype=torch.float32, scale=dtype_scale)
+def test_near_optimal_at_the_float32_tolerance(scale, n, d, k, seed):
+    x = random_data(seed, n, d, dtype=torch.float32, scale=scale)
+    codebook = random_data(seed + 1, k, d, dtype=torch.float32, scale=scale)
     certified.reset_search_stats()
     codes = _codes(x, codebook, ALWAYS)
     assert certified.search_stats()["rows"] == n, "the certified path did not run"

@@ -61,9 +61,14 @@ def _inputs(n: int, dim: int, num_codes: int, seed: int = 0, clustered: bool = F
     return x, codebook
 
 
-def _search(x, codebook, mode: str):
+def _search(x, codebook, mode: str, row_block_factor: int = 1):
+    """nearest_code on the GEMM path; ``row_block_factor`` > 1 scales the torch backend's row blocks (a what-if for
+    the certified path, whose per-block costs amortise over more rows)."""
+    tiles = {"TILE_ELEMENTS": torch_backend.TILE_ELEMENTS * row_block_factor}
+
     def call():
-        with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}):
+        env = {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}
+        with mock.patch.dict(os.environ, env), mock.patch.multiple(torch_backend, **tiles):
             return fastrq.nearest_code(x, codebook, backend="torch")[0]
 
     return call
@@ -111,7 +116,7 @@ def _differing_rows(x, codebook, codes_a, codes_b) -> tuple[int, float]:
     return int(differ.numel()), worst
 
 
-def run_case(n: int, dim: int, num_codes: int, reps: int) -> dict:
+def run_case(n: int, dim: int, num_codes: int, reps: int, row_block_factor: int = 1) -> dict:
     x, codebook = _inputs(n, dim, num_codes)
     calls = {
         "float32": _search(x, codebook, "0"),
@@ -119,12 +124,16 @@ def run_case(n: int, dim: int, num_codes: int, reps: int) -> dict:
         "gemm-floor": _bare_gemm(x, codebook, torch.float32),
         "bf16-mm": _bare_gemm(x, codebook, torch.bfloat16),
     }
+    providers = PROVIDERS
+    if row_block_factor > 1:
+        calls[f"certified-rows×{row_block_factor}"] = _search(x, codebook, "1", row_block_factor)
+        providers = (*PROVIDERS, f"certified-rows×{row_block_factor}")
     reference_codes = calls["float32"]()  # warm-up (and the codebook preparation, cached by content)
-    times: dict[str, list[float]] = {p: [] for p in PROVIDERS}
-    for name in PROVIDERS:
+    times: dict[str, list[float]] = {p: [] for p in providers}
+    for name in providers:
         calls[name]()
     for rep in range(reps):
-        order = PROVIDERS[rep % len(PROVIDERS) :] + PROVIDERS[: rep % len(PROVIDERS)]
+        order = providers[rep % len(providers) :] + providers[: rep % len(providers)]
         for name in order:
             start = time.perf_counter()
             calls[name]()
@@ -145,6 +154,8 @@ def run_case(n: int, dim: int, num_codes: int, reps: int) -> dict:
         "bf16mm_over_floor": medians["bf16-mm"] / floor,
         "certified_over_float32": medians["certified"] / medians["float32"],
         "certified_over_floor_of_minima": min(times["certified"]) / min(times["gemm-floor"]),
+        **({f"certified_rows×{row_block_factor}_over_floor": medians[f"certified-rows×{row_block_factor}"] / floor}
+           if row_block_factor > 1 else {}),
         "rates_gaussian": gaussian, "rates_clustered": clustered,
         "rows_differing_from_float32": differ, "worst_relative_excess_where_differing": worst,
     }
@@ -310,6 +321,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-rq", action="store_true", help="skip the residual_quantize cases")
     parser.add_argument("--name", default="certified_search", help="file name stem of the outputs")
+    parser.add_argument("--row-block-factor", type=int, default=1,
+                        help="also time the certified path with the torch backend's row blocks this many times larger")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     torch.set_num_threads(args.threads)
@@ -322,13 +335,14 @@ def main(argv=None) -> None:
     for n in ns:
         for dim in dims:
             for num_codes in ks:
-                record = run_case(n, dim, num_codes, reps)
+                record = run_case(n, dim, num_codes, reps, args.row_block_factor)
                 records.append(record)
                 ms = record["ms"]
                 print(f"N={n} D={dim} K={num_codes}: float32 {ms['float32']:.2f} ms, certified {ms['certified']:.2f}, "
                       f"floor {ms['gemm-floor']:.2f}, bf16-mm {ms['bf16-mm']:.2f}; certified/floor "
                       f"{record['certified_over_floor']:.2f}; re-scored {record['rates_gaussian']['rescore_rate']:.1%}, "
-                      f"exact {record['rates_gaussian']['exact_rate']:.2%}", flush=True)
+                      f"exact {record['rates_gaussian']['exact_rate']:.2%}"
+                      + "".join(f"; {k} {v:.2f}" for k, v in record.items() if k.startswith("certified_rows")), flush=True)
     rq_records = []
     for case in () if args.no_rq else RQ_CASES[args.preset]:
         record = run_rq_case(*case, reps)

@@ -55,9 +55,10 @@ negative outputs, which only rounding can produce, are always candidates and sor
 is reduced over the middle axis of a [R, kb/G, G] view into G strided group minima (a vectorised ``amin``, ~5% of
 the GEMM; an inner-axis reduction or a comparison would cost 3–10× more), merged over tiles. The threshold then
 picks the few candidate groups per row, then the tiles where each passes, whose kb/G members are gathered and
-compared. Extra memory: the stored row block of at most
-``STORE_ELEMENTS`` bf16 outputs (rows are sub-blocked to fit), its group minima and the augmented row block; never
-N×K. Measured costs and rates: ``benchmarks/certified_search.py``.
+compared. Extra memory: per codebook level, its augmented bf16 copy [K, D + 4] (cached with the prepared
+codebook); per thread, kept between calls for the last ``BUFFER_SHAPES`` shapes, the stored row block of at most
+``STORE_ELEMENTS`` bf16 outputs (8 MiB; rows are sub-blocked to fit), its group minima and the augmented and
+float32 row blocks (≤ 1 MiB at D = 256); never N×K. Measured costs and rates: ``benchmarks/certified_search.py``.
 
 **Preconditions, checked at run time:** the bf16 ``torch.mm`` must accumulate in float32 (probed once per operand
 width, :func:`float32_accumulation_verified`); the codebook must be finite with norms ≤ ``MAGNITUDE_LIMIT``
@@ -111,6 +112,7 @@ GROUPS = 64  # strided groups per code tile whose minima locate the candidates
 CODE_TILE = 1024  # codes per bf16 GEMM
 STORE_ELEMENTS = 1 << 22  # bf16 outputs kept per row sub-block (8 MiB)
 MAX_CANDIDATES = 64  # rows with more candidates are searched again by the exact float32 path
+BUFFER_SHAPES = 2  # per-thread buffer sets kept between calls
 # auto mode: where the bf16 pass pays off (measured on AVX-512-BF16, benchmarks/certified_search.py)
 AUTO_MIN_DIM = 64
 AUTO_MIN_CODES = 512
@@ -402,7 +404,7 @@ _BUFFERS = threading.local()
 def _buffers(rows: int, dim: int, tile: int, tiles: int):
     """Reused per-thread buffers for at least ``rows`` rows (no allocation, hence no page faults, per block): the
     augmented rows, a float32 row scratch, the per-row terms, the stored bf16 outputs and their group minima. Kept
-    per (D, tile, tiles), for the last few shapes (levels of different sizes alternate in one walk)."""
+    per (D, tile, tiles) for the last ``BUFFER_SHAPES`` shapes (levels of different sizes alternate in one walk)."""
     cache = getattr(_BUFFERS, "value", None)
     if cache is None:
         cache = _BUFFERS.value = {}
@@ -414,7 +416,7 @@ def _buffers(rows: int, dim: int, tile: int, tiles: int):
         terms = torch.empty(rows, 5, dtype=torch.float64)
         cached = rows, _new_aug(rows, dim), torch.empty(rows, dim), terms, store, minima
         cache.pop(key, None)
-        while len(cache) >= 4:
+        while len(cache) >= BUFFER_SHAPES:
             cache.pop(next(iter(cache)))
         cache[key] = cached
     return cached[1:]

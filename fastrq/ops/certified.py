@@ -58,7 +58,7 @@ picks the few candidate groups per row, then the tiles where each passes, whose 
 compared. Extra memory: per codebook level, its augmented bf16 copy [K, D + 4] (cached with the prepared
 codebook); per thread, kept between calls for the last ``BUFFER_SHAPES`` shapes, the stored row block of at most
 ``STORE_ELEMENTS`` bf16 outputs (8 MiB; rows are sub-blocked to fit), its group minima, and a bf16 and a
-float32 copy of the row block (R × D, R ≤ the caller's row block: at most 6 MiB at D = 256); never N×K. Measured costs and rates: ``benchmarks/certified_search.py``.
+float32 copy of the row block (R × D, R ≤ the caller's row block: about 6 MiB at D = 256, K = 256); never N×K. Measured costs and rates: ``benchmarks/certified_search.py``.
 
 **Preconditions, checked at run time:** the bf16 ``torch.mm`` must accumulate in float32 (probed once per operand
 width, :func:`float32_accumulation_verified`); the codebook must be finite with norms ≤ ``MAGNITUDE_LIMIT``

@@ -48,7 +48,10 @@ PRESETS = {
 }
 PROVIDERS = ("float32", "certified", "gemm-floor", "bf16-mm")
 # residual_quantize cases (N, D, K, L): the EnCodec-like shape of issue 10 and a D = 256 one
-RQ_CASES = {"full": ((4800, 128, 1024, 8), (1024, 128, 1024, 8), (4096, 256, 1024, 4)), "quick": ((1024, 128, 1024, 8),)}
+RQ_CASES = {
+    "full": ((4800, 128, 1024, 8), (1024, 128, 1024, 8), (4096, 256, 1024, 4)),
+    "quick": ((1024, 128, 1024, 8),),
+}
 
 
 def _inputs(n: int, dim: int, num_codes: int, seed: int = 0, clustered: bool = False):
@@ -169,7 +172,8 @@ def run_rq_case(n: int, dim: int, num_codes: int, levels: int, reps: int) -> dic
 
     def call(mode):
         def run():
-            with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}):
+            env = {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}
+            with mock.patch.dict(os.environ, env):
                 return fastrq.residual_quantize(x, books, backend="torch")[1]
 
         return run
@@ -340,9 +344,11 @@ def main(argv=None) -> None:
                 ms = record["ms"]
                 print(f"N={n} D={dim} K={num_codes}: float32 {ms['float32']:.2f} ms, certified {ms['certified']:.2f}, "
                       f"floor {ms['gemm-floor']:.2f}, bf16-mm {ms['bf16-mm']:.2f}; certified/floor "
-                      f"{record['certified_over_floor']:.2f}; re-scored {record['rates_gaussian']['rescore_rate']:.1%}, "
+                      f"{record['certified_over_floor']:.2f}; "
+                      f"re-scored {record['rates_gaussian']['rescore_rate']:.1%}, "
                       f"exact {record['rates_gaussian']['exact_rate']:.2%}"
-                      + "".join(f"; {k} {v:.2f}" for k, v in record.items() if k.startswith("certified_rows")), flush=True)
+                      + "".join(f"; {k} {v:.2f}" for k, v in record.items() if k.startswith("certified_rows")),
+                      flush=True)
     rq_records = []
     for case in () if args.no_rq else RQ_CASES[args.preset]:
         record = run_rq_case(*case, reps)

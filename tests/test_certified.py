@@ -130,7 +130,8 @@ def test_slack_coefficients_cover_the_bound():
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
-@given(n=st.sampled_from([1, 5, 64, 300]), d=st.sampled_from([1, 3, 33, 64, 130]), k=st.sampled_from([1, 2, 7, 100, 300]), seed=seeds)
+@given(n=st.sampled_from([1, 5, 64, 300]), d=st.sampled_from([1, 3, 33, 64, 130]),
+       k=st.sampled_from([1, 2, 7, 100, 300]), seed=seeds)
 def test_near_optimal_at_the_float32_tolerance(scale, n, d, k, seed):
     x = random_data(seed, n, d, dtype=torch.float32, scale=scale)
     codebook = random_data(seed + 1, k, d, dtype=torch.float32, scale=scale)
@@ -184,7 +185,8 @@ def test_tiles_and_sub_blocks_match_the_reference(n, d, k, seed):
     assert torch.equal(codes, reference.nearest_code(x.double(), codebook.double())[0])
 
 
-@given(n=st.sampled_from([1, 40, 300]), d=st.sampled_from([2, 33, 64, 128]), k=st.sampled_from([2, 16, 257]), seed=seeds)
+@given(n=st.sampled_from([1, 40, 300]), d=st.sampled_from([2, 33, 64, 128]), k=st.sampled_from([2, 16, 257]),
+       seed=seeds)
 def test_large_common_offset_stays_exact(n, d, k, seed):
     """x, codebook ≈ 1000 + N(0, 1): the centring carries over to the bf16 operands (as in tests/test_ops.py)."""
     x = random_data(seed, n, d, dtype=torch.float32, offset=1000.0)

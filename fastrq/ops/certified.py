@@ -57,8 +57,9 @@ the GEMM; an inner-axis reduction or a comparison would cost 3–10× more), mer
 picks the few candidate groups per row, then the tiles where each passes, whose kb/G members are gathered and
 compared. Extra memory: per codebook level, its augmented bf16 copy [K, D + 4] (cached with the prepared
 codebook); per thread, kept between calls for the last ``BUFFER_SHAPES`` shapes, the stored row block of at most
-``STORE_ELEMENTS`` bf16 outputs (8 MiB; rows are sub-blocked to fit), its group minima, and a bf16 and a
-float32 copy of the row block (R × D, R ≤ the caller's row block: about 6 MiB at D = 256, K = 256); never N×K. Measured costs and rates: ``benchmarks/certified_search.py``.
+``STORE_ELEMENTS`` bf16 outputs (8 MiB; rows are sub-blocked to fit), its group minima, and a bf16 and a float32
+copy of the row block (R × D, R ≤ the caller's row block: about 6 MiB at D = 256, K = 256); never N×K. Measured
+costs and rates: ``benchmarks/certified_search.py``.
 
 **Preconditions, checked at run time:** the bf16 ``torch.mm`` must accumulate in float32 (probed once per operand
 width, :func:`float32_accumulation_verified`); the codebook must be finite with norms ≤ ``MAGNITUDE_LIMIT``
@@ -278,7 +279,9 @@ def NORM_FACTOR(dim: int) -> float:  # noqa: N802 - a constant of D
     return 1.0 + 2.0 * gamma(dim + 2)
 
 
-def score_error_bound(row_norm: torch.Tensor, rounding_norm: torch.Tensor, row_constant: torch.Tensor, level: CertifiedLevel) -> torch.Tensor:
+def score_error_bound(
+    row_norm: torch.Tensor, rounding_norm: torch.Tensor, row_constant: torch.Tensor, level: CertifiedLevel
+) -> torch.Tensor:
     """E (float64, one per row) of the bound |d̃_k − (ĉ + s_k)| ≤ u_o·|d̃_k| + E (module docstring), from upper
     bounds of ‖a‖ and ‖α‖ and the value ĉ of each row."""
     dim = level.dim
@@ -435,7 +438,9 @@ def _threshold_keys(terms: torch.Tensor, weights: torch.Tensor, offset: float) -
 
 
 @torch.no_grad()
-def certified_codes(rows: torch.Tensor, level: CertifiedLevel, exact: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def certified_codes(
+    rows: torch.Tensor, level: CertifiedLevel, exact: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """Codes int64 [R] of centred float32 rows [R, D]: the first float32 argmin over all K codes (module
     docstring). ``exact(subset)`` is the float32 path, for the rows the bf16 pass cannot decide."""
     num_rows = rows.shape[0]
@@ -443,7 +448,8 @@ def certified_codes(rows: torch.Tensor, level: CertifiedLevel, exact: Callable[[
     buffers = _buffers(min(block, num_rows), level.dim, level.tile, level.tiles)
     if num_rows <= block:
         return _certified_block(rows, level, exact, buffers)
-    return torch.cat([_certified_block(rows[r0 : r0 + block], level, exact, buffers) for r0 in range(0, num_rows, block)])
+    parts = [_certified_block(rows[r0 : r0 + block], level, exact, buffers) for r0 in range(0, num_rows, block)]
+    return torch.cat(parts)
 
 
 def _certified_block(rows: torch.Tensor, level: CertifiedLevel, exact, buffers) -> torch.Tensor:

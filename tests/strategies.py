@@ -18,6 +18,7 @@ BACKEND_VARIANTS = {
     "torch-native": ("torch", {"FASTRQ_CPU_KERNEL": "1"}),  # the native small-D kernel; fails if it cannot build
     "torch-pure": ("torch", {"FASTRQ_CPU_KERNEL": "0", "FASTRQ_FAISS": "0"}),
     "torch-faiss": ("torch", {"FASTRQ_CPU_KERNEL": "0", "FASTRQ_FAISS": "1"}),
+    "torch-certified": ("torch", {"FASTRQ_CPU_KERNEL": "0", "FASTRQ_FAISS": "0", "FASTRQ_BF16_SEARCH": "1"}),
     "triton": ("triton", {}),
 }
 

@@ -28,6 +28,7 @@ FAST_VARIANTS = [
     "torch-native",
     "torch-pure",
     "torch-faiss",
+    "torch-certified",
     pytest.param("triton", marks=pytest.mark.triton),
 ]
 ALL_VARIANTS = ["reference", *FAST_VARIANTS]

@@ -48,6 +48,7 @@ import threading
 import torch
 
 from ..kernels.cpu import launch as cpu_kernels
+from . import certified
 from .codebook_prep import centring_shifts, first_equal_rows, first_equal_rows_sync_free, row_hashes
 
 __all__ = [
@@ -177,6 +178,8 @@ class PreparedLevels:
                 half_norms = half_norms.masked_fill(padding, float("inf"))
             self.half_norms = half_norms
             self.centred_t = centred.transpose(1, 2)
+            # bf16 operands of the certified search (fastrq.ops.certified), built per level on first use
+            self.certified = [None] * num_levels
 
 
 _PREPARED: collections.OrderedDict[tuple, tuple[torch.Tensor, PreparedLevels]] = collections.OrderedDict()
@@ -259,9 +262,17 @@ def level_codes(rows: torch.Tensor, codebooks: torch.Tensor, prep: PreparedLevel
     return codes if first is None else first.index_select(0, codes)
 
 
-def _gemm_codes(rows: torch.Tensor, prep: PreparedLevels, level: int, work: TileWorkspace) -> torch.Tensor:
+def _gemm_codes(rows: torch.Tensor, prep: PreparedLevels, level: int, work: TileWorkspace, exact: bool = False) -> torch.Tensor:
     """argmin_k ½‖e_k − μ‖² − (x − μ)·(e_k − μ) over centred rows: one ``addmm`` per code block into the reused
-    tile, merged into a running (min, argmin) with a strict ``<`` over code blocks in increasing order."""
+    tile, merged into a running (min, argmin) with a strict ``<`` over code blocks in increasing order.
+
+    Unless ``exact``, where :func:`fastrq.ops.certified.level_operands` chooses it (``FASTRQ_BF16_SEARCH``), the
+    certified bf16 search runs instead and returns the same codes; it calls back here for the rows it cannot
+    decide."""
+    if not exact:
+        operands = certified.level_operands(prep, level, rows.shape[0])
+        if operands is not None:
+            return certified.certified_codes(rows, operands, lambda subset: _gemm_codes(subset, prep, level, work, exact=True))
     half_norm, centred_t = prep.half_norms[level], prep.centred_t[level]
     num_codes = half_norm.shape[0]
     best_score = best_code = None

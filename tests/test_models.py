@@ -93,6 +93,49 @@ def test_config_round_trip_through_json():
     assert again == config
 
 
+def test_config_from_an_older_checkpoint_keeps_the_behaviour_it_was_trained_with():
+    """A stored model_config written before a quantizer option existed rebuilds the model as it was trained
+    (straight-through, Euclidean codes, no projections), whatever today's defaults are."""
+    from fastrq.models.networks.autoencoders import LEGACY_VALUES
+
+    stored = ModelConfig(model="rqvae").to_dict()
+    for name in LEGACY_VALUES:
+        stored.pop(name)
+    again = ModelConfig.from_dict(stored)
+    assert {name: getattr(again, name) for name in LEGACY_VALUES} == LEGACY_VALUES
+    assert again.rotation_trick is False and again.use_cosine_sim is False and again.codebook_dim is None
+    # a stored value always wins over the legacy one
+    assert ModelConfig.from_dict({**stored, "rotation_trick": True}).rotation_trick is True
+
+
+@pytest.mark.parametrize("options", [dict(rotation_trick=True), dict(use_cosine_sim=True, codebook_dim=3),
+                                     dict(codebook_dim=6, ema=False), dict(kmeans_init=True, dead_code_threshold=2.0)])
+def test_quantizer_options_reach_the_models_and_train(options):
+    for kind in ("vqvae", "rqvae"):
+        model = _model(kind, **options)
+        q = model.quantizer
+        for name, value in options.items():
+            assert getattr(q, "ema" if name == "ema" else name) == value, name
+        out = model(torch.rand(4, 1, 28, 28), return_stats=True)
+        out["loss"].backward()
+        assert torch.isfinite(out["loss"]) and out["codes"].shape[-1] == model.num_levels
+        assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("encoder"))
+
+
+def test_evaluate_with_codebook_dim_measures_the_projected_latent():
+    model = _model("rqvae", num_quantizers=2, codebook_dim=3).eval()
+    images = torch.rand(10, 1, 28, 28)
+    result = evaluate(model, images)
+    assert len(result["residual_norm"]) == 3
+    with torch.no_grad():
+        z = model.quantizer.project_in(model.encoder(images).movedim(1, -1).reshape(-1, 4))
+        codes = model.encode_codes(images).reshape(-1, 2)
+        decoded = model.quantizer.get_codes(codes).sum(-2)
+    assert result["residual_norm"][0] == pytest.approx(z.norm(dim=-1).mean().item(), rel=1e-5)
+    assert result["residual_norm"][-1] == pytest.approx((z - decoded).norm(dim=-1).mean().item(), rel=1e-5, abs=1e-7)
+    assert result["level_mse"][-1] == pytest.approx((z - decoded).pow(2).mean().item(), rel=1e-5, abs=1e-9)
+
+
 def test_evaluate_changes_nothing_and_reports_consistent_numbers():
     model = _model("rqvae", num_quantizers=3).train()
     images = torch.rand(20, 1, 28, 28)

@@ -24,7 +24,8 @@ def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -
     of the output clamped to [0, 1]), ``aux_loss``; for quantized models also per level ``usage`` (fraction of the
     level's codes used on the whole set), ``perplexity`` (of the level's code histogram on the whole set),
     ``level_mse`` (mean squared latent residual after each level) and ``residual_norm`` (mean L2 norm of the latent
-    residual per latent vector, before any level and after each level: L+1 values)."""
+    residual per latent vector, before any level and after each level: L+1 values). With ``codebook_dim`` the
+    latent is the quantizer's input after its ``project_in`` (d values per vector)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -49,7 +50,10 @@ def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -
             size = model.quantizer.codebook_size
             hist = torch.stack([torch.bincount(codes[:, l].clamp_min(0), minlength=size) for l in range(levels)])
             counts = hist.cpu() if counts is None else counts + hist.cpu()
+            quantizer = model.quantizer
             z = model.encoder(x).movedim(1, -1).reshape(-1, model.config.latent_dim).float()
+            if quantizer.project_in is not None:  # codebook_dim: the quantizer works on the projected latent
+                z = quantizer.project_in(z)
             residual = z
             norm_sums[0] += residual.norm(dim=-1).double().sum().cpu()
             codebooks = model.quantizer.codebooks.detach()
@@ -65,7 +69,7 @@ def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -
         entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
         result["usage"] = ((counts > 0).sum(-1).double() / sizes).tolist()
         result["perplexity"] = entropy.exp().tolist()
-        result["level_mse"] = (sq_sums / max(vectors * model.config.latent_dim, 1)).tolist()
+        result["level_mse"] = (sq_sums / max(vectors * model.quantizer.codebook_dim, 1)).tolist()
         result["residual_norm"] = (norm_sums / max(vectors, 1)).tolist()
     model.train(was_training)
     return result

@@ -64,7 +64,20 @@ def _subset(split: ImageSplit, size: int | None) -> ImageSplit:
     return ImageSplit(split.images[:size].clone(), split.labels[:size].clone(), split.name)
 
 
+# (torchvision class, resolved data folder, train) → the whole split, decoded once per process (a study trains many
+# runs on the same data in one process). Callers never modify the tensors in place; subsets are copies.
+_LOADED: dict[tuple[str, str, bool], ImageSplit] = {}
+
+
 def _load_torchvision(class_name: str, data_dir: str, train: bool, download: bool) -> ImageSplit:
+    key = (class_name, str(Path(data_dir).resolve()), train)
+    if key not in _LOADED:
+        _LOADED[key] = _read_torchvision(class_name, data_dir, train, download)
+    split = _LOADED[key]
+    return ImageSplit(split.images, split.labels, split.name)
+
+
+def _read_torchvision(class_name: str, data_dir: str, train: bool, download: bool) -> ImageSplit:
     try:
         import torchvision.datasets
     except ImportError as exc:  # pragma: no cover - depends on the environment

@@ -96,8 +96,19 @@ def _read_torchvision(class_name: str, data_dir: str, train: bool, download: boo
     return ImageSplit(images, dataset.targets.to(torch.int64), type(dataset).__name__)
 
 
+_GENERATED: dict[tuple[int, int], ImageSplit] = {}
+
+
 def _synthetic(size: int, seed: int) -> ImageSplit:
-    """Digit-like 28×28 images: a few random strokes (Gaussian blobs along lines) per class; deterministic."""
+    """Digit-like 28×28 images: a few random strokes (Gaussian blobs along lines) per class; deterministic (and
+    generated once per process)."""
+    if (size, seed) not in _GENERATED:
+        _GENERATED[(size, seed)] = _generate_synthetic(size, seed)
+    split = _GENERATED[(size, seed)]
+    return ImageSplit(split.images, split.labels, split.name)
+
+
+def _generate_synthetic(size: int, seed: int) -> ImageSplit:
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 10, (size,), generator=generator)
     class_gen = torch.Generator().manual_seed(1234)

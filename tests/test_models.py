@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -122,6 +123,26 @@ def test_quantizer_options_reach_the_models_and_train(options):
         assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("encoder"))
 
 
+def test_perplexity_ceiling_counts_exact_duplicates_as_one_group():
+    from fastrq.models.training.evaluation import perplexity_ceiling
+
+    distinct = torch.randn(1000, 4)
+    assert perplexity_ceiling(distinct, 16) == pytest.approx(16.0)
+    # half the rows identical: that half takes one code, the other half spreads over the other 3 of 4 codes
+    rows = torch.cat([torch.zeros(500, 4), torch.randn(500, 4) + 5])
+    expected = math.exp(0.5 * math.log(2) + 0.5 * math.log(3 / 0.5))
+    assert perplexity_ceiling(rows, 4) == pytest.approx(expected)
+    # at most K groups: each its own code, exactly
+    few = torch.cat([torch.zeros(3, 2), torch.ones(1, 2)])
+    assert perplexity_ceiling(few, 8) == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+    assert perplexity_ceiling(torch.zeros(0, 4), 8) == 0.0
+    # no quantizer beats it: the perplexity of a nearest-code assignment never exceeds the ceiling
+    codebook = torch.randn(4, 4) * 3
+    codes = torch.cdist(rows, codebook).argmin(1)
+    probs = torch.bincount(codes, minlength=4).double() / len(codes)
+    assert math.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum()) <= perplexity_ceiling(rows, 4) + 1e-9
+
+
 def test_evaluate_with_codebook_dim_measures_the_projected_latent():
     model = _model("rqvae", num_quantizers=2, codebook_dim=3).eval()
     images = torch.rand(10, 1, 28, 28)
@@ -159,6 +180,7 @@ def test_evaluate_changes_nothing_and_reports_consistent_numbers():
     per_image = (recon.clamp(0, 1) - images).pow(2).flatten(1).mean(1)
     assert result["psnr"] == pytest.approx(psnr_from_mse(per_image).mean().item(), rel=1e-5)
     assert all(0 < u <= 1 for u in result["usage"]) and all(p >= 1 for p in result["perplexity"])
+    assert all(p <= c + 1e-6 for p, c in zip(result["perplexity"], result["perplexity_ceiling"]))
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints

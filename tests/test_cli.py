@@ -249,8 +249,8 @@ def test_reproduce_seeds_ablation_and_stability_in_two_workers(tmp_path):
     verdicts = {f["finding"][:2]: f["verdict"] for f in report["findings"]}
     assert verdicts["4."] in ("reproduced", "not reproduced", "not distinguishable")
     text = (out / "report.md").read_text()
-    for heading in ("## Codebook-health ablation", "### VQ 256", "### RQ 2×128", "## Training stability",
-                    "not distinguishable"):
+    for heading in ("## Codebook health (test set)", "## Codebook-health ablation", "### VQ 256", "### RQ 2×128",
+                    "## Training stability", "not distinguishable"):
         assert heading in text, heading
     # again: every run is reused, the numbers are the same
     first_mtime = (out / "runs" / "vq256_ema" / "seed0" / "final.json").stat().st_mtime_ns

@@ -364,3 +364,22 @@ def test_other_mnist_format_sets_load_and_carry_their_name(tmp_path):
     assert load_dataset("synthetic", subset=4).name == "synthetic digits"
     with pytest.raises(MissingDataError, match="KMNIST was not found under"):
         load_dataset("kmnist", data_dir=str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (MNIST_DIR / "MNIST" / "raw").is_dir(), reason=f"MNIST IDX files not at {MNIST_DIR}/MNIST/raw")
+def test_default_codebooks_stay_healthy_on_mnist_where_the_old_ones_collapse(tmp_path):
+    """A regression guard of issue 11 at a tenth of the quick preset's cost: the RQ 2×128 defaults use nearly every
+    code of both levels after 62 steps on MNIST; with every codebook lever off (the pre-issue-11 settings) most
+    codes are never used."""
+    from fastrq.models.study.experiments import LEVERS_OFF
+    from fastrq.models.training.autoencoder import AutoencoderTrainConfig, train_autoencoder
+
+    usage = {}
+    for name, levers in (("defaults", {}), ("off", LEVERS_OFF)):
+        config = AutoencoderTrainConfig(
+            model=ModelConfig.for_model("rqvae", **levers), out=str(tmp_path / name), data_dir=str(MNIST_DIR),
+            train_subset=8000, test_subset=1000, epochs=1, seed=0, threads=1, progress=False, checkpoint_every=0)
+        usage[name] = train_autoencoder(config)["test"]["usage"]
+    assert min(usage["defaults"]) >= 0.9, usage
+    assert max(usage["off"]) <= 0.5, usage

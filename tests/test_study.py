@@ -144,6 +144,12 @@ def test_healthy_checks_every_seed_and_level():
     low = aggregate("RQ", {0: _final(0.01, usage=(1.0, 0.97), perplexity=(40.0, 33.0), size=128, levels=2),
                            1: _final(0.01, usage=(1.0, 0.97), perplexity=(40.0, 31.0), size=128, levels=2)})
     assert findings_mod.healthy(low) is False  # one level of one seed below 0.25·128 = 32
+    assert findings_mod.health(low) == {"usage": True, "perplexity": False, "healthy": False}
+    unused = aggregate("RQ", {0: _final(0.01, usage=(0.9, 1.0), perplexity=(40.0, 33.0), size=128, levels=2)})
+    assert findings_mod.health(unused) == {"usage": False, "perplexity": True, "healthy": False}
+    vae = aggregate("VAE", {0: {**_final(0.01), "test": {"loss": 0.1, "recon_mse": 0.01, "psnr": 20.0,
+                                                         "aux_loss": 0.1}}})
+    assert findings_mod.health(vae) is None
 
 
 def test_finding_4_from_the_sweep_counts():

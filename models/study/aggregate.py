@@ -9,7 +9,8 @@ from .statistics import mean_std
 __all__ = ["aggregate", "TEST_METRICS"]
 
 # test metrics averaged over seeds (scalars, or one value per level)
-TEST_METRICS = ("loss", "recon_mse", "psnr", "aux_loss", "usage", "perplexity", "level_mse", "residual_norm")
+TEST_METRICS = ("loss", "recon_mse", "psnr", "aux_loss", "usage", "perplexity", "perplexity_ceiling", "level_mse",
+                "residual_norm")
 
 
 def aggregate(label: str, finals: dict[int, dict[str, Any]]) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from typing import Any
 from .experiments import ABLATION_MODELS, ABLATION_ROWS, STABILITY_MODELS, experiment_label, lr_name
 from .statistics import ALPHA, compare, fisher_exact, format_mean_std, mean_std
 
-__all__ = ["findings", "format_list", "ablation_summary", "stability_summary", "healthy", "USAGE_FLOOR",
+__all__ = ["findings", "format_list", "ablation_summary", "stability_summary", "health", "healthy", "USAGE_FLOOR",
            "PERPLEXITY_FLOOR"]
 
 USAGE_FLOOR = 0.95       # every level uses ≥ 95 % of its codes on the test set ...
@@ -30,13 +30,22 @@ def _per_seed(result: dict[str, Any], key: str) -> list:
     return [test[key] for test in result["per_seed"].values()]
 
 
-def healthy(result: dict[str, Any]) -> bool | None:
-    """Every seed and every level: usage ≥ 0.95 and perplexity ≥ 0.25·K on the test set (None: not quantized)."""
+def health(result: dict[str, Any]) -> dict[str, bool] | None:
+    """The codebook floor of issue 11, every seed and every level, on the test set: ``usage`` (≥ 0.95 of the codes
+    used), ``perplexity`` (≥ 0.25·K) and ``healthy`` (both); None for a model without a quantizer."""
     size = result["model_config"].get("codebook_size")
     tests = list(result["per_seed"].values())
     if not tests or "usage" not in tests[0]:
         return None
-    return all(min(t["usage"]) >= USAGE_FLOOR and min(t["perplexity"]) >= PERPLEXITY_FLOOR * size for t in tests)
+    usage = all(min(t["usage"]) >= USAGE_FLOOR for t in tests)
+    perplexity = all(min(t["perplexity"]) >= PERPLEXITY_FLOOR * size for t in tests)
+    return {"usage": usage, "perplexity": perplexity, "healthy": usage and perplexity}
+
+
+def healthy(result: dict[str, Any]) -> bool | None:
+    """Both parts of :func:`health` hold (None: not quantized)."""
+    parts = health(result)
+    return None if parts is None else parts["healthy"]
 
 
 def _verdict(verdict: str | None) -> bool | None:
@@ -143,7 +152,7 @@ def ablation_summary(runs: dict[tuple[str, str], str], aggregated: dict[str, dic
                 rows[row] = {"label": row_label, "run": name, "available": False}
                 continue
             entry = {"label": row_label, "run": name, "available": True, "seeds": result["seeds"],
-                     "healthy": healthy(result),
+                     "healthy": healthy(result), "floor": health(result),
                      **{key: result["test"][key] for key in ("recon_mse", "usage", "perplexity")},
                      **{f"{key}_std": result["test_std"][key] for key in ("recon_mse", "usage", "perplexity")}}
             if none_run is not None and row != "none":

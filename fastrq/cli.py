@@ -95,7 +95,7 @@ def _autoencoder_parser() -> argparse.ArgumentParser:
     g.add_argument("--cosine", action=argparse.BooleanOptionalAction, default=M.use_cosine_sim,
                    help="cosine codes: l2-normalised inputs and unit-vector codes")
     g.add_argument("--codebook-dim", type=int, default=M.codebook_dim,
-                   help="learned projections latent-dim → d → latent-dim around the quantizer (default: none)")
+                   help="learned projections latent-dim → d → latent-dim around the quantizer (None: none)")
     g.add_argument("--kl-weight", type=float, default=M.kl_weight,
                    help="VAE KL weight on the per-pixel scale (= 2σ² of a Gaussian decoder)")
     g = p.add_argument_group("optimisation")

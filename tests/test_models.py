@@ -383,3 +383,13 @@ def test_default_codebooks_stay_healthy_on_mnist_where_the_old_ones_collapse(tmp
         usage[name] = train_autoencoder(config)["test"]["usage"]
     assert min(usage["defaults"]) >= 0.9, usage
     assert max(usage["off"]) <= 0.5, usage
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    """Files and checkpoint folders renamed into place are readable like any other file (not mkstemp's 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    ckpt_mod.atomic_write_text(tmp_path / "report.md", "text")
+    assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o666 & ~umask
+    folder = save_checkpoint(tmp_path / "checkpoints", step=1, model=torch.nn.Linear(2, 2), optimizer=None, config={})
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask

@@ -131,8 +131,12 @@ def test_finding_1_verdicts_follow_the_seed_spread():
 
     better = findings_mod.findings(results([0.010, 0.011, 0.009], [0.020, 0.021, 0.019]))[0]
     assert better["verdict"] == "reproduced" and better["reproduced"] is True
+    assert "RQ lower in 3 of 3 seeds" in better["evidence"]
     inside = findings_mod.findings(results([0.010, 0.013, 0.007], [0.012, 0.015, 0.009]))[0]
     assert inside["verdict"] == "not distinguishable" and inside["reproduced"] is False
+    assert "RQ lower in 3 of 3 seeds" in inside["evidence"]  # every seed agrees, yet inside the spread
+    mixed = findings_mod.findings(results([0.010, 0.016, 0.007], [0.012, 0.015, 0.009]))[0]
+    assert "RQ lower in 2 of 3 seeds" in mixed["evidence"]
     worse = findings_mod.findings(results([0.020, 0.021, 0.019], [0.010, 0.011, 0.009]))[0]
     assert worse["verdict"] == "not reproduced"
 

@@ -67,8 +67,12 @@ def _finding_1(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         total = compare(_per_seed(results[rq], "loss"), _per_seed(results[vq], "loss"))
         verdict = {"a": "reproduced", "b": "not reproduced", None: "not distinguishable"}[c["lower"]]
         verdicts.append(verdict)
+        paired = [seed for seed in results[rq]["per_seed"] if seed in results[vq]["per_seed"]]
+        lower = sum(results[rq]["per_seed"][s]["recon_mse"] < results[vq]["per_seed"][s]["recon_mse"] for s in paired)
         parts.append(f"{'EMA' if kind == 'ema' else 'learned'} codebooks: test recon MSE RQ {_pm(c, 'a')} vs VQ "
-                     f"{_pm(c, 'b')} ({verdict}; total loss RQ {_pm(total, 'a')} vs VQ {_pm(total, 'b')})")
+                     f"{_pm(c, 'b')} ({verdict}; RQ lower in {lower} of {len(paired)} seeds, same seed = same "
+                     f"initial encoder/decoder and batch order; total loss RQ {_pm(total, 'a')} vs VQ "
+                     f"{_pm(total, 'b')})")
     if all(v == "reproduced" for v in verdicts):
         verdict = "reproduced"
     elif "not reproduced" in verdicts:

@@ -248,6 +248,7 @@ def test_reproduce_seeds_ablation_and_stability_in_two_workers(tmp_path):
     assert set(stability["comparisons"]) == {"VQ 256", "RQ 2×128"}
     verdicts = {f["finding"][:2]: f["verdict"] for f in report["findings"]}
     assert verdicts["4."] in ("reproduced", "not reproduced", "not distinguishable")
+    assert (out / "figures" / "lr_sweep_vq256.png").is_file() and (out / "figures" / "lr_sweep_rq2x128.png").is_file()
     text = (out / "report.md").read_text()
     for heading in ("## Codebook health (test set)", "## Codebook-health ablation", "### VQ 256", "### RQ 2×128",
                     "## Training stability", "not distinguishable"):

@@ -56,7 +56,7 @@ from ..training.prior import PriorTrainConfig, train_prior
 from . import plots
 from .aggregate import aggregate
 from .experiments import (
-    ABLATION_MODELS, ABLATION_ROWS, EXPERIMENTS, PRESETS, THROUGHPUT_MODELS, ablation_runs,
+    ABLATION_MODELS, ABLATION_ROWS, EXPERIMENTS, PRESETS, STABILITY_MODELS, THROUGHPUT_MODELS, ablation_runs,
     experiment_label, experiment_model, lr_name, stability_runs,
 )
 from .findings import ablation_summary, findings, stability_summary
@@ -294,8 +294,9 @@ class _Sections:
 
 
 def draw_figures(out: Path, results: dict[str, dict[str, Any]], seed: int, test: ImageSplit,
-                 device: torch.device) -> dict[str, str]:
-    """The study's figures from its finished runs (seed ``seed``); returns title → path (relative to ``out``)."""
+                 device: torch.device, sweep: dict[tuple[str, float], str] | None = None) -> dict[str, str]:
+    """The study's figures from its finished runs (seed ``seed``); returns title → path (relative to ``out``).
+    ``sweep``: the learning-rate sweep's runs ((experiment, lr) → run name), drawn per model."""
     def folder(name: str) -> Path:
         return out / "runs" / name / f"seed{seed}"
 
@@ -315,6 +316,14 @@ def draw_figures(out: Path, results: dict[str, dict[str, Any]], seed: int, test:
     if pairs:
         plots.plot_curves(pairs, out / "figures" / "ema_vs_learned.png", title="EMA vs learned codebooks")
         figures["EMA vs learned codebooks"] = "figures/ema_vs_learned.png"
+    for model_label, tag in (("VQ 256", "vq256"), ("RQ 2×128", "rq2x128")):
+        lines = {f"{STABILITY_MODELS[experiment][1]}, lr {lr_name(lr)}": folder(name)
+                 for (experiment, lr), name in sorted((sweep or {}).items())
+                 if STABILITY_MODELS[experiment][0] == model_label and (folder(name) / "metrics.jsonl").is_file()}
+        if lines:
+            path = out / "figures" / f"lr_sweep_{tag}.png"
+            plots.plot_curves(lines, path, title=f"{model_label}, learning-rate sweep (seed {seed})")
+            figures[f"{model_label}: learning-rate sweep, EMA and learned codebooks"] = f"figures/{path.name}"
     norms = {experiment_label(n): results[n]["test"]["residual_norm"] for n in names
              if "residual_norm" in results[n]["test"]}
     if norms:
@@ -434,7 +443,8 @@ def reproduce(config: ReproduceConfig) -> dict[str, Any]:
             aggregated[name] = summary
     results = {name: aggregated[name] for name in plan.main if name in aggregated}
 
-    figures = sections.run("figures", lambda: draw_figures(out, results, config.seed, test, device)) or {}
+    figures = sections.run("figures", lambda: draw_figures(out, results, config.seed, test, device,
+                                                           plan.stability)) or {}
     throughput = None
     if config.throughput:
         throughput = sections.run("throughput", lambda: _throughput(config, preset, device, results))

@@ -86,8 +86,16 @@ def _autoencoder_parser() -> argparse.ArgumentParser:
     g.add_argument("--learned-codebook", action="store_true", help="gradient-learned codebooks instead of EMA")
     g.add_argument("--decay", type=float, default=M.decay, help="EMA decay")
     g.add_argument("--beta", type=float, default=M.commitment_weight, help="commitment weight β")
-    g.add_argument("--kmeans-init", action="store_true")
-    g.add_argument("--dead-code-threshold", type=float, default=M.dead_code_threshold)
+    g.add_argument("--kmeans-init", action=argparse.BooleanOptionalAction, default=M.kmeans_init,
+                   help="initialise the codebooks by k-means (k-means++ seeds) on the first batch")
+    g.add_argument("--dead-code-threshold", type=float, default=M.dead_code_threshold,
+                   help="restart codes whose EMA cluster size falls below this (0: never)")
+    g.add_argument("--rotation-trick", action=argparse.BooleanOptionalAction, default=M.rotation_trick,
+                   help="rotation-trick gradient estimator instead of straight-through")
+    g.add_argument("--cosine", action=argparse.BooleanOptionalAction, default=M.use_cosine_sim,
+                   help="cosine codes: l2-normalised inputs and unit-vector codes")
+    g.add_argument("--codebook-dim", type=int, default=M.codebook_dim,
+                   help="learned projections latent-dim → d → latent-dim around the quantizer (None: none)")
     g.add_argument("--kl-weight", type=float, default=M.kl_weight,
                    help="VAE KL weight on the per-pixel scale (= 2σ² of a Gaussian decoder)")
     g = p.add_argument_group("optimisation")
@@ -121,8 +129,8 @@ def _train_autoencoder(argv: list[str]) -> int:
     model = ModelConfig.for_model(
         args.model, codebook_size=args.codebook_size, num_quantizers=args.num_quantizers, hidden=tuple(args.hidden),
         latent_dim=args.latent_dim, ema=not args.learned_codebook, decay=args.decay, commitment_weight=args.beta,
-        kmeans_init=args.kmeans_init, dead_code_threshold=args.dead_code_threshold, kl_weight=args.kl_weight,
-        backend=args.backend)
+        kmeans_init=args.kmeans_init, dead_code_threshold=args.dead_code_threshold, rotation_trick=args.rotation_trick,
+        use_cosine_sim=args.cosine, codebook_dim=args.codebook_dim, kl_weight=args.kl_weight, backend=args.backend)
     config = _from_args(autoencoder.AutoencoderTrainConfig, args, model=model)
     result = autoencoder.train_autoencoder(config)
     if not result:  # a DDP rank other than 0
@@ -244,12 +252,17 @@ def _reproduce_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: $FASTRQ_DATA or ./data)")
     p.add_argument("--dataset", choices=DATASETS, default=C.dataset)
     p.add_argument("--download", action="store_true")
-    p.add_argument("--threads", type=int, default=C.threads, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=C.threads, help="torch CPU threads in all")
+    p.add_argument("--jobs", type=int, default=C.jobs,
+                   help="trainings at once (worker processes, each with threads // jobs threads; 0: one per thread)")
     p.add_argument("--device", default=C.device)
-    p.add_argument("--seed", type=int, default=C.seed)
-    p.add_argument("--only", nargs="*", choices=tuple(EXPERIMENTS), help="run only these experiments")
+    p.add_argument("--seed", type=int, default=C.seed, help="the first seed")
+    p.add_argument("--seeds", type=int, default=C.seeds, help="seeds per configuration (0: the preset's)")
+    p.add_argument("--only", nargs="*", choices=tuple(EXPERIMENTS), help="run only these main experiments")
     p.add_argument("--epochs", type=int, default=C.epochs, help="override the preset's epochs")
     p.add_argument("--train-subset", type=int, default=C.train_subset, help="override the preset's training subset (0: all)")
+    p.add_argument("--no-ablation", action="store_true", help="skip the codebook-health ablation")
+    p.add_argument("--no-stability", action="store_true", help="skip the learning-rate sweep (finding 4)")
     p.add_argument("--no-prior", action="store_true", help="skip the RQ-Transformer prior section")
     p.add_argument("--no-throughput", action="store_true", help="skip the throughput measurement")
     p.add_argument("--throughput-steps", type=int, default=C.throughput_steps, help="override the preset's steps per timing round")
@@ -263,11 +276,11 @@ def _reproduce(argv: list[str]) -> int:
 
     args = _reproduce_parser().parse_args(argv)
     config = _from_args(reproduce.ReproduceConfig, args, only=tuple(args.only) if args.only else None,
-                        prior=not args.no_prior, throughput=not args.no_throughput)
+                        ablation=not args.no_ablation, stability=not args.no_stability, prior=not args.no_prior,
+                        throughput=not args.no_throughput)
     report = reproduce.reproduce(config)
     for item in report["findings"]:
-        verdict = {True: "reproduced", False: "NOT reproduced", None: "not decided automatically"}[item["reproduced"]]
-        print(f"{item['finding']}: {verdict}")
+        print(f"{item['finding']}: {item['verdict'] or 'not decided automatically'}")
     print(f"report: {(config.report_dir / 'report.md').resolve()} (took {report['time_wall_s'] / 60:.1f} min)")
     for item in report["failures"]:
         print(f"fastrq reproduce: section {item['section']} failed: {item['error']}", file=sys.stderr)

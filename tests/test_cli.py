@@ -54,6 +54,35 @@ def test_train_dispatches_prior_and_classifier(monkeypatch):
                      "classifier": classifier.ClassifierTrainConfig(lr=0.1)}
 
 
+def test_train_exposes_every_codebook_health_option(tmp_path, monkeypatch):
+    """Each quantizer option of ModelConfig has a ``fastrq train`` flag, with ModelConfig's value as its default,
+    and reaches the model (run.json's model_config and the quantizer itself)."""
+    from fastrq.models.networks.autoencoders import ModelConfig
+    from fastrq.models.training import autoencoder
+
+    seen = {}
+    monkeypatch.setattr(autoencoder, "train_autoencoder", lambda config: seen.setdefault("config", config) and {})
+    assert cli.main(["train", "--model", "rqvae", "--no-plots"]) == 0
+    defaults = seen.pop("config").model
+    for name in ("kmeans_init", "dead_code_threshold", "rotation_trick", "use_cosine_sim", "codebook_dim", "decay"):
+        assert getattr(defaults, name) == getattr(ModelConfig, name), name
+    flipped = ["--no-kmeans-init" if ModelConfig.kmeans_init else "--kmeans-init",
+               "--no-rotation-trick" if ModelConfig.rotation_trick else "--rotation-trick",
+               "--no-cosine" if ModelConfig.use_cosine_sim else "--cosine"]
+    assert cli.main(["train", "--model", "vqvae", "--no-plots", "--codebook-dim", "3", "--dead-code-threshold", "5",
+                     "--decay", "0.7", *flipped]) == 0
+    model = seen["config"].model
+    assert model.kmeans_init is not ModelConfig.kmeans_init and model.rotation_trick is not ModelConfig.rotation_trick
+    assert model.use_cosine_sim is not ModelConfig.use_cosine_sim
+    assert (model.codebook_dim, model.dead_code_threshold, model.decay) == (3, 5.0, 0.7)
+    from fastrq.models.networks.autoencoders import build_model
+
+    quantizer = build_model(model).quantizer
+    assert (quantizer.codebook_dim, quantizer.dead_code_threshold, quantizer.decay) == (3, 5.0, 0.7)
+    assert quantizer.rotation_trick == model.rotation_trick and quantizer.use_cosine_sim == model.use_cosine_sim
+    assert quantizer.kmeans_init == model.kmeans_init
+
+
 def test_train_without_data_prints_where_to_put_it(tmp_path, capsys):
     rc = cli.main(["train", "--model", "vqvae", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
     assert rc == 2
@@ -101,6 +130,7 @@ def test_reproduce_smoke_on_generated_data(tmp_path):
     out = tmp_path / "report"
     rc = cli.main(["reproduce", "--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
                          "--threads", "1", "--no-progress", "--no-prior", "--throughput-steps", "1", "--throughput-rounds", "1",
+                         "--seeds", "1", "--no-ablation", "--no-stability",
                          "--only", "vq256_ema", "rq2x128_ema", "rq3x128_ema"])
     assert rc == 0
     report = json.loads((out / "results.json").read_text())
@@ -126,13 +156,18 @@ def test_reproduce_prior_section_on_generated_data(tmp_path):
     out = tmp_path / "report"
     rc = cli.main(["reproduce", "--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
                          "--threads", "1", "--no-progress", "--throughput-steps", "1", "--throughput-rounds", "1",
-                         "--only", "rq2x128_ema"])
+                         "--seeds", "1", "--no-ablation", "--no-stability", "--only", "rq2x128_ema"])
     assert rc == 0
     prior = json.loads((out / "prior_report.json").read_text())
     assert prior["sampling"]["temperature"] == recommended_temperature(2) == [1.0, 0.0]
     assert [row["sampling"]["temperature"] for row in prior["sweep"]] == [1.0]
     assert prior["samples"]["num_images"] == prior["sweep"][0]["num_images"] == 1000
-    assert "prior_report.md" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "prior_report.md" in text
+    # below 60 % confident samples the report says plainly that the prior section is a smoke run
+    smoke = prior["samples"]["confident_fraction"] < 0.6
+    assert ("**This is a smoke run, not a result**" in text) == smoke
+    assert ("benchmarks/results/prior_2026-11-24/" in text) == smoke
 
 
 @pytest.mark.slow
@@ -144,7 +179,7 @@ def test_reproduce_reports_failing_sections_and_exits_non_zero(tmp_path, monkeyp
     real_train = reproduce.train_autoencoder
 
     def train_or_fail(config):
-        if config.run_dir.name == "vq256_ema":
+        if config.run_dir.parent.name == "vq256_ema":  # runs/<experiment>/seed<k>
             raise RuntimeError("simulated experiment failure")
         return real_train(config)
 
@@ -159,7 +194,8 @@ def test_reproduce_reports_failing_sections_and_exits_non_zero(tmp_path, monkeyp
     monkeypatch.setattr(reproduce, "train_prior", failing_prior)
     out = tmp_path / "report"
     rc = cli.main(["reproduce", "--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
-                   "--threads", "1", "--no-progress", "--no-throughput", "--only", "vq256_ema", "rq2x128_ema"])
+                   "--threads", "1", "--no-progress", "--no-throughput", "--seeds", "1", "--no-ablation",
+                   "--no-stability", "--only", "vq256_ema", "rq2x128_ema"])
     assert rc == 1
     report = json.loads((out / "results.json").read_text())
     assert [f["section"] for f in report["failures"]] == ["vq256_ema", "classifier", "rqtransformer prior"]
@@ -178,3 +214,48 @@ def test_reproduce_reports_failing_sections_and_exits_non_zero(tmp_path, monkeyp
     assert "| RQ 2×128 (EMA) |" in text and "| VQ 256 (EMA) |" not in text
     err = capsys.readouterr().err
     assert "section vq256_ema failed" in err and "simulated prior failure" in err
+
+
+@pytest.mark.slow
+def test_reproduce_seeds_ablation_and_stability_in_two_workers(tmp_path):
+    """The whole study on tiny generated data with 2 seeds in 2 worker processes: every configuration is trained
+    once per seed (the ablation's defaults and the sweep's default learning rate are the main runs), the ablation and
+    stability tables and finding 4 are in the report, and running it again reuses every run."""
+    out = tmp_path / "report"
+    args = ["reproduce", "--dataset", "synthetic", "--train-subset", "256", "--epochs", "1", "--out", str(out),
+            "--threads", "2", "--jobs", "2", "--seeds", "2", "--no-progress", "--no-prior", "--no-throughput",
+            "--only", "vq256_ema", "vq256_learned", "rq2x128_ema", "rq2x128_learned"]
+    assert cli.main(args) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["jobs"] == 2 and report["threads_per_job"] == 1 and report["seeds"] == [0, 1]
+    runs = sorted(p.parent.name for p in (out / "runs").glob("*/seed1"))
+    # 4 main experiments + 2 models × the ablation rows but "defaults" + 4 experiments × the other learning rates,
+    # each trained once
+    from fastrq.models.study.experiments import ABLATION_ROWS, PRESETS
+
+    other_lrs = len(PRESETS["quick"]["stability_lrs"]) - 1
+    assert len(runs) == 4 + 2 * (len(ABLATION_ROWS) - 1) + 4 * other_lrs and "ablation_vq256_defaults" not in runs
+    assert all((out / "runs" / name / f"seed{s}" / "final.json").is_file() for name in runs for s in (0, 1))
+    for result in report["results"].values():
+        assert result["seeds"] == [0, 1] and set(result["test_std"]) >= {"recon_mse", "usage", "perplexity"}
+    ablation = report["ablation"]
+    assert set(ablation) == {"vq256", "rq2x128"}
+    rows = ablation["rq2x128"]["rows"]
+    assert list(rows)[0] == "none" and list(rows)[-1] == "defaults" and rows["defaults"]["run"] == "rq2x128_ema"
+    assert all(row["available"] and len(row["usage"]) == 2 for row in rows.values())
+    stability = report["stability"]
+    assert len(stability["rows"]) == 4 * len(stability["lrs"]) and all(r["runs"] == 2 for r in stability["rows"])
+    assert set(stability["comparisons"]) == {"VQ 256", "RQ 2×128"}
+    verdicts = {f["finding"][:2]: f["verdict"] for f in report["findings"]}
+    assert verdicts["4."] in ("reproduced", "not reproduced", "not distinguishable")
+    assert (out / "figures" / "lr_sweep_vq256.png").is_file() and (out / "figures" / "lr_sweep_rq2x128.png").is_file()
+    text = (out / "report.md").read_text()
+    for heading in ("## Codebook health (test set)", "## Codebook-health ablation", "### VQ 256", "### RQ 2×128",
+                    "## Training stability", "not distinguishable"):
+        assert heading in text, heading
+    # again: every run is reused, the numbers are the same
+    first_mtime = (out / "runs" / "vq256_ema" / "seed0" / "final.json").stat().st_mtime_ns
+    assert cli.main(args) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["results"]["vq256_ema"]["test"] == report["results"]["vq256_ema"]["test"]
+    assert (out / "runs" / "vq256_ema" / "seed0" / "final.json").stat().st_mtime_ns == first_mtime

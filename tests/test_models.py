@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -93,6 +94,69 @@ def test_config_round_trip_through_json():
     assert again == config
 
 
+def test_config_from_an_older_checkpoint_keeps_the_behaviour_it_was_trained_with():
+    """A stored model_config written before a quantizer option existed rebuilds the model as it was trained
+    (straight-through, Euclidean codes, no projections), whatever today's defaults are."""
+    from fastrq.models.networks.autoencoders import LEGACY_VALUES
+
+    stored = ModelConfig(model="rqvae").to_dict()
+    for name in LEGACY_VALUES:
+        stored.pop(name)
+    again = ModelConfig.from_dict(stored)
+    assert {name: getattr(again, name) for name in LEGACY_VALUES} == LEGACY_VALUES
+    assert again.rotation_trick is False and again.use_cosine_sim is False and again.codebook_dim is None
+    # a stored value always wins over the legacy one
+    assert ModelConfig.from_dict({**stored, "rotation_trick": True}).rotation_trick is True
+
+
+@pytest.mark.parametrize("options", [dict(rotation_trick=True), dict(use_cosine_sim=True, codebook_dim=3),
+                                     dict(codebook_dim=6, ema=False), dict(kmeans_init=True, dead_code_threshold=2.0)])
+def test_quantizer_options_reach_the_models_and_train(options):
+    for kind in ("vqvae", "rqvae"):
+        model = _model(kind, **options)
+        q = model.quantizer
+        for name, value in options.items():
+            assert getattr(q, "ema" if name == "ema" else name) == value, name
+        out = model(torch.rand(4, 1, 28, 28), return_stats=True)
+        out["loss"].backward()
+        assert torch.isfinite(out["loss"]) and out["codes"].shape[-1] == model.num_levels
+        assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("encoder"))
+
+
+def test_perplexity_ceiling_counts_exact_duplicates_as_one_group():
+    from fastrq.models.training.evaluation import perplexity_ceiling
+
+    distinct = torch.randn(1000, 4)
+    assert perplexity_ceiling(distinct, 16) == pytest.approx(16.0)
+    # half the rows identical: that half takes one code, the other half spreads over the other 3 of 4 codes
+    rows = torch.cat([torch.zeros(500, 4), torch.randn(500, 4) + 5])
+    expected = math.exp(0.5 * math.log(2) + 0.5 * math.log(3 / 0.5))
+    assert perplexity_ceiling(rows, 4) == pytest.approx(expected)
+    # at most K groups: each its own code, exactly
+    few = torch.cat([torch.zeros(3, 2), torch.ones(1, 2)])
+    assert perplexity_ceiling(few, 8) == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+    assert perplexity_ceiling(torch.zeros(0, 4), 8) == 0.0
+    # no quantizer beats it: the perplexity of a nearest-code assignment never exceeds the ceiling
+    codebook = torch.randn(4, 4) * 3
+    codes = torch.cdist(rows, codebook).argmin(1)
+    probs = torch.bincount(codes, minlength=4).double() / len(codes)
+    assert math.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum()) <= perplexity_ceiling(rows, 4) + 1e-9
+
+
+def test_evaluate_with_codebook_dim_measures_the_projected_latent():
+    model = _model("rqvae", num_quantizers=2, codebook_dim=3).eval()
+    images = torch.rand(10, 1, 28, 28)
+    result = evaluate(model, images)
+    assert len(result["residual_norm"]) == 3
+    with torch.no_grad():
+        z = model.quantizer.project_in(model.encoder(images).movedim(1, -1).reshape(-1, 4))
+        codes = model.encode_codes(images).reshape(-1, 2)
+        decoded = model.quantizer.get_codes(codes).sum(-2)
+    assert result["residual_norm"][0] == pytest.approx(z.norm(dim=-1).mean().item(), rel=1e-5)
+    assert result["residual_norm"][-1] == pytest.approx((z - decoded).norm(dim=-1).mean().item(), rel=1e-5, abs=1e-7)
+    assert result["level_mse"][-1] == pytest.approx((z - decoded).pow(2).mean().item(), rel=1e-5, abs=1e-9)
+
+
 def test_evaluate_changes_nothing_and_reports_consistent_numbers():
     model = _model("rqvae", num_quantizers=3).train()
     images = torch.rand(20, 1, 28, 28)
@@ -116,6 +180,7 @@ def test_evaluate_changes_nothing_and_reports_consistent_numbers():
     per_image = (recon.clamp(0, 1) - images).pow(2).flatten(1).mean(1)
     assert result["psnr"] == pytest.approx(psnr_from_mse(per_image).mean().item(), rel=1e-5)
     assert all(0 < u <= 1 for u in result["usage"]) and all(p >= 1 for p in result["perplexity"])
+    assert all(p <= c + 1e-6 for p, c in zip(result["perplexity"], result["perplexity_ceiling"]))
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -299,3 +364,32 @@ def test_other_mnist_format_sets_load_and_carry_their_name(tmp_path):
     assert load_dataset("synthetic", subset=4).name == "synthetic digits"
     with pytest.raises(MissingDataError, match="KMNIST was not found under"):
         load_dataset("kmnist", data_dir=str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (MNIST_DIR / "MNIST" / "raw").is_dir(), reason=f"MNIST IDX files not at {MNIST_DIR}/MNIST/raw")
+def test_default_codebooks_stay_healthy_on_mnist_where_the_old_ones_collapse(tmp_path):
+    """A regression guard of issue 11 at a tenth of the quick preset's cost: the RQ 2×128 defaults use nearly every
+    code of both levels after 62 steps on MNIST; with every codebook lever off (the pre-issue-11 settings) most
+    codes are never used."""
+    from fastrq.models.study.experiments import LEVERS_OFF
+    from fastrq.models.training.autoencoder import AutoencoderTrainConfig, train_autoencoder
+
+    usage = {}
+    for name, levers in (("defaults", {}), ("off", LEVERS_OFF)):
+        config = AutoencoderTrainConfig(
+            model=ModelConfig.for_model("rqvae", **levers), out=str(tmp_path / name), data_dir=str(MNIST_DIR),
+            train_subset=8000, test_subset=1000, epochs=1, seed=0, threads=1, progress=False, checkpoint_every=0)
+        usage[name] = train_autoencoder(config)["test"]["usage"]
+    assert min(usage["defaults"]) >= 0.9, usage
+    assert max(usage["off"]) <= 0.5, usage
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    """Files and checkpoint folders renamed into place are readable like any other file (not mkstemp's 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    ckpt_mod.atomic_write_text(tmp_path / "report.md", "text")
+    assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o666 & ~umask
+    folder = save_checkpoint(tmp_path / "checkpoints", step=1, model=torch.nn.Linear(2, 2), optimizer=None, config={})
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask

@@ -2,7 +2,10 @@
 ``fastrq generative-eval`` run.
 
 - :mod:`.reproduce`: the study as a report folder (:func:`reproduce` on a :class:`ReproduceConfig`), from its
-  design (:mod:`.experiments`), :mod:`.findings`, :mod:`.throughput` and :mod:`.report` (report.md);
+  design (:mod:`.experiments`: main experiments, codebook-health ablation, learning-rate sweep, presets), its
+  trainings run by :mod:`.runner` (in worker processes), the numbers over seeds (:mod:`.aggregate`,
+  :mod:`.statistics`), the stability rules (:mod:`.stability`), :mod:`.findings`, :mod:`.throughput` and
+  :mod:`.report` (report.md);
 - :mod:`.prior_report`: the generative evaluation of a trained prior, with :mod:`.generative_metrics` (confidence,
   class entropy, classifier-feature FID);
 - :mod:`.sampling`: codes and image grids sampled from a prior;

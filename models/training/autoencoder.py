@@ -112,6 +112,7 @@ class _AutoencoderTask(TrainingTask):
         self.images_seen = 0  # by all ranks, for the throughput
         self.output: dict[str, Any] = {}
         self.batch_size = 0
+        self.last_eval: tuple[int, dict[str, Any]] | None = None  # (step, test metrics) of the latest evaluation
 
     def fresh_start(self) -> None:
         torch.manual_seed(self.config.seed * 7919 + self.dist.rank)  # per-rank noise (VAE sampling) from here on
@@ -159,6 +160,7 @@ class _AutoencoderTask(TrainingTask):
     def _evaluate(self, step: int, epoch: int) -> None:
         if self.dist.main:
             result = evaluate(self.model, self.test_images, self.config.eval_batch_size)
+            self.last_eval = (step, result)
             self.metrics.write({"kind": "eval", "step": step, "epoch": epoch, **result})
         self.dist.barrier()
 
@@ -227,7 +229,10 @@ def _train(config: AutoencoderTrainConfig, dist: Distributed) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if dist.main:
         s = loop.state
-        final = evaluate(task.model, task.test_images, config.eval_batch_size)
+        if task.last_eval is not None and task.last_eval[0] == s.step:  # the epoch-end evaluation of this state
+            final = task.last_eval[1]
+        else:
+            final = evaluate(task.model, task.test_images, config.eval_batch_size)
         result = {
             "model": config.model.model,
             "model_config": config.model.to_dict(),

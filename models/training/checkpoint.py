@@ -46,6 +46,12 @@ __all__ = [
 ]
 
 _LATEST = "latest.json"
+# mkstemp / mkdtemp create private files (0600) and folders (0700); what we rename into place gets the permissions an
+# ordinary open() / mkdir() would give it under the process umask (read once: os.umask can only be read by setting it)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+_DIR_MODE = 0o777 & ~_UMASK
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -54,6 +60,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
+        os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -132,6 +139,7 @@ def save_checkpoint(
     final = directory / _step_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{_step_name(step)}-", dir=directory))
     try:
+        os.chmod(tmp, _DIR_MODE)
         weights = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps({**config, "step": int(step)}, indent=2, sort_keys=True))

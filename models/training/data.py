@@ -64,7 +64,20 @@ def _subset(split: ImageSplit, size: int | None) -> ImageSplit:
     return ImageSplit(split.images[:size].clone(), split.labels[:size].clone(), split.name)
 
 
+# (torchvision class, resolved data folder, train) → the whole split, decoded once per process (a study trains many
+# runs on the same data in one process). Callers never modify the tensors in place; subsets are copies.
+_LOADED: dict[tuple[str, str, bool], ImageSplit] = {}
+
+
 def _load_torchvision(class_name: str, data_dir: str, train: bool, download: bool) -> ImageSplit:
+    key = (class_name, str(Path(data_dir).resolve()), train)
+    if key not in _LOADED:
+        _LOADED[key] = _read_torchvision(class_name, data_dir, train, download)
+    split = _LOADED[key]
+    return ImageSplit(split.images, split.labels, split.name)
+
+
+def _read_torchvision(class_name: str, data_dir: str, train: bool, download: bool) -> ImageSplit:
     try:
         import torchvision.datasets
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -83,8 +96,19 @@ def _load_torchvision(class_name: str, data_dir: str, train: bool, download: boo
     return ImageSplit(images, dataset.targets.to(torch.int64), type(dataset).__name__)
 
 
+_GENERATED: dict[tuple[int, int], ImageSplit] = {}
+
+
 def _synthetic(size: int, seed: int) -> ImageSplit:
-    """Digit-like 28×28 images: a few random strokes (Gaussian blobs along lines) per class; deterministic."""
+    """Digit-like 28×28 images: a few random strokes (Gaussian blobs along lines) per class; deterministic (and
+    generated once per process)."""
+    if (size, seed) not in _GENERATED:
+        _GENERATED[(size, seed)] = _generate_synthetic(size, seed)
+    split = _GENERATED[(size, seed)]
+    return ImageSplit(split.images, split.labels, split.name)
+
+
+def _generate_synthetic(size: int, seed: int) -> ImageSplit:
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 10, (size,), generator=generator)
     class_gen = torch.Generator().manual_seed(1234)

@@ -402,7 +402,15 @@ def collect_metadata(benchmark: str, settings: Mapping[str, Any] | None = None) 
                         if k.startswith(ENV_PREFIXES) or k in ENV_NAMES},
         "settings": dict(settings or {}),
         "peak_memory_method": memory.method_description(),
+        "load_average": _load_average(),  # 1, 5, 15 min at the start: other work on a shared machine
     }
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 # -------------------------------------------------------------------------------------------------------- files
@@ -418,6 +426,7 @@ def write_results(name: str, records: list[dict[str, Any]], meta: Mapping[str, A
     folder = results_dir(meta["date"], out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
+    meta = {**meta, "load_average_end": _load_average()}
     stamp = {key: meta.get(key) for key in RECORD_META}
     stamp["threads"] = (meta.get("threads") or {}).get("torch")
     records = [{**r, **{k: v for k, v in stamp.items() if k not in r}} for r in records]

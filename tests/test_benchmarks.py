@@ -270,3 +270,37 @@ def test_quick_preset_smoke_run_writes_well_formed_outputs(tmp_path):
     import matplotlib.image
 
     assert matplotlib.image.imread(out / "ops_quick.png").shape[0] > 200
+
+
+# ------------------------------------------------------------------------- the other scripts on the harness
+def test_sampling_smoke_run_checks_tokens_and_writes_the_speedup(tmp_path):
+    from benchmarks import sampling
+
+    argv = ["--batch", "1", "2", "--repeats", "2", "--dim", "16", "--heads", "2", "--spatial-layers", "1",
+            "--depth-layers", "1", "--positions", "4", "--codebook-size", "8", "--out", str(tmp_path)]
+    assert sampling.main(argv) == 0
+    document = harness.read_results(tmp_path / "sampling.json")
+    assert document["meta"]["settings"]["batch"] == [1, 2]
+    for batch in (1, 2):
+        timings = harness.select(document["records"], metric="time_ms", batch=batch)
+        assert {r["provider"]: r["status"] for r in timings} == {"cached": "ok", "uncached": "ok"}
+        assert all("the same tokens" in r["check"] for r in timings)
+        (speedup,) = harness.select(document["records"], metric="time_ratio", batch=batch)
+        assert (speedup["provider"], speedup["baseline"]) == ("uncached", "cached") and speedup["value"] > 0
+    table = sampling.render_table(document)
+    assert table.count("| yes |") == 2 and "sampling.json" in (tmp_path / "sampling.md").read_text()
+
+
+def test_train_step_is_the_module_step_at_one_shape(tmp_path):
+    from benchmarks import train_step
+
+    result = train_step.main(["--n", "128", "--dim", "8", "--codebook-size", "16", "--levels", "2", "--repeats", "2",
+                              "--out", str(tmp_path)])
+    document = harness.read_results(tmp_path / "train_step.json")
+    assert document["meta"]["settings"]["shapes"]["custom"] == {"label": "D=8 K=16 L=2", "dim": 8, "num_codes": 16,
+                                                                 "levels": 2}
+    timings = {r["provider"]: r for r in harness.select(document["records"], metric="time_ms")}
+    assert set(timings) == {"fastrq", "vqp", "search"} and all(r["status"] == "ok" for r in timings.values())
+    assert {(r["provider"], r["baseline"]) for r in harness.select(document["records"], metric="time_ratio")} == {
+        ("vqp", "fastrq"), ("fastrq", "search")}
+    assert result["path"] == str(tmp_path / "train_step.json")

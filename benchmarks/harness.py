@@ -464,7 +464,7 @@ def read_results(path: Path | str) -> dict[str, Any]:
                         "value": r.get("median_ms"), "status": r["status"], "check": r.get("check", ""),
                         "extrapolated": bool(r.get("extrapolated")), "reps": r.get("reps", 0),
                         "p20_ms": r.get("p20_ms"), "p80_ms": r.get("p80_ms"), "samples_ms": r.get("times_ms"),
-                        "chunks": r.get("chunks", 1), "note": r.get("note", "")})
+                        "chunks": r.get("chunks", 1), "note": r.get("note", ""), "rows_timed": r.get("rows_timed")})
         if r.get("peak_mem_bytes") is not None:
             records.append({**case, "provider": r["provider"], "metric": "peak_mem_bytes", "unit": "bytes",
                             "value": r["peak_mem_bytes"], "device": r.get("peak_mem_device", "host"),

@@ -333,11 +333,13 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> dict[str, Any]:
-    """Revision of the repository root and whether tracked files differ from it (results files excluded)."""
+    """Revision of the repository root and whether tracked files that can change a result differ from it (results
+    files and markdown documents excluded)."""
     revision = (_git("rev-parse", "HEAD") or "").strip() or None
     status = _git("status", "--porcelain", "--untracked-files=no")
     changed = None if status is None else [
-        line[3:] for line in status.splitlines() if line[3:] and not line[3:].startswith("benchmarks/results/")]
+        line[3:] for line in status.splitlines()
+        if line[3:] and not line[3:].startswith("benchmarks/results/") and not line[3:].endswith(".md")]
     return {"git_revision": revision, "git_dirty": None if changed is None else bool(changed),
             "git_dirty_files": None if changed is None else changed[:20]}
 

@@ -22,8 +22,9 @@ The gate (:mod:`benchmarks.harness`) checks every provider's codes of the first 
 search on the initial codebooks, by distance (:mod:`benchmarks.codes_check`); then the providers run interleaved
 (2 threads by default). Reported: ms per step (median, p20 / p80), ns per row, peak extra memory of the first step,
 and the per-round ratios ResidualVQ / fastrq, naive / fastrq, fastrq / search, fastrq / pure. Providers whose
-estimated working set exceeds ``--mem-cap-gib`` (ResidualVQ and the reference build N×K buffers) are skipped with
-the estimate as the reason.
+estimated working set exceeds ``--mem-cap-gib`` (ResidualVQ and the reference build N×K buffers), or whose step,
+extrapolated from the next smaller N, would take longer than ``--max-call-s``, are skipped with the estimate as the
+reason (never timed on a subsample and scaled: a training step on fewer rows is another step).
 
 Quantizer share: a full training step of the MNIST autoencoder from ``fastrq.models`` (encoder + quantizer + decoder
 + loss + backward + Adam step, batch 128, ``return_stats=True`` as the trainer calls it) against the same network
@@ -152,6 +153,20 @@ def _too_big(provider: str, shape: Shape, n: int, cap_bytes: int) -> str | None:
     return None
 
 
+def _too_slow(provider: str, n: int, settings: dict) -> str | None:
+    """Skip a provider whose step, extrapolated linearly from its time at the largest smaller N of this shape, would
+    take longer than ``max_call_s`` (its gate call and one timed step would cost twice that)."""
+    seen = settings.get("ns_per_row", {}).get(provider)
+    if seen is None:
+        return None
+    rows, ns_per_row = seen
+    estimate = ns_per_row * n / 1e9
+    if estimate > settings["max_call_s"]:
+        return (f"estimated {estimate:.0f} s per step (from {ns_per_row:,.0f} ns/row at N = {rows:,}) exceeds "
+                f"--max-call-s {settings['max_call_s']:g}")
+    return None
+
+
 def contenders(shape: Shape, n: int, providers: list[str], settings: dict) -> list[harness.Contender]:
     """The providers of one (shape, N), built outside the timed region, each gated on its first step's codes."""
     x, upstream = _inputs(shape, n, settings["seed"])
@@ -162,7 +177,7 @@ def contenders(shape: Shape, n: int, providers: list[str], settings: dict) -> li
     out = []
     for name in providers:
         label = PROVIDERS[name]
-        reason = _too_big(name, shape, n, settings["mem_cap_bytes"])
+        reason = _too_big(name, shape, n, settings["mem_cap_bytes"]) or _too_slow(name, n, settings)
         if name == "vqp" and importlib.util.find_spec("vector_quantize_pytorch") is None:
             reason = "vector-quantize-pytorch is not installed (pip install 'fastrq[bench]')"
         if reason is not None:
@@ -196,6 +211,9 @@ def run_shape(key: str, shape: Shape, n: int, providers: list[str], settings: di
             else f"{o.status}: {o.detail}"
         log(f"  {o.name:<7} {timing}")
     case = {"shape": key, "shape_label": shape.label, "N": n, "D": shape.dim, "K": shape.num_codes, "L": shape.levels}
+    for o in outcomes.values():  # the cost per row seen so far, for _too_slow at the next (larger) N
+        if o.times:
+            settings.setdefault("ns_per_row", {})[o.name] = (n, o.summary()["median_ms"] * 1e6 / n)
     records = harness.timing_records(case, outcomes, RATIOS, per_row=n)
     for r in records:
         if r["metric"] == "time_ratio":
@@ -350,7 +368,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, help="time budget per provider and case")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mem-cap-gib", type=float, default=6.0)
+    parser.add_argument("--mem-cap-gib", type=float, default=6.0,
+                        help="skip providers whose estimated working set is larger (ResidualVQ, the reference)")
+    parser.add_argument("--max-call-s", type=float, default=30.0,
+                        help="skip providers whose step, extrapolated from a smaller N, would take longer")
     parser.add_argument("--share", nargs="*", choices=sorted(SHARE_MODELS), default=None,
                         help="MNIST models whose quantizer share to measure (default: all with --preset full, none "
                              "with quick; give the flag alone for none)")
@@ -385,7 +406,8 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> d
         return {}
     harness.set_threads(args.threads)
     settings = dict(reps=args.reps, budget_s=args.budget_s, seed=args.seed, threads=args.threads,
-                    mem_cap_bytes=int(args.mem_cap_gib * (1 << 30)), share_reps=args.share_reps)
+                    mem_cap_bytes=int(args.mem_cap_gib * (1 << 30)), max_call_s=args.max_call_s,
+                    share_reps=args.share_reps)
     shapes = _shapes(args)
     meta = harness.collect_metadata(args.name, {**settings, "preset": args.preset, "n": list(args.n),
                                                 "shapes": {k: vars(s) for k, s in shapes.items()},
@@ -398,7 +420,8 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> d
     started = time.perf_counter()
     records = []
     for key, shape in shapes.items():
-        for n in args.n:
+        settings["ns_per_row"] = {}
+        for n in sorted(args.n):
             log(f"{shape.label}: N={n:,} D={shape.dim} K={shape.num_codes} L={shape.levels}")
             records += run_shape(key, shape, n, args.providers, settings, log)
     for name in args.share:

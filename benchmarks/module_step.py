@@ -22,9 +22,9 @@ The gate (:mod:`benchmarks.harness`) checks every provider's codes of the first 
 search on the initial codebooks, by distance (:mod:`benchmarks.codes_check`); then the providers run interleaved
 (2 threads by default). Reported: ms per step (median, p20 / p80), ns per row, peak extra memory of the first step,
 and the per-round ratios ResidualVQ / fastrq, naive / fastrq, fastrq / search, fastrq / pure. Providers whose
-estimated working set exceeds ``--mem-cap-gib`` (ResidualVQ and the reference build N×K buffers), or whose step,
-extrapolated from the next smaller N, would take longer than ``--max-call-s``, are skipped with the estimate as the
-reason (never timed on a subsample and scaled: a training step on fewer rows is another step).
+estimated working set exceeds ``--mem-cap-gib`` (ResidualVQ and the reference build N×K buffers), and those two
+when their step, extrapolated from the next smaller N, would take longer than ``--max-call-s``, are skipped with the
+estimate as the reason (never timed on a subsample and scaled: a training step on fewer rows is another step).
 
 Quantizer share: a full training step of the MNIST autoencoder from ``fastrq.models`` (encoder + quantizer + decoder
 + loss + backward + Adam step, batch 128, ``return_stats=True`` as the trainer calls it) against the same network
@@ -154,10 +154,11 @@ def _too_big(provider: str, shape: Shape, n: int, cap_bytes: int) -> str | None:
 
 
 def _too_slow(provider: str, n: int, settings: dict) -> str | None:
-    """Skip a provider whose step, extrapolated linearly from its time at the largest smaller N of this shape, would
-    take longer than ``max_call_s`` (its gate call and one timed step would cost twice that)."""
+    """Skip a reference (ResidualVQ, naive) whose step, extrapolated linearly from its time at the largest smaller N
+    of this shape, would take longer than ``max_call_s`` (its gate call and one timed step would cost twice that).
+    fastrq's own providers are never skipped for time."""
     seen = settings.get("ns_per_row", {}).get(provider)
-    if seen is None:
+    if seen is None or provider not in BYTES_PER_ROW_CODE:
         return None
     rows, ns_per_row = seen
     estimate = ns_per_row * n / 1e9

@@ -72,3 +72,11 @@ def test_identity_quantizer_keeps_the_latent():
     z = torch.randn(3, 4, 7, 7)
     out, codes, loss, stats = module_step.IdentityQuantizer(2)(z, return_stats=True)
     assert out is z and codes.shape == (3, 7, 7, 2) and float(loss) == 0.0 and stats == {}
+
+
+def test_only_the_references_are_skipped_for_time():
+    settings = dict(seed=0, mem_cap_bytes=1 << 40, max_call_s=1.0,
+                    ns_per_row={name: (64, 1e9) for name in module_step.PROVIDERS})  # 1 s per row at N = 64
+    found = {c.name: c for c in module_step.contenders(TINY, 128, list(module_step.PROVIDERS), settings)}
+    assert {name for name, c in found.items() if c.skip} == {"vqp", "naive"}
+    assert "exceeds --max-call-s 1" in found["naive"].skip and "N = 64" in found["naive"].skip

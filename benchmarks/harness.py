@@ -16,7 +16,9 @@ timed region) and hands the list to :func:`run`:
    ``do_bench`` median on CUDA).
 3. **Statistics**: median and the 20th / 50th / 80th percentiles of each provider's times; :func:`ratio` is the
    median over rounds of the per-round ratio of two providers' times (both timed in the same round, so slow
-   drifts cancel), not a ratio of medians.
+   drifts cancel), not a ratio of medians. Contention is recorded beside each time: the median number of
+   involuntary context switches per timed call (≈ 0 on a quiet machine; other processes took the cores when it is
+   large) and the process' CPU seconds per wall second (≈ the thread count for parallel work on a quiet machine).
 
 :func:`collect_metadata` records the date, git revision and dirty flag (from the repository root), package
 versions, CPU model and the flags of interest (AVX-512, AVX512-BF16, AMX), thread counts and the environment
@@ -108,6 +110,8 @@ class Outcome:
     rounds: list[int] = field(default_factory=list)
     peak_bytes: int | None = None
     done: bool = False
+    preemptions: list[int] = field(default_factory=list)  # involuntary context switches during each timed call
+    cpu_per_wall: list[float] = field(default_factory=list)  # process CPU seconds / wall seconds of each call
 
     @property
     def name(self) -> str:
@@ -120,6 +124,9 @@ class Outcome:
         ms = [t * 1e3 for t in self.times]
         out = {"median_ms": statistics.median(ms), "reps": len(ms), "samples_ms": ms}
         out.update({f"p{round(q * 100)}_ms": percentile(ms, q) for q in QUANTILES})
+        if self.preemptions:  # contention: other processes took the cores (≈ 0 switches on a quiet machine)
+            out["preemptions_per_call"] = statistics.median(self.preemptions)
+            out["cpu_per_wall"] = statistics.median(self.cpu_per_wall)
         return out
 
 
@@ -217,7 +224,9 @@ def _time_rounds(outcomes: list[Outcome], reps: int, budget_s: float, min_reps: 
             gc.collect()
             with scoped_env(c.env):
                 try:
+                    before = _usage()
                     elapsed = timer(c.call) * c.scale
+                    after = _usage()
                 except Exception as error:  # a provider failing later must not stop the benchmark
                     outcome.status, outcome.detail, outcome.done = "error", f"{type(error).__name__}: {error}", True
                     outcome.times.clear()
@@ -226,10 +235,23 @@ def _time_rounds(outcomes: list[Outcome], reps: int, budget_s: float, min_reps: 
                     continue
             outcome.times.append(elapsed)
             outcome.rounds.append(rounds)
+            if before is not None and after is not None:
+                outcome.preemptions.append(after[0] - before[0])
+                outcome.cpu_per_wall.append((after[1] - before[1]) / max(after[2] - before[2], 1e-9))
             spent = sum(outcome.times) / c.scale
             if len(outcome.times) >= reps or (len(outcome.times) >= min_reps and spent + elapsed / c.scale > budget_s):
                 outcome.done = True
         rounds += 1
+
+
+def _usage() -> tuple[int, float, float] | None:
+    """(involuntary context switches, CPU seconds, wall seconds) of this process so far; None where unsupported."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nivcsw, usage.ru_utime + usage.ru_stime, time.perf_counter()
 
 
 def _gate(outcome: Outcome, measure_memory: bool, log: Callable[[str], None]) -> None:

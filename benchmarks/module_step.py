@@ -346,6 +346,16 @@ def render_table(document: dict) -> str:
     return "\n".join(lines)
 
 
+def contention_line(document: dict) -> str:
+    """One line on how busy the machine was during the run (metadata and the harness' per-call counters)."""
+    meta = document["meta"]
+    switches = [r["preemptions_per_call"] for r in document["records"] if r.get("preemptions_per_call") is not None]
+    load = f"load average {meta.get('load_average', ['?'])[0]} at the start, {(meta.get('load_average_end') or ['?'])[0]} "
+    spread = f"{min(switches):g}–{max(switches):g}" if switches else "not recorded"
+    return (f"Run of {meta.get('date')} ({meta.get('threads', {}).get('torch')} threads): {load}at the end (2 cores); "
+            f"median involuntary context switches per timed call {spread} (≈ 0 on a quiet machine).")
+
+
 def _markdown(document: dict) -> str:
     meta = document["meta"]
     skipped = [f"- {r.get('shape', r.get('model'))} N={r['N']:,} {r['provider']}: {r['check']}"
@@ -354,7 +364,8 @@ def _markdown(document: dict) -> str:
         "# Quantizer module training step (forward + backward + EMA update)", "",
         f"Threads {meta['threads']['torch']}; interleaved rounds, medians; ratios are medians of per-round ratios. "
         f"faiss `distance_compute_blas_threshold` = {meta.get('faiss_blas_threshold')}.", "",
-        render_table(document), "", *(["Not timed:", "", *skipped, ""] if skipped else [])])
+        render_table(document), "", contention_line(document), "",
+        *(["Not timed:", "", *skipped, ""] if skipped else [])])
 
 
 # ------------------------------------------------------------------------------------------------------- main

@@ -111,9 +111,10 @@ def ops_nearest(document: dict) -> str:
 
 
 def module_step_table(document: dict) -> str:
-    from .module_step import render_table
+    from .module_step import contention_line, render_table
 
-    return render_table(document) + "\n\nRatios are medians of per-round ratios; – : not run (see the results file)."
+    return (render_table(document) + "\n\nRatios are medians of per-round ratios; – : not run (see the results file). "
+            + contention_line(document))
 
 
 def sampling_table(document: dict) -> str:

@@ -78,6 +78,11 @@ def render_table(document: dict) -> str:
         cell = {p: "–" if r["value"] is None else f"{r['value'] / 1e3:.3f}" for p, r in ms.items()}
         ratio = f"{speedup[0]['value']:.1f}×" if speedup else "–"
         lines.append(f"| {batch} | {cell['cached']} | {cell['uncached']} | {ratio} | {'yes' if same else 'NO'} |")
+    meta = document["meta"]
+    switches = [r["preemptions_per_call"] for r in records if r.get("preemptions_per_call") is not None]
+    lines += ["", f"Run of {meta.get('date')}: load average {(meta.get('load_average') or ['?'])[0]} at the start; "
+              f"median involuntary context switches per timed call "
+              f"{f'{min(switches):g}–{max(switches):g}' if switches else 'not recorded'} (≈ 0 on a quiet machine)."]
     return "\n".join(lines)
 
 

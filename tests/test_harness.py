@@ -186,3 +186,12 @@ def test_read_results_converts_the_older_ops_files(tmp_path):
     path.write_text("{}")
     with pytest.raises(ValueError, match="not a fastrq benchmark"):
         harness.read_results(path)
+
+
+def test_contention_is_recorded_beside_the_times():
+    log: list[str] = []
+    outcomes = harness.run([harness.Contender("a", _recorder(log, "a"))], reps=3, measure_memory=False,
+                           log=lambda *_: None)
+    summary = outcomes["a"].summary()
+    assert len(outcomes["a"].preemptions) == 3 and summary["preemptions_per_call"] >= 0
+    assert summary["cpu_per_wall"] >= 0

@@ -430,6 +430,11 @@ def collect_metadata(benchmark: str, settings: Mapping[str, Any] | None = None) 
     }
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages now (None where unsupported)."""
+    return _load_average()
+
+
 def _load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -450,7 +455,7 @@ def write_results(name: str, records: list[dict[str, Any]], meta: Mapping[str, A
     folder = results_dir(meta["date"], out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    meta = {**meta, "load_average_end": _load_average()}
+    meta = {"load_average_end": _load_average(), **meta}  # unless the script recorded it already
     stamp = {key: meta.get(key) for key in RECORD_META}
     stamp["threads"] = (meta.get("threads") or {}).get("torch")
     records = [{**r, **{k: v for k, v in stamp.items() if k not in r}} for r in records]

@@ -440,6 +440,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> d
         log(f"share of the quantizer in the MNIST {name} training step (batch {args.share_batch})")
         records += run_share(name, args.share_batch, settings, log)
     meta["wall_s"] = time.perf_counter() - started
+    meta["load_average_end"] = harness.load_average()
     document = {"meta": meta, "records": records}
     path = harness.write_results(args.name, records, meta, _markdown(document), args.out)
     log(render_table(document))

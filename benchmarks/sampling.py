@@ -80,7 +80,8 @@ def render_table(document: dict) -> str:
         lines.append(f"| {batch} | {cell['cached']} | {cell['uncached']} | {ratio} | {'yes' if same else 'NO'} |")
     meta = document["meta"]
     switches = [r["preemptions_per_call"] for r in records if r.get("preemptions_per_call") is not None]
-    lines += ["", f"Run of {meta.get('date')}: load average {(meta.get('load_average') or ['?'])[0]} at the start; "
+    lines += ["", f"Run of {meta.get('date')}: load average {(meta.get('load_average') or ['?'])[0]} at the start, "
+              f"{(meta.get('load_average_end') or ['?'])[0]} at the end (2 cores); "
               f"median involuntary context switches per timed call "
               f"{f'{min(switches):g}–{max(switches):g}' if switches else 'not recorded'} (≈ 0 on a quiet machine)."]
     return "\n".join(lines)
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                           depth_layers=args.depth_layers)
     meta = harness.collect_metadata("sampling", {"batch": args.batch, "repeats": args.repeats, "config": config.to_dict()})
     records = run(args.batch, args.repeats, config)
+    meta["load_average_end"] = harness.load_average()
     document = {"meta": meta, "records": records}
     table = render_table(document)
     path = harness.write_results("sampling", records, meta, "# RQ-Transformer sampling: KV-cached vs uncached\n\n"

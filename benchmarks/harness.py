@@ -329,6 +329,20 @@ def timing_records(case: Mapping[str, Any], outcomes: Mapping[str, Outcome],
     return records
 
 
+CONTENDED_SWITCHES = 10  # median involuntary context switches per timed call at or above which ...
+CONTENDED_RATE = 20.0  # ... and per second of call above which a timing was taken on a busy machine
+
+
+def contended(record: Mapping[str, Any]) -> bool:
+    """Whether a ``time_ms`` record was taken while other processes kept preempting this one (its time and the
+    ratios it enters are unreliable): median involuntary context switches per call ≥ :data:`CONTENDED_SWITCHES` and
+    more than :data:`CONTENDED_RATE` per second of the call. A quiet machine gives 0–3 per call."""
+    switches, ms = record.get("preemptions_per_call"), record.get("value")
+    if switches is None or not ms:
+        return False
+    return switches >= CONTENDED_SWITCHES and switches / (ms / 1e3) > CONTENDED_RATE
+
+
 def select(records: Iterable[Mapping[str, Any]], **match: Any) -> list[Mapping[str, Any]]:
     """The records whose fields equal every ``match`` item (a missing field matches None)."""
     return [r for r in records if all(r.get(key) == value for key, value in match.items())]

@@ -332,7 +332,8 @@ def render_table(document: dict) -> str:
         ms = {p: _value(rows, "time_ms", provider=p) for p in PROVIDERS}
         ratios = [_ratio(_value(rows, "time_ratio", provider=a, baseline=b)) for a, b in RATIOS]
         per_row = _value(rows, "ns_per_row", provider="fastrq")
-        lines.append(f"| {first['shape_label']} | {n:,} | {first['D']} | {first['K']:,} | {first['L']} | {_ms(ms['fastrq'])} "
+        busy = any(harness.contended(r) for r in harness.select(rows, metric="time_ms"))
+        lines.append(f"| {first['shape_label']}{' †' if busy else ''} | {n:,} | {first['D']} | {first['K']:,} | {first['L']} | {_ms(ms['fastrq'])} "
                      f"| {_ms(ms['search'])} | {_ms(ms['pure'])} | {_ms(ms['naive'])} | {_ms(ms['vqp'])} | "
                      + " | ".join(ratios) + f" | {'–' if per_row is None else f'{per_row:,.0f}'} |")
     shares = harness.select(records, metric="quantizer_share")
@@ -342,7 +343,13 @@ def render_table(document: dict) -> str:
         for r in shares:
             model = _value(records, "time_ms", model=r["model"], provider="model")
             ident = _value(records, "time_ms", model=r["model"], provider="identity")
-            lines.append(f"| {r['model']} ({r['batch']}) | {r['N']:,} | {_ms(model)} | {_ms(ident)} | {r['value']:.1%} |")
+            busy = any(harness.contended(t) for t in harness.select(records, metric="time_ms", model=r["model"]))
+            lines.append(f"| {r['model']} ({r['batch']}){' †' if busy else ''} | {r['N']:,} | {_ms(model)} | "
+                         f"{_ms(ident)} | {r['value']:.1%} |")
+    if any(harness.contended(r) for r in records if r["metric"] == "time_ms"):
+        lines += ["", "† contended: other processes kept preempting this run's calls (median ≥ "
+                  f"{harness.CONTENDED_SWITCHES} involuntary context switches per timed call): its times and ratios "
+                  "are unreliable; re-measure on a quiet machine."]
     return "\n".join(lines)
 
 

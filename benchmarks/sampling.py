@@ -77,7 +77,11 @@ def render_table(document: dict) -> str:
         same = all(r["status"] == "ok" for r in ms.values())
         cell = {p: "–" if r["value"] is None else f"{r['value'] / 1e3:.3f}" for p, r in ms.items()}
         ratio = f"{speedup[0]['value']:.1f}×" if speedup else "–"
-        lines.append(f"| {batch} | {cell['cached']} | {cell['uncached']} | {ratio} | {'yes' if same else 'NO'} |")
+        busy = " †" if any(harness.contended(r) for r in ms.values()) else ""
+        lines.append(f"| {batch}{busy} | {cell['cached']} | {cell['uncached']} | {ratio} | {'yes' if same else 'NO'} |")
+    if any(harness.contended(r) for r in records if r["metric"] == "time_ms"):
+        lines += ["", "† contended: other processes kept preempting this run's calls: its times and speed-up are "
+                  "unreliable; re-measure on a quiet machine."]
     meta = document["meta"]
     switches = [r["preemptions_per_call"] for r in records if r.get("preemptions_per_call") is not None]
     lines += ["", f"Run of {meta.get('date')}: load average {(meta.get('load_average') or ['?'])[0]} at the start, "

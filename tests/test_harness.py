@@ -195,3 +195,11 @@ def test_contention_is_recorded_beside_the_times():
     summary = outcomes["a"].summary()
     assert len(outcomes["a"].preemptions) == 3 and summary["preemptions_per_call"] >= 0
     assert summary["cpu_per_wall"] >= 0
+
+
+def test_contended_flags_calls_that_other_processes_kept_preempting():
+    assert harness.contended({"value": 100.0, "preemptions_per_call": 50})  # 500 per second
+    assert not harness.contended({"value": 100.0, "preemptions_per_call": 2})  # a quiet machine
+    assert not harness.contended({"value": 10_000.0, "preemptions_per_call": 20})  # 2 per second of a long call
+    assert not harness.contended({"value": None, "preemptions_per_call": 50})
+    assert not harness.contended({"value": 5.0})  # not recorded

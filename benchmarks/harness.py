@@ -329,18 +329,24 @@ def timing_records(case: Mapping[str, Any], outcomes: Mapping[str, Outcome],
     return records
 
 
-CONTENDED_SWITCHES = 10  # median involuntary context switches per timed call at or above which ...
-CONTENDED_RATE = 20.0  # ... and per second of call above which a timing was taken on a busy machine
+# A timing counts as contended when, per timed call (medians), the process was preempted at least
+# CONTENDED_SWITCHES times, more than CONTENDED_RATE times per second, and got less than CONTENDED_CPU CPU seconds
+# per wall second per thread. Measured on the 2-core machine (2026-12-01): quiet 2-thread calls got 1.7–2.3 CPU
+# s/s with up to ~150 switches/s; while another job ran they got ~1.0 CPU s/s with ~250 switches/s.
+CONTENDED_SWITCHES = 10
+CONTENDED_RATE = 100.0
+CONTENDED_CPU = 0.6
 
 
 def contended(record: Mapping[str, Any]) -> bool:
-    """Whether a ``time_ms`` record was taken while other processes kept preempting this one (its time and the
-    ratios it enters are unreliable): median involuntary context switches per call ≥ :data:`CONTENDED_SWITCHES` and
-    more than :data:`CONTENDED_RATE` per second of the call. A quiet machine gives 0–3 per call."""
-    switches, ms = record.get("preemptions_per_call"), record.get("value")
-    if switches is None or not ms:
+    """Whether a ``time_ms`` record was taken while other processes took the cores from this one (its time and the
+    ratios it enters are unreliable); see :data:`CONTENDED_SWITCHES`. False where the counters were not recorded."""
+    switches, ms, cpu = record.get("preemptions_per_call"), record.get("value"), record.get("cpu_per_wall")
+    if switches is None or cpu is None or not ms:
         return False
-    return switches >= CONTENDED_SWITCHES and switches / (ms / 1e3) > CONTENDED_RATE
+    threads = record.get("threads") or 1
+    return (switches >= CONTENDED_SWITCHES and switches / (ms / 1e3) > CONTENDED_RATE
+            and cpu < CONTENDED_CPU * threads)
 
 
 def select(records: Iterable[Mapping[str, Any]], **match: Any) -> list[Mapping[str, Any]]:

@@ -347,20 +347,20 @@ def render_table(document: dict) -> str:
             lines.append(f"| {r['model']} ({r['batch']}){' †' if busy else ''} | {r['N']:,} | {_ms(model)} | "
                          f"{_ms(ident)} | {r['value']:.1%} |")
     if any(harness.contended(r) for r in records if r["metric"] == "time_ms"):
-        lines += ["", "† contended: other processes kept preempting this run's calls (median ≥ "
-                  f"{harness.CONTENDED_SWITCHES} involuntary context switches per timed call): its times and ratios "
-                  "are unreliable; re-measure on a quiet machine."]
+        lines += ["", "† contended: other processes took the cores during this row (its calls were preempted "
+                  f"> {harness.CONTENDED_RATE:g} times a second and got < {harness.CONTENDED_CPU:g} CPU seconds per "
+                  "second per thread): its times and ratios are unreliable; re-measure on a quiet machine."]
     return "\n".join(lines)
 
 
 def contention_line(document: dict) -> str:
     """One line on how busy the machine was during the run (metadata and the harness' per-call counters)."""
     meta = document["meta"]
-    switches = [r["preemptions_per_call"] for r in document["records"] if r.get("preemptions_per_call") is not None]
+    timings = [r for r in document["records"] if r["metric"] == "time_ms" and r.get("value")]
+    busy = sum(harness.contended(r) for r in timings)
     load = f"load average {meta.get('load_average', ['?'])[0]} at the start, {(meta.get('load_average_end') or ['?'])[0]} "
-    spread = f"{min(switches):g}–{max(switches):g}" if switches else "not recorded"
-    return (f"Run of {meta.get('date')} ({meta.get('threads', {}).get('torch')} threads): {load}at the end (2 cores); "
-            f"median involuntary context switches per timed call {spread} (≈ 0 on a quiet machine).")
+    return (f"Run of {meta.get('date')} ({meta.get('threads', {}).get('torch')} threads, {meta.get('cpu_count')} "
+            f"cores): {load}at the end; {busy} of {len(timings)} timings contended.")
 
 
 def _markdown(document: dict) -> str:
@@ -448,11 +448,12 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> d
         records += run_share(name, args.share_batch, settings, log)
     meta["wall_s"] = time.perf_counter() - started
     meta["load_average_end"] = harness.load_average()
-    document = {"meta": meta, "records": records}
+    document = {"meta": meta, "records": [{**r, "threads": args.threads} for r in records]}
     path = harness.write_results(args.name, records, meta, _markdown(document), args.out)
-    log(render_table(document))
+    written = harness.read_results(path)  # the records as stored (stamped with the run's metadata)
+    log(render_table(written))
     log(f"\nwrote {path} and {path.with_suffix('.md').name} ({meta['wall_s']:.0f} s)")
-    return {**document, "path": str(path)}
+    return {**written, "path": str(path)}
 
 
 if __name__ == "__main__":

@@ -80,14 +80,12 @@ def render_table(document: dict) -> str:
         busy = " †" if any(harness.contended(r) for r in ms.values()) else ""
         lines.append(f"| {batch}{busy} | {cell['cached']} | {cell['uncached']} | {ratio} | {'yes' if same else 'NO'} |")
     if any(harness.contended(r) for r in records if r["metric"] == "time_ms"):
-        lines += ["", "† contended: other processes kept preempting this run's calls: its times and speed-up are "
+        lines += ["", "† contended: other processes took the cores during this row: its times and speed-up are "
                   "unreliable; re-measure on a quiet machine."]
     meta = document["meta"]
-    switches = [r["preemptions_per_call"] for r in records if r.get("preemptions_per_call") is not None]
-    lines += ["", f"Run of {meta.get('date')}: load average {(meta.get('load_average') or ['?'])[0]} at the start, "
-              f"{(meta.get('load_average_end') or ['?'])[0]} at the end (2 cores); "
-              f"median involuntary context switches per timed call "
-              f"{f'{min(switches):g}–{max(switches):g}' if switches else 'not recorded'} (≈ 0 on a quiet machine)."]
+    lines += ["", f"Run of {meta.get('date')} ({meta.get('cpu_count')} cores): load average "
+              f"{(meta.get('load_average') or ['?'])[0]} at the start, {(meta.get('load_average_end') or ['?'])[0]} "
+              "at the end."]
     return "\n".join(lines)
 
 
@@ -113,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = harness.collect_metadata("sampling", {"batch": args.batch, "repeats": args.repeats, "config": config.to_dict()})
     records = run(args.batch, args.repeats, config)
     meta["load_average_end"] = harness.load_average()
-    document = {"meta": meta, "records": records}
+    document = {"meta": meta, "records": [{**r, "threads": args.threads} for r in records]}
     table = render_table(document)
     path = harness.write_results("sampling", records, meta, "# RQ-Transformer sampling: KV-cached vs uncached\n\n"
                                  + table, args.out)

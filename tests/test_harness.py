@@ -198,8 +198,11 @@ def test_contention_is_recorded_beside_the_times():
 
 
 def test_contended_flags_calls_that_other_processes_kept_preempting():
-    assert harness.contended({"value": 100.0, "preemptions_per_call": 50})  # 500 per second
-    assert not harness.contended({"value": 100.0, "preemptions_per_call": 2})  # a quiet machine
-    assert not harness.contended({"value": 10_000.0, "preemptions_per_call": 20})  # 2 per second of a long call
-    assert not harness.contended({"value": None, "preemptions_per_call": 50})
+    busy = {"value": 400.0, "preemptions_per_call": 100, "cpu_per_wall": 1.0, "threads": 2}  # 250/s, half the CPU
+    assert harness.contended(busy)
+    assert not harness.contended({**busy, "cpu_per_wall": 1.9})  # all the CPU it could use: preempted by itself
+    assert not harness.contended({**busy, "preemptions_per_call": 2})  # a quiet machine
+    assert not harness.contended({**busy, "value": 10_000.0})  # 10 per second of a long call
+    assert harness.contended({**busy, "threads": 1, "cpu_per_wall": 0.5})
+    assert not harness.contended({**busy, "value": None})
     assert not harness.contended({"value": 5.0})  # not recorded

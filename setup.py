@@ -17,7 +17,8 @@ def _packages() -> list[str]:
 EXTRAS = {
     "triton": ["triton>=3.0"],
     "models": ["torchvision", "tqdm", "matplotlib", "safetensors", "einops"],
-    "bench": ["faiss-cpu", "vector-quantize-pytorch", "pytest-benchmark", "matplotlib"],
+    # vector-quantize-pytorch pinned: the conversion tests and the migration guide are checked against this release
+    "bench": ["faiss-cpu", "vector-quantize-pytorch==1.32.0", "pytest-benchmark", "matplotlib"],
     "test": ["pytest", "hypothesis", "pytest-benchmark", "scipy"],
 }
 EXTRAS["dev"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
@@ -31,6 +32,7 @@ setup(
     python_requires=">=3.10",
     packages=_packages(),
     package_dir={"fastrq": "fastrq", **SUBPACKAGE_DIRS},
+    package_data={"fastrq.kernels.cpu": ["*.c"]},  # the native CPU kernel is compiled from source on first use
     install_requires=["torch>=2.4", "numpy", "einops"],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["fastrq=fastrq.cli:main"]},

@@ -25,8 +25,8 @@ __all__ = ["run", "render_table", "main"]
 
 
 def _prior():
-    """The one place that imports the prior (the models package is being reorganised: fix the import here)."""
-    from fastrq.models.rq_transformer import PriorConfig, RQTransformer
+    """The one place that imports the prior."""
+    from fastrq.models.networks.rq_transformer import PriorConfig, RQTransformer
 
     return PriorConfig, RQTransformer
 

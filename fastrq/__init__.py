@@ -23,6 +23,7 @@ from .errors import (
     StateDictError,
 )
 from .ops import code_statistics, ema_update_, nearest_code, residual_decode, residual_quantize
+from .modules.grouped import GroupedResidualQuantizer
 from .modules.quantizer import ResidualQuantizer, VectorQuantizer
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "VectorQuantizer",
     "ResidualQuantizer",
+    "GroupedResidualQuantizer",
     "BACKENDS",
     "backend_status",
     "nearest_code",

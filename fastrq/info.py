@@ -14,7 +14,17 @@ import torch
 
 from .ops.backends import backend_status
 
-ENVIRONMENT_VARIABLES = ("FASTRQ_BACKEND", "FASTRQ_FAISS", "FASTRQ_TRITON_PRECISION", "TRITON_INTERPRET", "FASTRQ_DATA")
+ENVIRONMENT_VARIABLES = (
+    "FASTRQ_BACKEND",
+    "FASTRQ_CPU_KERNEL",
+    "FASTRQ_CACHE_DIR",
+    "FASTRQ_FAISS",
+    "FASTRQ_BF16_SEARCH",
+    "FASTRQ_TRITON_PRECISION",
+    "FASTRQ_TRITON_SELFCHECK",
+    "TRITON_INTERPRET",
+    "FASTRQ_DATA",
+)
 
 
 def _version(dist: str) -> str:
@@ -37,6 +47,15 @@ def report() -> str:
     ]
     for dist in ("triton", "numpy", "faiss-cpu", "vector-quantize-pytorch", "torchvision", "safetensors"):
         lines.append(f"{dist}: {_version(dist)}")
+    from .kernels.cpu import build as cpu_build
+    from .ops import torch_backend
+
+    native = cpu_build.unavailable_reason()
+    lines.append(
+        "torch backend on the CPU, float32, D ≤ 32: "
+        + ("native kernel (kernels/cpu)" if native is None else f"native kernel unavailable ({native}); ")
+        + ("" if native is None else ("faiss' fused kernel" if torch_backend._faiss() is not None else "tiled torch GEMM"))
+    )
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
         lines.append(f"backends for {device.type} tensors:")

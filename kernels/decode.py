@@ -13,7 +13,7 @@ import triton.language as tl
 
 from . import _alloc
 
-__all__ = ["residual_decode", "DECODE_BLOCK_N", "DECODE_BLOCK_D", "decode_kernel"]
+__all__ = ["residual_decode", "decode_launch", "DECODE_BLOCK_N", "DECODE_BLOCK_D", "decode_kernel"]
 
 # rows × columns per program: 16 × 128 keeps every thread at ≤ 16 accumulators (spill-free on sm_80 / sm_90)
 DECODE_BLOCK_N = 16
@@ -51,15 +51,20 @@ def decode_kernel(
     tl.store(out_ptr + rows64[:, None] * D + cols[None, :], acc, mask=row_mask[:, None] & col_mask[None, :])
 
 
-def residual_decode(codes: torch.Tensor, codebooks: torch.Tensor, *, block_n: int = DECODE_BLOCK_N) -> torch.Tensor:
-    """codes int64 [N, L'] (L' ≤ L, −1 = skipped, range-checked), codebooks [L, K, D] -> [N, D] in their dtype."""
+def decode_launch(codes: torch.Tensor, codebooks: torch.Tensor, *, block_n: int = DECODE_BLOCK_N):
+    """(kernel, args, kwargs, out) of the decode launch (works on meta tensors, for the static check)."""
     n, levels_used = codes.shape
     _, num_codes, dim = codebooks.shape
     out = _alloc.empty(n, dim, dtype=codebooks.dtype, device=codebooks.device)
-    if n == 0:
-        return out
     block_d = min(triton.next_power_of_2(dim), DECODE_BLOCK_D)
-    grid = (triton.cdiv(n, block_n), triton.cdiv(dim, block_d))
-    decode_kernel[grid](codes.contiguous(), codebooks.contiguous(), out, n, num_codes, dim, levels_used,
-                        BLOCK_N=block_n, BLOCK_D=block_d)
+    args = (codes, codebooks, out, n, num_codes, dim, levels_used)
+    return decode_kernel, args, dict(BLOCK_N=block_n, BLOCK_D=block_d), out
+
+
+def residual_decode(codes: torch.Tensor, codebooks: torch.Tensor, *, block_n: int = DECODE_BLOCK_N) -> torch.Tensor:
+    """codes int64 [N, L'] (L' ≤ L, −1 = skipped, range-checked), codebooks [L, K, D] -> [N, D] in their dtype."""
+    kernel, args, kwargs, out = decode_launch(codes.contiguous(), codebooks.contiguous(), block_n=block_n)
+    n, dim = out.shape
+    if n:
+        kernel[(triton.cdiv(n, kwargs["BLOCK_N"]), triton.cdiv(dim, kwargs["BLOCK_D"]))](*args, **kwargs)
     return out

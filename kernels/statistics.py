@@ -1,17 +1,20 @@
-"""Per-code EMA statistics: ``counts[k] = #{n : c_n = k}``, ``sums[k] = Σ_{n : c_n = k} x_n``.
+"""Per-level, per-code statistics of the residuals, all levels in one launch, deterministic (no float atomics):
 
-Deterministic by construction (bitwise identical reruns), with no float atomics:
+    counts[l, k] = #{n : c_{l,n} = k},        sums[l, k] = Σ_{n : c_{l,n} = k} r_{l,n}
 
-1. the rows are ordered by code with a *stable* sort (ties keep their row order), and ``counts`` is the integer
-   histogram of the codes; segment starts are its exclusive prefix sum;
-2. :func:`segment_sum_kernel` runs one program per (code, column block): it walks its code's segment in chunks of
-   ``BLOCK_R`` rows in order, adds each chunk into a ``[BLOCK_R, BLOCK_D]`` accumulator, and reduces it once at the
-   end. The order of every addition is fixed by the sort, the tile sizes and the compiled reduction tree.
+with ``r_{0,n} = x_n`` and ``r_{l+1,n} = r_{l,n} − C_l[c_{l,n}]``; pairs with code −1 (skipped) take no part.
 
-Cost: one sort of N codes plus one gathered read of x. Codes with many rows make their program long (load
-imbalance); an opt-in atomic path (:func:`atomic_sums_kernel`, ``deterministic=False``) adds every row straight
-into ``sums`` with ``tl.atomic_add``: no sort, but the float summation order depends on scheduling, so repeated runs
-can differ in the last bits. It is off by default.
+1. Every active (row, level) pair gets the key ``l·K + c`` (skipped pairs ``L·K``); one *stable* sort of the ``L·N``
+   keys orders the pairs by (level, code) with rows in increasing order inside each segment; segment bounds come
+   from ``searchsorted`` (integer, exact; unlike ``bincount`` it is deterministic on CUDA).
+2. :func:`level_sums_kernel` runs one program per (level, code, column block): it walks its segment in order in chunks
+   of ``BLOCK_R`` rows, recomputes each row's ``r_l`` from x and the row's codes of the levels before (the same
+   subtractions in the same order as the search: bitwise the same residual), adds the chunk into a
+   ``[BLOCK_R, BLOCK_D]`` accumulator and reduces once. Every addition's order is fixed by the sort and the tiles, so
+   reruns are bitwise identical.
+
+Cost: one sort of L·N keys, and per (row, level) pair l + 1 gathered rows (x and the earlier codes' rows, which sit
+in L2). A code with many rows makes its program long (load imbalance).
 """
 
 from __future__ import annotations
@@ -22,82 +25,91 @@ import triton.language as tl
 
 from . import _alloc
 
-__all__ = ["code_statistics", "segment_sum_kernel", "atomic_sums_kernel", "SEGMENT_BLOCK_R", "STAT_BLOCK_D", "ATOMIC_BLOCK_N"]
+__all__ = ["level_statistics", "stats_launch", "code_statistics", "level_sums_kernel", "STAT_BLOCK_R", "STAT_BLOCK_D"]
 
-SEGMENT_BLOCK_R = 32  # rows per step of a segment walk
+STAT_BLOCK_R = 32  # rows per step of a segment walk
 STAT_BLOCK_D = 128  # columns per program
-ATOMIC_BLOCK_N = 16  # rows per program of the atomic path
 
 
 @triton.jit
-def segment_sum_kernel(
+def level_sums_kernel(
     x_ptr,  # [N, D]
-    order_ptr,  # [N] int64 row indices sorted (stably) by code
-    starts_ptr,  # [K] int64 first position of each code's segment in order
-    counts_ptr,  # [K] int64 segment lengths
-    sums_ptr,  # out [K, D]
-    D,
+    codebooks_ptr,  # [L, KC, D]
+    codes_ptr,  # [N, LT] int64, −1 = skipped
+    order_ptr,  # [LT·N] int64 positions of the pairs (level-major: level·N + row), sorted by (level, code)
+    bounds_ptr,  # [LT·K + 1] int64 segment bounds in order
+    sums_ptr,  # out [LT, K, D]
+    N,
+    K,  # codes per level of the statistics (segments per level)
+    KC,  # codes per level in codebooks_ptr
+    LT,
+    D: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    code = tl.program_id(0).to(tl.int64)
+    segment = tl.program_id(0).to(tl.int64)  # level·K + code
+    level = segment // K
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     col_mask = cols < D
-    start = tl.load(starts_ptr + code)
-    count = tl.load(counts_ptr + code)
+    start = tl.load(bounds_ptr + segment)
+    count = tl.load(bounds_ptr + segment + 1) - start
     acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=sums_ptr.dtype.element_ty)
     for r0 in range(0, count, BLOCK_R):
         pos = r0 + tl.arange(0, BLOCK_R)
         pos_mask = pos < count
-        rows = tl.load(order_ptr + start + pos, mask=pos_mask, other=0)
-        acc += tl.load(x_ptr + rows[:, None] * D + cols[None, :], mask=pos_mask[:, None] & col_mask[None, :], other=0.0)
-    tl.store(sums_ptr + code * D + cols, tl.sum(acc, axis=0), mask=col_mask)
+        mask = pos_mask[:, None] & col_mask[None, :]
+        rows = tl.load(order_ptr + start + pos, mask=pos_mask, other=0) - level * N
+        residual = tl.load(x_ptr + rows[:, None] * D + cols[None, :], mask=mask, other=0.0)
+        for j in range(level):
+            code = tl.load(codes_ptr + rows * LT + j, mask=pos_mask, other=0)
+            residual = residual - tl.load(codebooks_ptr + (j * KC + code[:, None]) * D + cols[None, :], mask=mask,
+                                          other=0.0)
+        acc += residual
+    tl.store(sums_ptr + segment * D + cols, tl.sum(acc, axis=0), mask=col_mask)
 
 
-@triton.jit
-def atomic_sums_kernel(
-    x_ptr,  # [N, D]
-    codes_ptr,  # [N] int64
-    sums_ptr,  # in/out [K, D], zero-initialised
-    N,
-    D,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    row_mask = rows < N
-    mask = row_mask[:, None] & (cols < D)[None, :]
-    code = tl.load(codes_ptr + rows, mask=row_mask, other=0)
-    values = tl.load(x_ptr + rows.to(tl.int64)[:, None] * D + cols[None, :], mask=mask, other=0.0)
-    tl.atomic_add(sums_ptr + code[:, None] * D + cols[None, :], values, mask=mask)
+def _segments(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(order [L·N], bounds [L·K + 1]) of the pairs sorted by (level, code), skipped pairs last."""
+    n, levels = codes.shape
+    offsets = (torch.arange(levels, device=codes.device) * num_codes)[:, None]
+    keys = torch.empty(levels * n, dtype=codes.dtype, device=codes.device)  # level-major, the same ops for any L
+    torch.add(codes.T, offsets, out=keys.view(levels, n))
+    keys.view(levels, n).masked_fill_(codes.T < 0, levels * num_codes)  # a Python scalar: no host-to-device copy
+    sorted_keys, order = torch.sort(keys, stable=True)
+    bounds = torch.searchsorted(sorted_keys, torch.arange(levels * num_codes + 1, device=codes.device))
+    return order, bounds
 
 
-def code_statistics(
-    x: torch.Tensor,
-    codes: torch.Tensor,
-    codebook_size: int,
-    *,
-    deterministic: bool = True,
-    block_r: int = SEGMENT_BLOCK_R,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [N, D], codes int64 [N] in [0, K) (range-checked by the caller) -> (counts [K], sums [K, D]) in x's dtype.
-
-    ``deterministic=False`` uses the atomic path (faster for hot codes, not bitwise reproducible)."""
+def stats_launch(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, num_codes: int,
+                 *, block_r: int = STAT_BLOCK_R):
+    """(kernel, args, kwargs, (counts, sums)) of the statistics launch: counts are ready, sums are the kernel's
+    to fill (works on meta tensors, for the static check)."""
     n, dim = x.shape
-    device = x.device
-    counts_int = torch.bincount(codes, minlength=codebook_size)  # integer histogram: exact in any order
-    counts = counts_int.to(x.dtype)
+    levels = codes.shape[1]
+    order, bounds = _segments(codes, num_codes)
+    counts = (bounds[1:] - bounds[:-1]).view(levels, num_codes).to(x.dtype)
+    sums = _alloc.empty(levels, num_codes, dim, dtype=x.dtype, device=x.device)
     block_d = min(triton.next_power_of_2(max(dim, 1)), STAT_BLOCK_D)
-    if not deterministic:
-        sums = torch.zeros(codebook_size, dim, dtype=x.dtype, device=device)
-        if n:
-            grid = (triton.cdiv(n, ATOMIC_BLOCK_N), triton.cdiv(dim, block_d))
-            atomic_sums_kernel[grid](x, codes, sums, n, dim, BLOCK_N=ATOMIC_BLOCK_N, BLOCK_D=block_d)
-        return counts, sums
-    sums = _alloc.empty(codebook_size, dim, dtype=x.dtype, device=device)
-    order = torch.sort(codes, stable=True).indices
-    starts = torch.cumsum(counts_int, 0) - counts_int
-    grid = (codebook_size, triton.cdiv(dim, block_d))
-    segment_sum_kernel[grid](x, order, starts, counts_int, sums, dim, BLOCK_R=block_r, BLOCK_D=block_d)
+    args = (x, codebooks, codes, order, bounds, sums, n, num_codes, codebooks.shape[1], levels)
+    kwargs = dict(D=dim, BLOCK_R=block_r, BLOCK_D=block_d)
+    return level_sums_kernel, args, kwargs, (counts, sums)
+
+
+def level_statistics(x: torch.Tensor, codes: torch.Tensor, codebooks: torch.Tensor, num_codes: int,
+                     *, block_r: int = STAT_BLOCK_R) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [N, D], codes int64 [N, L] (−1 = skipped; active levels a prefix per row), codebooks [L', KC, D] (L' ≥ L)
+    -> (counts [L, K] in x's dtype, sums [L, K, D] of the residuals r_l), bitwise deterministic, one launch."""
+    kernel, args, kwargs, (counts, sums) = stats_launch(x, codes, codebooks, num_codes, block_r=block_r)
+    levels, dim = codes.shape[1], x.shape[1]
+    if levels * num_codes:
+        kernel[(levels * num_codes, triton.cdiv(dim, kwargs["BLOCK_D"]))](*args, **kwargs)
     return counts, sums
+
+
+def code_statistics(x: torch.Tensor, codes: torch.Tensor, codebook_size: int,
+                    *, block_r: int = STAT_BLOCK_R) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [N, D], codes int64 [N] in [0, K) (range-checked by the caller) -> (counts [K], sums [K, D]) in x's dtype:
+    the one-level case of :func:`level_statistics` (no residual walk: level 0 sums x itself)."""
+    counts, sums = level_statistics(x, codes[:, None].contiguous(), x.new_zeros(1, 1, x.shape[1]), codebook_size,
+                                    block_r=block_r)
+    return counts[0], sums[0]

@@ -1,13 +1,17 @@
-"""Reference models built on the fastrq quantizer modules (installed as ``fastrq.models``).
+"""Reference models built on the fastrq quantizer modules (installed as ``fastrq.models``), in three layers that
+import only downwards:
 
-- :mod:`fastrq.models.autoencoders`: VAE, VQVAE, RQVAE (the MNIST study's encoder/decoder);
-- :mod:`fastrq.models.train`: ``fastrq train`` (checkpoints, exact resume, DDP); :mod:`fastrq.models.reproduce`:
-  ``fastrq reproduce``; :mod:`fastrq.models.checkpoint`, :mod:`fastrq.models.metrics_log`,
-  :mod:`fastrq.models.interrupt`: reusable training machinery; :mod:`fastrq.models.data`: MNIST / generated data.
+- :mod:`fastrq.models.networks`: the ``nn.Module``s: VAE / VQ-VAE / RQ-VAE, the RQ-Transformer prior, the MNIST
+  classifier;
+- :mod:`fastrq.models.training`: one training loop (exact resume, stop requests, NaN guard), the three trainers
+  (each a config dataclass and a function), checkpoints, loaders, data, DDP, metrics log;
+- :mod:`fastrq.models.study`: the RQ-vs-VQ study (``fastrq reproduce``), the generative evaluation, sampling, plots.
 
-Importing this package does not import torchvision or matplotlib (the submodules that need them import them lazily).
+Command lines live in :mod:`fastrq.cli`; ``python -m fastrq.models.train`` and ``python -m
+fastrq.models.generative_eval`` are kept as entry points into it. Importing this package does not import
+torchvision or matplotlib (the modules that need them import them when they draw or load).
 """
 
-from .autoencoders import RQVAE, VAE, VQVAE, ModelConfig, build_model
+from .networks.autoencoders import RQVAE, VAE, VQVAE, ModelConfig, build_model
 
 __all__ = ["VAE", "VQVAE", "RQVAE", "ModelConfig", "build_model"]

@@ -15,8 +15,10 @@ import fastrq
 BACKEND_VARIANTS = {
     "reference": ("reference", {}),
     "torch": ("torch", {}),
-    "torch-pure": ("torch", {"FASTRQ_FAISS": "0"}),
-    "torch-faiss": ("torch", {"FASTRQ_FAISS": "1"}),
+    "torch-native": ("torch", {"FASTRQ_CPU_KERNEL": "1"}),  # the native small-D kernel; fails if it cannot build
+    "torch-pure": ("torch", {"FASTRQ_CPU_KERNEL": "0", "FASTRQ_FAISS": "0"}),
+    "torch-faiss": ("torch", {"FASTRQ_CPU_KERNEL": "0", "FASTRQ_FAISS": "1"}),
+    "torch-certified": ("torch", {"FASTRQ_CPU_KERNEL": "0", "FASTRQ_FAISS": "0", "FASTRQ_BF16_SEARCH": "1"}),
     "triton": ("triton", {}),
 }
 

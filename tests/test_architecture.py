@@ -97,16 +97,33 @@ def test_registration_and_autograd_import_only_the_ops_layer(graph):
 def test_modules_hold_only_nn_modules(graph):
     """``fastrq/modules/`` holds nn.Modules only: every top-level class there is an ``nn.Module`` subclass and
     every top-level function is private."""
+    import importlib
+
+    import torch
+
     modules = _modules()
     for name, path in modules.items():
         if not name.startswith("fastrq.modules"):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
+        loaded = importlib.import_module(name)
         for node in tree.body:
             if isinstance(node, ast.FunctionDef):
                 assert node.name.startswith("_"), f"{name}.{node.name}: functional math belongs in fastrq.ops"
-        bad = _outside(graph[name], ("fastrq.ops", "fastrq.errors", "fastrq.library", "fastrq.autograd", "fastrq.modules"))
+            if isinstance(node, ast.ClassDef):
+                assert issubclass(getattr(loaded, node.name), torch.nn.Module), f"{name}.{node.name} is not an nn.Module"
+        allowed = ("fastrq.ops", "fastrq.errors", "fastrq.library", "fastrq.autograd", "fastrq.modules", "fastrq.interop")
+        bad = _outside(graph[name], allowed)
         assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_interop_sits_below_the_modules(graph):
+    """Converters receive the module class they build; they never import fastrq.modules (no cycle with the
+    modules' ``from_*`` class methods)."""
+    for name, imports in graph.items():
+        if name.startswith("fastrq.interop"):
+            bad = _outside(imports, ("fastrq.interop", "fastrq.errors", "fastrq.ops"))
+            assert not bad, f"{name} imports {sorted(bad)}"
 
 
 def test_kernels_import_only_the_ops_layer_of_fastrq(graph):
@@ -116,7 +133,36 @@ def test_kernels_import_only_the_ops_layer_of_fastrq(graph):
             assert not bad, f"{name} imports {sorted(bad)}"
 
 
-@pytest.mark.xfail(strict=True, reason="prior.py <-> sample.py: removed by the models/ split of issue 14")
+# fastrq.models in three layers, each importing only the ones below it (and the library under them); above them
+# all, the CLI. The command-line entry points kept for ``python -m fastrq.models.train`` (also under torchrun),
+# ``python -m fastrq.models.generative_eval`` and ``python -m fastrq.models.classifier`` call the CLI and hold
+# nothing else.
+MODEL_LAYERS = ("fastrq.models.networks", "fastrq.models.training", "fastrq.models.study")
+MODEL_ENTRY_POINTS = ("fastrq.models.train", "fastrq.models.generative_eval", "fastrq.models.classifier")
+
+
+def _model_layer(name: str) -> int | None:
+    for index, layer in enumerate(MODEL_LAYERS):
+        if name == layer or name.startswith(layer + "."):
+            return index
+    return None
+
+
+def test_models_layers_import_only_downwards(graph):
+    for name, imports in graph.items():
+        layer = _model_layer(name)
+        if layer is None:
+            continue
+        allowed = ("fastrq.errors", "fastrq.ops", "fastrq.modules", "fastrq.library", "fastrq.autograd",
+                   *MODEL_LAYERS[:layer + 1])
+        bad = {m for m in _outside(imports, allowed) if m != "fastrq"}  # ``import fastrq``: the library's top level
+        assert not bad, f"{name} ({MODEL_LAYERS[layer]}) imports {sorted(bad)} from a layer above it"
+    for name in MODEL_ENTRY_POINTS:
+        assert graph[name] == {"fastrq.cli"}, f"{name} is an entry point into fastrq.cli, it imports {graph[name]}"
+    assert not any(m.startswith("fastrq.models") for m in graph["fastrq.models"] if _model_layer(m) != 0), \
+        "importing fastrq.models must import only its networks"
+
+
 def test_import_graph_has_no_cycle(graph):
     """Imports inside functions count too: a lazy import that dodges a cycle is still a cycle of the design."""
     state: dict[str, int] = {}

@@ -1,7 +1,11 @@
 """The quantizer under torch.distributed: 2 processes, gloo backend, CPU.
 
-- EMA codebooks identical on both ranks and equal to one process run on the concatenated batch;
-- k-means init and dead-code restarts identical on both ranks;
+- EMA codebooks, and k-means++ init followed by EMA, identical on both ranks and equal to one process run on the
+  concatenated batch;
+- dead-code restarts identical on both ranks (each rank draws the candidates of the codes it owns from its own
+  rows, so they are not those one process would draw from the concatenated batch);
+- the options of issues 11 and 13 (rotation trick, cosine codes, codebook_dim, masks, per-sample dropout)
+  identical on both ranks;
 - exactly one all_reduce per training step (k-means init aside), none in eval mode or under no_grad.
 """
 
@@ -27,9 +31,25 @@ def _batch(step):
     return torch.randn(WORLD * N_PER_RANK, 4, generator=torch.Generator().manual_seed(100 + step))
 
 
+CONFIGS = {
+    "ema": {},
+    "kmeans": dict(kmeans_init=True, kmeans_iters=3),
+    "kmeans_dead": dict(kmeans_init=True, kmeans_iters=3, dead_code_threshold=2.0),
+    "grouped": dict(groups=2, dead_code_threshold=1.0),
+    "options": dict(rotation_trick=True, use_cosine_sim=True, codebook_dim=3, quantize_dropout=True,
+                    quantize_dropout_per_sample=True, dead_code_threshold=1.0, kmeans_init=True),
+}
+
+
 def _make(**kwargs):
     torch.manual_seed(0)  # same construction on every rank (the same seed for the counter-based random choices)
+    if "groups" in kwargs:
+        return fastrq.GroupedResidualQuantizer(4, 8, 3, decay=0.8, **kwargs)
     return fastrq.ResidualQuantizer(4, 8, 3, decay=0.8, **kwargs)
+
+
+def _mask(step, rank):
+    return torch.rand(N_PER_RANK, generator=torch.Generator().manual_seed(1000 * step + rank)) > 0.25
 
 
 def _worker(rank, init_file, out_dir):
@@ -46,13 +66,13 @@ def _worker(rank, init_file, out_dir):
     dist.all_reduce = counting_all_reduce
     try:
         results = {}
-        for name, kwargs in (("ema", {}), ("kmeans_dead", dict(kmeans_init=True, kmeans_iters=3, dead_code_threshold=2.0))):
+        for name, kwargs in CONFIGS.items():
             rq = _make(**kwargs)
             per_step = []
             for step in range(STEPS):
                 local = _batch(step)[rank * N_PER_RANK : (rank + 1) * N_PER_RANK].requires_grad_()
                 before = calls["n"]
-                _, _, loss = rq(local)
+                _, _, loss = rq(local, mask=_mask(step, rank) if name == "options" else None)
                 loss.backward()
                 per_step.append(calls["n"] - before)
             before = calls["n"]
@@ -76,22 +96,24 @@ def rank_results(tmp_path_factory):
 
 
 def test_codebooks_identical_across_ranks(rank_results):
-    for name in ("ema", "kmeans_dead"):
+    for name in CONFIGS:
         for key, value in rank_results[0][name]["state"].items():
             torch.testing.assert_close(rank_results[1][name]["state"][key], value, rtol=0, atol=0, msg=f"{name}: {key}")
 
 
-def test_equal_to_single_process_on_concatenated_batch(rank_results):
-    rq = _make()
+@pytest.mark.parametrize("name", ["ema", "kmeans"])
+def test_equal_to_single_process_on_concatenated_batch(rank_results, name):
+    rq = _make(**CONFIGS[name])
     for step in range(STEPS):
         rq(_batch(step))
     for key, value in rq.state_dict().items():
-        torch.testing.assert_close(rank_results[0]["ema"]["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+        torch.testing.assert_close(rank_results[0][name]["state"][key], value, rtol=1e-5, atol=1e-5, msg=f"{name}: {key}")
 
 
 def test_one_collective_per_training_step_none_in_eval_or_no_grad(rank_results):
     for rank in range(WORLD):
         assert rank_results[rank]["ema"]["per_step"] == [1] * STEPS
+        assert rank_results[rank]["grouped"]["per_step"] == [1] * STEPS, "one all-reduce for all groups"
         # k-means init at the first step: its own collectives (flag, seeds, one per Lloyd iteration) then one
         assert rank_results[rank]["kmeans_dead"]["per_step"][1:] == [1] * (STEPS - 1)
         assert rank_results[rank]["ema"]["eval_no_grad"] == 0

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastrq.errors import NonFiniteError, ShapeError
-from fastrq.models.generative_eval import (
+from fastrq.models.study.generative_metrics import (
     class_histogram_entropy,
     confident_fraction,
     frechet_distance,
@@ -82,7 +82,7 @@ def test_confidence_and_class_entropy():
 
 
 def test_image_metrics_with_a_classifier():
-    from fastrq.models.classifier import MNISTClassifier, predict
+    from fastrq.models.networks.classifier import MNISTClassifier, predict
 
     torch.manual_seed(0)
     model = MNISTClassifier().eval()
@@ -98,13 +98,12 @@ def test_image_metrics_with_a_classifier():
         model(torch.rand(2, 1, 27, 28))
 
 
-def test_prior_report_end_to_end(tmp_path):
-    """Untrained tiny checkpoints (the metrics' values are meaningless; the wiring, files and consistency are not)."""
-    from fastrq.models.autoencoders import ModelConfig, build_model
-    from fastrq.models.checkpoint import save_checkpoint
-    from fastrq.models.classifier import MNISTClassifier
-    from fastrq.models.generative_eval import TARGETS, prior_report
-    from fastrq.models.rq_transformer import PriorConfig, RQTransformer
+def _untrained_runs(tmp_path):
+    """Untrained tiny RQ-VAE, classifier and class-conditional prior checkpoints in their run folders' layout."""
+    from fastrq.models.networks.autoencoders import ModelConfig, build_model
+    from fastrq.models.networks.classifier import MNISTClassifier
+    from fastrq.models.networks.rq_transformer import PriorConfig, RQTransformer
+    from fastrq.models.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     vae_config = ModelConfig(model="rqvae", hidden=(8, 8), codebook_size=8, num_quantizers=2)
@@ -116,6 +115,13 @@ def test_prior_report_end_to_end(tmp_path):
     save_checkpoint(tmp_path / "prior" / "checkpoints", step=0, model=RQTransformer(prior_config),
                     config={"prior_config": prior_config.to_dict(), "height": 7, "width": 7,
                             "rqvae": str(tmp_path / "rqvae")})
+
+
+def test_prior_report_end_to_end(tmp_path):
+    """Untrained tiny checkpoints (the metrics' values are meaningless; the wiring, files and consistency are not)."""
+    from fastrq.models.study.prior_report import TARGETS, prior_report
+
+    _untrained_runs(tmp_path)
     report = prior_report(tmp_path / "report", prior=tmp_path / "prior", classifier=tmp_path / "classifier",
                           num_samples=24, dataset="synthetic", test_subset=40, top_k=4, batch_size=16,
                           sweep=[{"temperature": 0.0}, {"temperature": 1.0, "top_p": 0.5}])
@@ -138,9 +144,34 @@ def test_prior_report_end_to_end(tmp_path):
     assert "Sampling sweep" in (tmp_path / "report" / "prior_report.md").read_text()
 
 
+def test_generative_eval_command(tmp_path, capsys):
+    """``fastrq generative-eval`` (= ``python -m fastrq.models.generative_eval``): per-depth sampling settings and a
+    sweep from the command line into the report."""
+    import subprocess
+    import sys
+
+    from fastrq.cli import main as cli_main
+
+    _untrained_runs(tmp_path)
+    out = tmp_path / "report"
+    assert cli_main(["generative-eval", "--out", str(out), "--prior", str(tmp_path / "prior"), "--classifier",
+                     str(tmp_path / "classifier"), "--num-samples", "24", "--dataset", "synthetic",
+                     "--temperature", "1.0,0", "--top-k", "4,0", "--sweep", "0.5:0:0.9"]) == 0
+    saved = json.loads((out / "prior_report.json").read_text())
+    assert saved["sampling"] == {"temperature": [1.0, 0.0], "top_k": [4, None], "top_p": None}
+    assert [row["sampling"] for row in saved["sweep"]] == [{"temperature": 0.5, "top_k": None, "top_p": 0.9}]
+    assert saved["rqvae"] == str(tmp_path / "rqvae") and saved["dataset"] == "synthetic digits"
+    assert "## RQ-Transformer prior: generative evaluation" in capsys.readouterr().out
+    assert cli_main(["generative-eval", "--prior", str(tmp_path / "prior"), "--temperature", "x"]) == 2
+    assert "could not convert" in capsys.readouterr().err
+    entry = subprocess.run([sys.executable, "-m", "fastrq.models.generative_eval", "--help"], capture_output=True,
+                           text=True, timeout=120)
+    assert entry.returncode == 0 and "usage: fastrq generative-eval" in entry.stdout
+
+
 def test_parse_sweep():
     from fastrq.errors import InvalidArgumentError
-    from fastrq.models.generative_eval import parse_sweep
+    from fastrq.cli import parse_sweep
 
     assert parse_sweep(["0.9", "0.8:50", "1.0:0:0.9", "1.0,0.6", "1:64,0"]) == [
         {"temperature": 0.9}, {"temperature": 0.8, "top_k": 50}, {"temperature": 1.0, "top_p": 0.9},

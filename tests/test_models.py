@@ -11,9 +11,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import fastrq
-from fastrq.models import checkpoint as ckpt_mod
-from fastrq.models.autoencoders import VAE, VQVAE, RQVAE, ModelConfig, build_model
-from fastrq.models.checkpoint import (
+from fastrq.models.training import checkpoint as ckpt_mod
+from fastrq.models.networks.autoencoders import VAE, VQVAE, RQVAE, ModelConfig, build_model
+from fastrq.models.training.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
@@ -21,9 +21,9 @@ from fastrq.models.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from fastrq.models.data import MissingDataError, batch_indices, default_data_dir, epoch_order, load_dataset
-from fastrq.models.metrics_log import MetricsLog, read_jsonl
-from fastrq.models.train import evaluate, psnr_from_mse
+from fastrq.models.training.data import MissingDataError, batch_indices, default_data_dir, epoch_order, load_dataset
+from fastrq.models.training.metrics_log import MetricsLog, read_jsonl
+from fastrq.models.training.evaluation import evaluate, psnr_from_mse
 
 SMALL = dict(hidden=(4, 8), codebook_size=16)
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -270,3 +270,32 @@ def test_real_mnist_loads_from_shared_folder():
     assert split.images.shape == (100, 1, 28, 28) and split.images.dtype == torch.float32
     assert 0.0 <= float(split.images.min()) and float(split.images.max()) == 1.0
     assert split.labels[:5].tolist() == [7, 2, 1, 0, 4]  # the well-known first test digits
+    assert split.name == "MNIST"
+
+
+def _write_idx(path: Path, array: "np.ndarray") -> None:
+    """An IDX file (the MNIST format): magic 0x08 (unsigned byte) + number of dimensions, big-endian sizes, bytes."""
+    import numpy as np
+
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_other_mnist_format_sets_load_and_carry_their_name(tmp_path):
+    """Any set in MNIST's format and torchvision layout (here a tiny Fashion-MNIST stand-in) loads the same way, and
+    the split says what it is, read from the data: what reports print."""
+    import numpy as np
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 12), ("t10k", 5)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    split = load_dataset("fashion-mnist", data_dir=str(tmp_path), train=False)
+    assert split.name == "FashionMNIST" and split.images.shape == (5, 1, 28, 28)
+    assert split.labels.tolist() == [0, 1, 2, 3, 4] and 0 <= float(split.images.min()) <= float(split.images.max()) <= 1
+    assert load_dataset("fashion-mnist", data_dir=str(tmp_path), subset=3).name == "FashionMNIST"
+    assert load_dataset("synthetic", subset=4).name == "synthetic digits"
+    with pytest.raises(MissingDataError, match="KMNIST was not found under"):
+        load_dataset("kmnist", data_dir=str(tmp_path))

@@ -25,8 +25,10 @@ from tests.strategies import (
 
 FAST_VARIANTS = [
     "torch",
+    "torch-native",
     "torch-pure",
     "torch-faiss",
+    "torch-certified",
     pytest.param("triton", marks=pytest.mark.triton),
 ]
 ALL_VARIANTS = ["reference", *FAST_VARIANTS]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastrq.errors import CodeRangeError, DTypeError, InvalidArgumentError, ShapeError
-from fastrq.models.rq_transformer import (
+from fastrq.models.networks.rq_transformer import (
     KVCache,
     PriorConfig,
     RQTransformer,

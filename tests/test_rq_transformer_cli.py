@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from fastrq.cli import main as cli_main
-from fastrq.models.autoencoders import ModelConfig, build_model
-from fastrq.models.checkpoint import latest_checkpoint, save_checkpoint
-from fastrq.models.metrics_log import read_jsonl, timing_free
+from fastrq.models.networks.autoencoders import ModelConfig, build_model
+from fastrq.models.training.checkpoint import latest_checkpoint, save_checkpoint
+from fastrq.models.training.metrics_log import read_jsonl, timing_free
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
@@ -54,18 +56,18 @@ def test_prior_training_writes_run_folder_and_samples(rqvae_run, tmp_path):
 
 
 def test_prior_resume_after_interrupt_equals_uninterrupted_run(rqvae_run, tmp_path, monkeypatch):
-    import fastrq.models.prior as prior_module
+    import fastrq.models.training.loop as loop_module
 
     assert cli_main(prior_args(rqvae_run, tmp_path / "whole", "--grid-samples", "0")) == 0
 
-    class StopAtSeventhStep(prior_module.StopRequest):
+    class StopAtSeventhStep(loop_module.StopRequest):
         calls = 0
 
         def requested(self, sync: bool = False) -> bool:
             StopAtSeventhStep.calls += 1
             return StopAtSeventhStep.calls == 7  # mid-epoch 2, between periodic checkpoints
 
-    monkeypatch.setattr(prior_module, "StopRequest", StopAtSeventhStep)
+    monkeypatch.setattr(loop_module, "StopRequest", StopAtSeventhStep)
     assert cli_main(prior_args(rqvae_run, tmp_path / "split", "--grid-samples", "0")) == 130
     assert not (tmp_path / "split" / "final.json").exists()
     assert cli_main(prior_args(rqvae_run, tmp_path / "split", "--grid-samples", "0", "--resume")) == 0
@@ -93,14 +95,18 @@ def test_classifier_training_on_synthetic_digits(tmp_path):
                      "--test-subset", "128", "--epochs", "4", "--batch-size", "32", "--out", str(out), "--no-progress"]) == 0
     final = json.loads((out / "final.json").read_text())
     assert final["test_accuracy"] > 0.5  # 10 synthetic stroke classes, chance is 0.1
-    from fastrq.models.classifier import load_classifier
+    # `python -m fastrq.models.classifier` (the command benchmarks/results/prior_2026-11-24 records) is the same
+    entry = subprocess.run([sys.executable, "-m", "fastrq.models.classifier", "--help"], capture_output=True, text=True,
+                           timeout=120)
+    assert entry.returncode == 0 and "usage: fastrq train --model classifier" in entry.stdout
+    from fastrq.models.training.loaders import load_classifier
 
     model = load_classifier(out)
     assert not model.training and model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
 
 def test_prior_stops_on_non_finite_loss_before_updating(rqvae_run, tmp_path, monkeypatch, capsys):
-    from fastrq.models.rq_transformer import RQTransformer
+    from fastrq.models.networks.rq_transformer import RQTransformer
 
     original = RQTransformer.loss
     calls = {"n": 0}
@@ -118,7 +124,7 @@ def test_prior_stops_on_non_finite_loss_before_updating(rqvae_run, tmp_path, mon
     assert calls["n"] == 6 and not (tmp_path / "nan" / "final.json").exists()
     ckpt = latest_checkpoint(tmp_path / "nan" / "checkpoints")
     assert ckpt is not None and ckpt.name == "step-00000004"  # the periodic checkpoint before the NaN is intact
-    from fastrq.models.checkpoint import load_checkpoint
+    from fastrq.models.training.checkpoint import load_checkpoint
 
     weights = load_checkpoint(ckpt).model_state["head.weight"]
     assert torch.isfinite(weights).all() and torch.equal(weights, seen[4])  # = the weights after step 4

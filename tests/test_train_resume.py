@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fastrq.models.checkpoint import latest_checkpoint, load_checkpoint
-from fastrq.models.metrics_log import read_jsonl, timing_free
+from fastrq.models.training.checkpoint import latest_checkpoint, load_checkpoint
+from fastrq.models.training.metrics_log import read_jsonl, timing_free
 
 TINY = ["--dataset", "synthetic", "--hidden", "4", "8", "--batch-size", "32", "--threads", "1", "--no-progress",
         "--no-plots", "--log-every", "4", "--eval-batch-size", "512", "--train-subset", "1024", "--test-subset", "256"]

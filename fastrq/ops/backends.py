@@ -7,6 +7,9 @@ device, in the compute dtype float32 or float64; results in that dtype):
 - ``residual_quantize(x [N, D], codebooks [L, K, D]) -> (quantized [N, D], codes int64 [N, L])``
 - ``residual_decode(codes int64 [N, L'], codebooks [L, K, D]) -> quantized [N, D]``   (codes already range-checked)
 - ``code_statistics(x [N, D], codes int64 [N], K) -> (counts [K], sums [K, D])``
+- ``quantize_for_training(x [N, D], codebooks [L, K, D], level_sizes, num_active, row_levels=None) -> (quantized,
+  codes, level_sqerr, commit_dir, counts, sums)``: the quantizer's training pass (contract in
+  :mod:`fastrq.ops.training`; a backend without it gets its greedy search plus the walk written there)
 
 plus ``unavailable_reason(device) -> str | None`` (None when it can run on tensors of that device).
 

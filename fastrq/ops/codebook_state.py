@@ -7,26 +7,26 @@ shared codebook is stored once, ``S = 1``, else ``S = L``):
 - ``cluster_size [S, K]``: EMA of the per-code counts; ``embed_sum [S, K, D]``: EMA of the per-code sums (EMA only);
 - ``initted`` (bool): k-means init done; ``rng_state [2]`` int64: (seed, step) of the counter-based random choices.
 
-Three transitions, each all-or-nothing:
+Two transitions, each all-or-nothing (the forward pass that produces their statistics is
+:mod:`fastrq.ops.training`):
 
-- :func:`residual_walk`: given the codes, the quantized rows, per-level squared errors, the commitment gradient
-  direction and (optionally) the per-level counts and sums, in one pass over the levels. No state change.
 - :func:`kmeans_init_`: k-means on the first training batch, level after level on that level's residuals.
-- :func:`codebook_update_`: the EMA step (exactly :func:`fastrq.ops.ema_step`) on every active level, then the
-  dead-code restart. Device-side ``torch.where`` selects old or new state, so skipping (non-finite input, dropped
-  levels) needs no host sync.
+- :func:`codebook_update_`: the EMA step (exactly :func:`fastrq.ops.ema_step`) on every active level at once,
+  then the dead-code restart. Skipping (non-finite input, dropped levels) is decided in Python where that is free
+  (a flag the host already knows) and by device-side ``torch.where`` otherwise, so it never needs a host sync.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..kernels.cpu import launch as cpu_kernels
 from . import functional as ops
 from .backends import resolve_backend
-from .counter_random import hash_permutation_prefix, hash_uniform_int
+from .counter_random import hash_uniform_float, hash_uniform_int
 from .distributed import all_reduce_sum_, rank_and_world
 
-__all__ = ["residual_walk", "kmeans_init_", "codebook_update_", "DEAD_STATS_FLOOR"]
+__all__ = ["kmeans_init_", "kmeans_plus_plus_seeds", "codebook_update_", "renormalize_", "DEAD_STATS_FLOOR"]
 
 # Codes whose EMA cluster size is below this count as dead in the statistics when no restart threshold is set
 # (fewer than one assignment per batch on average over the EMA window).
@@ -34,56 +34,9 @@ DEAD_STATS_FLOOR = 1.0
 
 _KMEANS_STREAM = 1 << 20
 _DEAD_STREAM = 2 << 20
-
-
-def residual_walk(
-    x: torch.Tensor,
-    codebooks: torch.Tensor,
-    codes: torch.Tensor,
-    num_active: int,
-    want_stats: bool,
-    want_codebook_grad: bool,
-    backend: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One pass over the levels for given codes.
-
-    Args:
-        x ``[N, D]``; codebooks ``[L, K, D]`` (same dtype); codes int64 ``[N, L]``, valid in the first
-        ``num_active`` levels (the rest are −1 and skipped).
-
-    Returns, with ``r_0 = x``, ``e_l = C_l[c_l]``, ``r_{l+1} = r_l − e_l`` over active levels:
-        ``quantized [N, D] = Σ_l e_l``; ``level_sqerr [L] = Σ_{n,d} r_{l+1}²`` (0 for skipped levels);
-        ``commit_dir [N, D] = Σ_l r_{l+1}`` (the commitment loss gradient is 2β/(N·D) times this);
-        ``counts [L, K]`` and ``sums [L, K, D]`` of the rows of r_l per code (zeros unless ``want_stats``);
-        ``codebook_grad [L, K, D] = 2/(N·D) · (counts · C − sums)``, the gradient of the codebook loss
-        Σ_l mean((sg(r_l) − e_l)²) (zeros unless ``want_codebook_grad``, which implies the statistics). Computed
-        here so that a backward never needs the codebooks (a later in-place update may have changed them).
-    """
-    n, dim = x.shape
-    num_levels, num_codes, _ = codebooks.shape
-    impl = resolve_backend(backend, x.device)
-    quantized = torch.zeros_like(x)
-    commit_dir = torch.zeros_like(x)
-    level_sqerr = x.new_zeros(num_levels)
-    counts = x.new_zeros(num_levels, num_codes)
-    sums = x.new_zeros(num_levels, num_codes, dim)
-    residual = x.clone(memory_format=torch.contiguous_format)
-    want_stats = want_stats or want_codebook_grad
-    for level in range(num_active):
-        level_codes = codes[:, level].contiguous()
-        if want_stats:
-            counts[level], sums[level] = impl.code_statistics(residual, level_codes, num_codes)
-        chosen = codebooks[level].index_select(0, level_codes)
-        residual.sub_(chosen)
-        quantized.add_(chosen)
-        commit_dir.add_(residual)
-        flat = residual.view(-1)
-        level_sqerr[level] = torch.dot(flat, flat)
-    if want_codebook_grad:
-        codebook_grad = (counts[..., None] * codebooks - sums) * (2.0 / max(x.numel(), 1))
-    else:
-        codebook_grad = torch.zeros_like(sums)
-    return quantized, level_sqerr, commit_dir, counts, sums, codebook_grad
+# k-means++ seeding costs K sequential passes over the rows; above this many multiply-adds (N·K·D) it runs on an
+# evenly spaced subsample of the rows (at least 4K of them): a few seconds on a 2-core CPU at most.
+KMEANS_PLUS_PLUS_MAX_WORK = 1 << 31
 
 
 def _rank_candidates(cand: torch.Tensor, rank: int, world: int) -> torch.Tensor:
@@ -111,7 +64,7 @@ def kmeans_init_(
     """k-means (Lloyd) initialisation from the batch x ``[N, D]``, level after level, in place.
 
     Level l clusters the residuals left by the already initialised levels 0..l−1 (a shared codebook, S = 1,
-    clusters x). Seeds are distinct random rows (with replacement when N < K); each iteration assigns every row
+    clusters x). Seeds come from k-means++ (:func:`kmeans_plus_plus_seeds`); each iteration assigns every row
     through :func:`fastrq.ops.nearest_code` (streaming, never N×K) and moves each code to its cluster mean; an
     empty cluster keeps its current vector. Afterwards ``cluster_size`` = the cluster counts (an empty cluster
     gets a pseudo-count of 1, so the next EMA step does not pull it to zero) and ``embed_sum = codebook ·
@@ -137,11 +90,7 @@ def kmeans_init_(
     new_embed = embed_sum.detach().clone() if embed_sum.numel() else embed_sum
     for level in range(codebooks.shape[0]):
         k = level_sizes[level]
-        if n > 0:
-            seeds = residual[hash_permutation_prefix(rng_state[0], _KMEANS_STREAM + level, n, k)]
-        else:
-            seeds = residual.new_zeros(k, x.shape[1])
-        centroids = all_reduce_sum_(_rank_candidates(seeds, rank, world).contiguous(), sync)
+        centroids = kmeans_plus_plus_seeds(residual, k, rng_state[0], _KMEANS_STREAM + level, sync)
         counts = residual.new_zeros(k)
         for it in range(max(iters, 1)):
             codes, _ = ops.nearest_code(residual, centroids, backend=backend)
@@ -166,22 +115,88 @@ def kmeans_init_(
         initted.fill_(True)
 
 
+def kmeans_plus_plus_seeds(x: torch.Tensor, k: int, key: torch.Tensor, stream: int, sync: bool) -> torch.Tensor:
+    """k-means++ seeds ``[k, D]`` (Arthur & Vassilvitskii 2007) from the rows x ``[N, D]`` of every rank.
+
+    The first seed is a uniform random row, each next one a row drawn with probability ∝ its squared distance to
+    the nearest seed so far (a uniform random row when every row is already a seed). The draws come from the
+    counter RNG (``key``, ``stream``): the same seeds for the same rows, on every rank. Under ``sync`` the rows of
+    all ranks take part: each draw all-reduces the ranks' total masses, the owner of the drawn row contributes it
+    to a second all-reduce (two collectives per seed). Above ``KMEANS_PLUS_PLUS_MAX_WORK`` the rows are subsampled
+    evenly. No host sync.
+    """
+    rank, world = rank_and_world(sync)
+    n, dim = x.shape
+    if n * k * dim > KMEANS_PLUS_PLUS_MAX_WORK and n > 4 * k:
+        keep = max(4 * k, KMEANS_PLUS_PLUS_MAX_WORK // (k * dim))
+        x = x[torch.linspace(0, n - 1, keep, device=x.device).long()]
+        n = x.shape[0]
+    uniforms = hash_uniform_float(key.to(x.device), stream, k, dtype=torch.float64)
+    seeds = x.new_zeros(k, dim)
+    nearest = torch.ones(n, dtype=torch.float64, device=x.device)  # before the first seed every row weighs 1
+    for i in range(k):
+        cumulative = torch.cumsum(nearest, 0)
+        local_total = cumulative[-1] if n else nearest.new_zeros(())
+        if sync:
+            totals = torch.zeros(world, dtype=torch.float64, device=x.device)
+            totals[rank] = local_total
+            ends = torch.cumsum(all_reduce_sum_(totals, True), 0)  # each rank's interval of the total mass
+            grand = ends[-1]
+            target = uniforms[i] * grand
+            owner = torch.searchsorted(ends, target.reshape(1), right=True).clamp(max=world - 1)[0]
+            offset = ends[owner] - totals[owner]
+        else:
+            grand = local_total
+            target = uniforms[i] * grand
+            owner, offset = None, 0.0
+        if n:
+            index = torch.searchsorted(cumulative, (target - offset).reshape(1), right=True).clamp(max=n - 1)
+            fallback = (uniforms[i] * n).long().clamp(max=n - 1).reshape(1)  # every row is a seed already: uniform
+            row = x.index_select(0, torch.where(grand > 0, index, fallback))[0]
+            contribution = row if owner is None else row * (owner == rank).to(x.dtype)
+        else:
+            contribution = x.new_zeros(dim)
+        seed = all_reduce_sum_(contribution.contiguous(), True) if sync else contribution
+        seeds[i] = seed
+        if n:
+            nearest = torch.minimum(nearest if i else torch.full_like(nearest, float("inf")), (x - seed).square().sum(1).to(torch.float64))
+    return seeds
+
+
+def renormalize_(codebooks: torch.Tensor, level_sizes: list[int]) -> None:
+    """Scale every code of codebooks ``[S, K, D]`` to unit L2 norm, in place (cosine codes; padding rows and zero
+    rows stay zero)."""
+    with torch.no_grad():
+        norms = codebooks.norm(dim=-1, keepdim=True)
+        codebooks.copy_(torch.where(norms > 0, codebooks / norms.clamp_min(torch.finfo(codebooks.dtype).tiny), codebooks))
+
+
 def _dead_code_candidates(
-    x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, num_active: int, key: torch.Tensor, shared: bool
-) -> torch.Tensor:
+    x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, num_active: int, key: torch.Tensor, shared: bool,
+    stream: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Replacement candidates ``[S, K, D]``: for each code, the residual of a random row of this batch at its
-    level (shared codebook: at a random active level), computed with the pre-update codebooks."""
+    level (shared codebook: at a random active level), computed with the pre-update codebooks, and whether any row
+    could be drawn (0-d bool).
+
+    Only rows that took part (code ≥ 0 at level 0: not masked out) are drawn: the j-th such row for a draw j in
+    [0, N_valid), so a batch with masked rows draws exactly what the batch of its valid rows alone would. No host
+    sync."""
     n, dim = x.shape
     num_stored, num_codes, _ = codebooks.shape
     if n == 0:
-        return x.new_zeros(num_stored, num_codes, dim)
+        return x.new_zeros(num_stored, num_codes, dim), torch.zeros((), dtype=torch.bool, device=x.device)
+    took_part = codes[:, 0] >= 0
+    valid_before = torch.cumsum(took_part.to(torch.long), 0)  # valid rows up to and including each row
+    num_valid = valid_before[-1]
     safe_codes = codes.clamp(min=0)
     cands = []
     for stored in range(num_stored):
-        rows = hash_uniform_int(key, _DEAD_STREAM + 2 * stored, num_codes, n)
+        draws = hash_uniform_int(key, _DEAD_STREAM + stream + 2 * stored, num_codes, num_valid.clamp_min(1))
+        rows = torch.searchsorted(valid_before, draws + 1).clamp(max=n - 1)  # the (draw + 1)-th valid row
         residual = x.index_select(0, rows)
         if shared:
-            level_of = hash_uniform_int(key, _DEAD_STREAM + 2 * stored + 1, num_codes, max(num_active, 1))
+            level_of = hash_uniform_int(key, _DEAD_STREAM + stream + 2 * stored + 1, num_codes, max(num_active, 1))
             for level in range(num_active - 1):
                 chosen = codebooks[0].index_select(0, safe_codes[rows, level])
                 residual = residual - torch.where((level < level_of)[:, None], chosen, torch.zeros_like(chosen))
@@ -189,7 +204,27 @@ def _dead_code_candidates(
             for level in range(min(stored, num_active)):
                 residual = residual - codebooks[level].index_select(0, safe_codes[rows, level])
         cands.append(residual)
-    return torch.stack(cands)
+    return torch.stack(cands), num_valid > 0
+
+
+def _levels_kept(ok, level_active, device: torch.device):
+    """Which stored levels take this step's update: True / False when the host knows (ok a Python bool and
+    level_active a list), else a bool tensor [S]."""
+    if isinstance(ok, bool) and isinstance(level_active, list):
+        if not ok:
+            return False
+        return True if all(level_active) else torch.tensor(level_active, device=device)
+    return torch.as_tensor(ok, device=device) & torch.as_tensor(level_active, device=device)
+
+
+def _select(keep_new, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` where ``keep_new`` else ``old``: keep_new is a Python bool (decided on the host, no tensor op) or a
+    bool tensor broadcast from the left over new's trailing dimensions (decided on the device, no host sync)."""
+    if keep_new is True:
+        return new
+    if keep_new is False:
+        return old
+    return torch.where(keep_new.reshape(keep_new.shape + (1,) * (new.dim() - keep_new.dim())), new, old)
 
 
 def codebook_update_(
@@ -201,7 +236,7 @@ def codebook_update_(
     codes: torch.Tensor,
     counts: torch.Tensor,
     sums: torch.Tensor,
-    finite: torch.Tensor,
+    finite: bool | torch.Tensor,
     num_active: int,
     level_sizes: list[int],
     decay: float,
@@ -209,93 +244,141 @@ def codebook_update_(
     dead_code_threshold: float,
     ema: bool,
     sync: bool,
+    groups: int = 1,
 ) -> None:
     """One training step's state update, in place; all-or-nothing, no host sync.
 
     Args:
         codebooks ``[S, K, D]``, cluster_size ``[S, K]``, embed_sum ``[S, K, D]`` (empty when ``ema`` is False),
         rng_state ``[2]``: the state (codebooks may be an empty placeholder when neither ``ema`` nor restarts
-        need it: a learned codebook is then left to its optimizer). x ``[N, D]`` and codes ``[N, L]``: this batch (codes −1 from level
-        ``num_active`` on). counts ``[L, K]``, sums ``[L, K, D]``: per-level statistics from :func:`residual_walk`.
-        finite: 0-d bool, False skips the update (the statistics would be NaN).
+        need it: a learned codebook is then left to its optimizer). x ``[N, D]`` and codes ``[N, L]``: this batch
+        (codes −1 where a level is skipped). counts ``[L, K]``, sums ``[L, K, D]``: per-level statistics from
+        :func:`fastrq.ops.training.quantize_for_training`. finite: False (a Python bool or a 0-d bool tensor)
+        skips the update (the statistics would be NaN).
 
-    With ``ema``, each active level l gets ``ema_step`` on its own statistics (a shared codebook, S = 1: the
-    statistics of all levels summed, the decay applied once). Without ``ema`` (codebook learned by gradient) only
-    ``cluster_size`` follows the EMA of the counts (for restarts and statistics). Then, with
-    ``dead_code_threshold > 0``, every code whose cluster size is below the threshold is replaced by a residual of
-    a random row of this batch at its level, with ``cluster_size = threshold`` and ``embed_sum = code ·
-    threshold`` (a stale embed_sum would undo the replacement at the next step).
+    With ``ema``, every active level l gets ``ema_step`` on its own statistics, all levels in one batched step (a
+    shared codebook, S = 1: the statistics of all levels summed, the decay applied once). Without ``ema``
+    (codebook learned by gradient) only ``cluster_size`` follows the EMA of the counts (for restarts and
+    statistics). Then, with ``dead_code_threshold > 0``, every code whose cluster size is below the threshold is
+    replaced by a residual of a random row of this batch at its level, with ``cluster_size = threshold`` and
+    ``embed_sum = code · threshold`` (a stale embed_sum would undo the replacement at the next step).
 
     Under ``sync`` one ``all_reduce`` carries counts, sums, replacement candidates and the per-rank flags, so
     every rank computes the same new state (and skips together when any rank saw non-finite input).
+
+    ``groups`` > 1 (grouped RVQ): x ``[N, G·d]`` is G slices of d columns, each quantized by its own L levels;
+    the stored codebooks, statistics and codes list the levels group after group (``S = G·L``), and one update
+    (one all-reduce) covers every group.
     """
     num_levels = len(level_sizes)
+    per_group = num_levels // groups
+    level_active = [level % per_group < num_active for level in range(num_levels)]
     num_stored, num_codes = cluster_size.shape
-    dim = x.shape[1]
     shared = num_stored == 1 and num_levels > 1
-    rank, world = rank_and_world(sync)
-    dtype = codebooks.dtype
-    ok_local = finite.reshape(1).to(dtype)
-    level_active = (torch.arange(num_levels, device=x.device) < num_active).to(dtype)
     restart = dead_code_threshold > 0
-    parts = [counts.to(dtype).reshape(-1)]
-    if ema:
-        parts.append(sums.to(dtype).reshape(-1))
+    dtype = cluster_size.dtype
+    cands = None
     if restart:
-        cands = _dead_code_candidates(x.to(dtype), codebooks.detach(), codes, num_active, rng_state[0] * 7919 + rng_state[1], shared)
-        # a trailing channel says whether the candidate exists (its owner rank had rows this step)
-        has_rows = torch.full((num_stored, num_codes, 1), float(x.shape[0] > 0), dtype=dtype, device=x.device)
-        parts.append(_rank_candidates(torch.cat([cands, has_rows], dim=-1), rank, world).reshape(-1))
-    stats = torch.cat(parts)
-    stats = torch.where(ok_local.bool(), stats, torch.zeros_like(stats))  # NaN must not reach other ranks
-    flat = all_reduce_sum_(torch.cat([stats, level_active, ok_local]), sync)
-    ok = flat[-1] == world
-    level_active = flat[-1 - num_levels : -1] > 0
-    offset = 0
-    g_counts = flat[offset : offset + num_levels * num_codes].view(num_levels, num_codes)
-    offset += num_levels * num_codes
-    if ema:
-        g_sums = flat[offset : offset + num_levels * num_codes * dim].view(num_levels, num_codes, dim)
-        offset += num_levels * num_codes * dim
-    if restart:
-        g_cands = flat[offset : offset + num_stored * num_codes * (dim + 1)].view(num_stored, num_codes, dim + 1)
-        cand_exists = g_cands[..., dim] > 0
-        g_cands = g_cands[..., :dim]
-
+        key = rng_state[0] * 7919 + rng_state[1]
+        width = x.shape[1] // groups
+        parts = [
+            _dead_code_candidates(
+                x[:, g * width : (g + 1) * width].to(dtype), codebooks.detach()[g * per_group : (g + 1) * per_group],
+                codes[:, g * per_group : (g + 1) * per_group], num_active, key, shared, stream=4096 * g,
+            )
+            for g in range(groups)
+        ]
+        cands = parts[0][0] if groups == 1 else torch.cat([c for c, _ in parts])
+        has_rows = parts[0][1]
+    if sync:
+        g_counts, g_sums, cands, cand_exists, ok, level_active = _all_reduce_statistics(
+            counts, sums, cands, finite, level_active, has_rows if restart else None, ema, dtype
+        )
+    else:
+        g_counts, g_sums, ok = counts.to(dtype), sums.to(dtype) if ema else None, finite
+        cand_exists = has_rows if restart else True
     if shared:
         g_counts = g_counts.sum(dim=0, keepdim=True)
         if ema:
             g_sums = g_sums.sum(dim=0, keepdim=True)
-        stored_active = [ok]  # level 0 always runs, so the shared codebook always has data
+        stored_active = ok  # level 0 always runs, so the shared codebook always has data
     else:
-        stored_active = [ok & level_active[s] for s in range(num_stored)]
+        stored_active = _levels_kept(ok, level_active, cluster_size.device)
+    if stored_active is False:  # nothing to learn from this batch (non-finite input)
+        rng_state[1] += 1
+        return
 
-    old_cb = codebooks.detach()
-    new_cb = old_cb.clone() if (ema or restart) else old_cb
-    new_cs = cluster_size.clone()
-    new_es = embed_sum.clone()
-    for s in range(num_stored):
-        k = level_sizes[s]
-        active = stored_active[s]
+    sizes = level_sizes[:num_stored]
+    uniform = all(k == num_codes for k in sizes)
+    in_place = ema and not isinstance(stored_active, torch.Tensor) and cpu_kernels.can_update(codebooks, cluster_size, embed_sum)
+    if in_place:  # the native EMA step, in place (the host knows which levels update)
+        active_mask = [stored_active] * num_stored if isinstance(stored_active, bool) else stored_active.tolist()
+        cpu_kernels.ema_update_(codebooks.detach(), cluster_size, embed_sum, g_counts, g_sums, sizes, active_mask, decay, eps)
+        new_cb, new_cs, new_es = codebooks.detach(), cluster_size, embed_sum
+    elif ema:
+        num_codes_per = num_codes if uniform else torch.tensor(sizes, dtype=dtype, device=cluster_size.device)[:, None]
+        old_cb = codebooks.detach()
+        cs, es, cb = ops.ema_step(
+            old_cb, cluster_size, embed_sum, g_counts, g_sums, decay=decay, eps=eps, num_codes=num_codes_per
+        )
+        new_es = _select(stored_active, es, embed_sum)
+        new_cb = _select(stored_active, cb, old_cb)
+        new_cs = _select(stored_active, cs, cluster_size)
+    else:
+        new_cb = codebooks.detach()
+        new_cs = _select(stored_active, cluster_size * decay + g_counts * (1.0 - decay), cluster_size)
+    if restart:
+        dead = new_cs < dead_code_threshold
+        if not uniform:
+            dead &= torch.arange(num_codes, device=dead.device) < torch.tensor(sizes, device=dead.device)[:, None]
+        if stored_active is not True:
+            dead &= torch.as_tensor(stored_active, device=dead.device).reshape(-1, 1)
+        if cand_exists is not True:
+            dead &= torch.as_tensor(cand_exists, device=dead.device)
+        new_cb = torch.where(dead[..., None], cands, new_cb)
+        new_cs = torch.where(dead, torch.full_like(new_cs, dead_code_threshold), new_cs)
         if ema:
-            cs, es, cb = ops.ema_step(
-                old_cb[s, :k], cluster_size[s, :k], embed_sum[s, :k], g_counts[s, :k], g_sums[s, :k], decay=decay, eps=eps
-            )
-            new_es[s, :k] = torch.where(active, es, embed_sum[s, :k])
-            new_cb[s, :k] = torch.where(active, cb, old_cb[s, :k])
-        else:
-            cs = cluster_size[s, :k] * decay + g_counts[s, :k] * (1.0 - decay)
-        new_cs[s, :k] = torch.where(active, cs, cluster_size[s, :k])
-        if restart:
-            dead = (new_cs[s, :k] < dead_code_threshold) & active & cand_exists[s, :k]
-            new_cb[s, :k] = torch.where(dead[:, None], g_cands[s, :k], new_cb[s, :k])
-            new_cs[s, :k] = torch.where(dead, torch.full_like(new_cs[s, :k], dead_code_threshold), new_cs[s, :k])
-            if ema:
-                new_es[s, :k] = torch.where(dead[:, None], g_cands[s, :k] * dead_code_threshold, new_es[s, :k])
+            new_es = torch.where(dead[..., None], cands * dead_code_threshold, new_es)
     with torch.no_grad():
-        if ema or restart:
+        if (ema or restart) and new_cb is not codebooks.detach() and new_cb.data_ptr() != codebooks.data_ptr():
             codebooks.copy_(new_cb)
-        cluster_size.copy_(new_cs)
-        if ema:
+        if new_cs is not cluster_size:
+            cluster_size.copy_(new_cs)
+        if ema and new_es is not embed_sum:
             embed_sum.copy_(new_es)
         rng_state[1] += 1
+
+
+def _all_reduce_statistics(counts, sums, cands, finite, level_active, has_rows, ema, dtype):
+    """One all_reduce of this rank's counts, sums (EMA), replacement candidates (restarts, each with a trailing
+    "exists" channel) and flags. Returns the global (counts, sums, candidates, candidate-exists, ok, level_active),
+    the last three as device tensors (every rank reads the same values without a host sync)."""
+    rank, world = rank_and_world(True)
+    device = counts.device
+    ok_local = torch.as_tensor(finite, device=device).reshape(1).to(dtype)
+    num_levels = len(level_active)
+    level_active = torch.tensor(level_active, dtype=dtype, device=device)
+    parts = [counts.to(dtype).reshape(-1)]
+    if ema:
+        parts.append(sums.to(dtype).reshape(-1))
+    if cands is not None:
+        exists = has_rows.to(dtype).expand(*cands.shape[:-1], 1)
+        parts.append(_rank_candidates(torch.cat([cands, exists], dim=-1), rank, world).reshape(-1))
+    stats = torch.cat(parts)
+    stats = torch.where(ok_local.bool(), stats, torch.zeros_like(stats))  # NaN must not reach other ranks
+    flat = all_reduce_sum_(torch.cat([stats, level_active, ok_local]), True)
+    ok = flat[-1] == world
+    level_active = flat[-1 - num_levels : -1] > 0
+    num_codes = counts.shape[1]
+    offset = num_levels * num_codes
+    g_counts = flat[:offset].view(num_levels, num_codes)
+    g_sums = g_cands = cand_exists = None
+    if ema:
+        g_sums = flat[offset : offset + sums.numel()].view(sums.shape)
+        offset += sums.numel()
+    if cands is not None:
+        dim = cands.shape[-1]
+        g_cands = flat[offset : offset + cands.numel() // dim * (dim + 1)].view(*cands.shape[:-1], dim + 1)
+        cand_exists = g_cands[..., dim] > 0
+        g_cands = g_cands[..., :dim]
+    return g_counts, g_sums, g_cands, cand_exists, ok, level_active

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["hash_uniform_int", "hash_permutation_prefix"]
+__all__ = ["hash_uniform_int", "hash_uniform_float", "hash_permutation_prefix"]
 
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64
 _MIX1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
@@ -36,9 +36,15 @@ def _hash(key: torch.Tensor, stream: int, count: int) -> torch.Tensor:
     return _splitmix64(z + position * 0x632BE5AB) & _LOW62
 
 
-def hash_uniform_int(key: torch.Tensor, stream: int, count: int, high: int) -> torch.Tensor:
-    """int64 ``[count]`` uniform-ish in ``[0, high)`` (with replacement); ``high`` ≥ 1."""
+def hash_uniform_int(key: torch.Tensor, stream: int, count: int, high: int | torch.Tensor) -> torch.Tensor:
+    """int64 ``[count]`` uniform-ish in ``[0, high)`` (with replacement); ``high`` ≥ 1 (an int, or a 0-d int64
+    tensor when it is only known on the device)."""
     return _hash(key, stream, count) % high
+
+
+def hash_uniform_float(key: torch.Tensor, stream: int, count: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``[count]`` uniform in ``[0, 1)``: the top 53 of the 62 hashed bits, scaled by 2⁻⁵³."""
+    return ((_hash(key, stream, count) >> 9).to(torch.float64) * 2.0**-53).to(dtype)
 
 
 def hash_permutation_prefix(key: torch.Tensor, stream: int, n: int, count: int) -> torch.Tensor:

@@ -3,6 +3,13 @@
 Each op checks its input (raising a :mod:`fastrq.errors` exception that names the problem), flattens ``[..., D]``
 to rows ``[N, D]`` in the compute dtype (float32 for fp16 / bf16 / fp32, float64 for float64), calls the chosen
 backend (:mod:`fastrq.ops.backends`) and restores the caller's leading shape.
+
+Autograd: inputs may require grad (an encoder output, an ``nn.Parameter`` or ``nn.Embedding`` weight as the
+codebook). The search itself is piecewise constant and runs on detached tensors; outputs that are differentiable
+functions of the inputs for fixed codes are recomputed with differentiable torch ops when a gradient is wanted:
+``sqdist`` of :func:`nearest_code` (w.r.t. x and the codebook), ``quantized`` of :func:`residual_quantize` and of
+:func:`residual_decode` (w.r.t. the codebooks; the codes carry no gradient to x), ``sums`` of
+:func:`code_statistics` (w.r.t. x). ``ema_update_`` is a state update: no gradient flows through it.
 """
 
 from __future__ import annotations
@@ -39,9 +46,16 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, backend: str = "aut
     dtype = check.compute_dtype(x.dtype, codebook.dtype)
     impl = resolve_backend(backend, x.device)
     rows = check.as_rows(x, dtype)
-    codes, sqdist = impl.nearest_code(rows, codebook.to(dtype).contiguous())
+    table = codebook.to(dtype).contiguous()
+    codes, sqdist = impl.nearest_code(rows.detach(), table.detach())
+    if _wants_grad(x, codebook):  # the same direct difference, differentiable in x and the codebook
+        sqdist = (rows - table.index_select(0, codes)).square().sum(dim=1)
     lead = x.shape[:-1]
     return codes.reshape(lead), sqdist.reshape(lead)
+
+
+def _wants_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def residual_quantize(
@@ -56,7 +70,8 @@ def residual_quantize(
         codebooks: ``[L, K, D]`` floating, L ≥ 1, K ≥ 1.
 
     Returns:
-        ``quantized``: ``[..., D]`` in x's dtype, ``Σ_l C_l[c_l]`` (summed in the compute dtype).
+        ``quantized``: ``[..., D]`` in x's dtype, ``Σ_l C_l[c_l]`` (summed in the compute dtype); differentiable
+        w.r.t. the codebooks (the codes are piecewise constant in x: no gradient reaches x).
         ``codes``: int64 ``[..., L]``.
     """
     check.check_codebooks(codebooks)
@@ -64,7 +79,10 @@ def residual_quantize(
     check.check_same_device(("x", x), ("codebooks", codebooks))
     dtype = check.compute_dtype(x.dtype, codebooks.dtype)
     impl = resolve_backend(backend, x.device)
-    quantized, codes = impl.residual_quantize(check.as_rows(x, dtype), codebooks.to(dtype).contiguous())
+    tables = codebooks.to(dtype).contiguous()
+    quantized, codes = impl.residual_quantize(check.as_rows(x, dtype).detach(), tables.detach())
+    if _wants_grad(codebooks):
+        quantized = _differentiable_decode(codes, tables)
     lead = x.shape[:-1]
     return quantized.to(x.dtype).reshape(x.shape), codes.reshape(*lead, codebooks.shape[0])
 
@@ -92,8 +110,21 @@ def residual_decode(codes: torch.Tensor, codebooks: torch.Tensor, *, backend: st
     impl = resolve_backend(backend, codebooks.device)
     dtype = check.compute_dtype(codebooks.dtype)
     rows = codes.reshape(math.prod(codes.shape[:-1]), codes.shape[-1]).long().contiguous()
-    quantized = impl.residual_decode(rows, codebooks.to(dtype).contiguous())
+    tables = codebooks.to(dtype).contiguous()
+    if _wants_grad(codebooks):
+        quantized = _differentiable_decode(rows, tables)
+    else:
+        quantized = impl.residual_decode(rows, tables)
     return quantized.to(codebooks.dtype).reshape(*codes.shape[:-1], codebooks.shape[2])
+
+
+def _differentiable_decode(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """Σ_l C_l[c_l] over codes ``[N, L']`` (−1 skipped) with torch ops, so the gradient reaches the codebooks."""
+    levels = codes.shape[1]
+    flat = codebooks[:levels].reshape(-1, codebooks.shape[2])
+    offsets = torch.arange(levels, device=codes.device) * codebooks.shape[1]
+    rows = flat.index_select(0, (codes.clamp(min=0) + offsets).reshape(-1)).view(codes.shape[0], levels, -1)
+    return (rows * (codes >= 0)[..., None]).sum(dim=1)
 
 
 def code_statistics(
@@ -106,6 +137,7 @@ def code_statistics(
 
     Returns:
         ``counts`` ``[K]`` and ``sums`` ``[K, D]``, in the compute dtype of x (float32 or float64). Deterministic.
+        ``sums`` is differentiable w.r.t. x; ``counts`` carries no gradient.
     """
     check._check_floating("x", x)
     if x.dim() < 1:
@@ -119,7 +151,11 @@ def code_statistics(
     check.check_same_device(("x", x), ("codes", codes))
     dtype = check.compute_dtype(x.dtype)
     impl = resolve_backend(backend, x.device)
-    return impl.code_statistics(check.as_rows(x, dtype), codes.reshape(-1).long().contiguous(), codebook_size)
+    rows, flat_codes = check.as_rows(x, dtype), codes.reshape(-1).long().contiguous()
+    counts, sums = impl.code_statistics(rows.detach(), flat_codes, codebook_size)
+    if _wants_grad(x):
+        sums = rows.new_zeros(codebook_size, rows.shape[1]).index_add(0, flat_codes, rows)
+    return counts, sums
 
 
 def ema_update_(
@@ -147,7 +183,9 @@ def ema_update_(
         x ``[..., D]``; codes integer ``[...]`` in ``[0, K)``; decay in ``[0, 1]``; eps > 0.
 
     Everything is checked and computed before the first write, so bad input (wrong shapes, out-of-range codes,
-    a decay outside [0, 1], NaN or infinity in x) raises and leaves all three buffers untouched.
+    a decay outside [0, 1], NaN or infinity in x) raises and leaves all three buffers untouched. No gradient flows
+    through the update (tensors that require grad, e.g. a codebook ``nn.Parameter``, are updated in place under
+    ``no_grad``).
     """
     check.check_codebook(codebook)
     num_codes, dim = codebook.shape
@@ -165,14 +203,15 @@ def ema_update_(
     check.check_same_device(("codebook", codebook), ("cluster_size", cluster_size), ("embed_sum", embed_sum), ("x", x))
     if not bool(torch.isfinite(x).all()):
         raise NonFiniteError("x holds NaN or infinity: the EMA update would corrupt the codebook; nothing was changed")
-    counts, sums = code_statistics(x, codes, num_codes, backend=backend)
-    new_cluster_size, new_embed_sum, new_codebook = ema_step(
-        codebook.to(counts.dtype), cluster_size.to(counts.dtype), embed_sum.to(counts.dtype), counts, sums,
-        decay=decay, eps=eps,
-    )
-    cluster_size.copy_(new_cluster_size)
-    embed_sum.copy_(new_embed_sum)
-    codebook.copy_(new_codebook)
+    with torch.no_grad():
+        counts, sums = code_statistics(x.detach(), codes, num_codes, backend=backend)
+        new_cluster_size, new_embed_sum, new_codebook = ema_step(
+            codebook.to(counts.dtype), cluster_size.to(counts.dtype), embed_sum.to(counts.dtype), counts, sums,
+            decay=decay, eps=eps,
+        )
+        cluster_size.copy_(new_cluster_size)
+        embed_sum.copy_(new_embed_sum)
+        codebook.copy_(new_codebook)
 
 
 def ema_step(
@@ -184,15 +223,21 @@ def ema_step(
     *,
     decay: float,
     eps: float,
+    num_codes: int | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The pure EMA formula of :func:`ema_update_`: new (cluster_size [K], embed_sum [K, D], codebook [K, D]).
+    """The pure EMA formula of :func:`ema_update_`: new (cluster_size [..., K], embed_sum [..., K, D], codebook
+    [..., K, D]), for one codebook or a stack of them (the sums over K per codebook).
 
-    When the total mass n is 0 (no data has ever been seen, e.g. decay = 0 on an empty batch) the formula is 0/0;
-    the codebook is then kept as it is instead of becoming NaN. No host sync.
+    ``num_codes``: the K in the smoothing term K·eps (default the last dimension of cluster_size; a stack of
+    codebooks padded to a common K passes each one's own size, int or ``[..., 1]`` tensor). Padding rows (zero
+    state and statistics) stay zero. When the total mass n is 0 (no data has ever been seen, e.g. decay = 0 on an
+    empty batch) the formula is 0/0; the codebook is then kept as it is instead of becoming NaN. No host sync.
     """
     new_cluster_size = cluster_size * decay + counts * (1.0 - decay)
     new_embed_sum = embed_sum * decay + sums * (1.0 - decay)
-    total = new_cluster_size.sum()
-    smoothed = (new_cluster_size + eps) / (total + new_cluster_size.shape[0] * eps) * total
-    new_codebook = torch.where(total > 0, new_embed_sum / smoothed.clamp_min(torch.finfo(smoothed.dtype).tiny)[:, None], codebook)
+    total = new_cluster_size.sum(dim=-1, keepdim=True)
+    size = new_cluster_size.shape[-1] if num_codes is None else num_codes
+    smoothed = (new_cluster_size + eps) / (total + size * eps) * total
+    tiny = torch.finfo(smoothed.dtype).tiny
+    new_codebook = torch.where(total[..., None] > 0, new_embed_sum / smoothed.clamp_min(tiny)[..., None], codebook)
     return new_cluster_size, new_embed_sum, new_codebook

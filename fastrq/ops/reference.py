@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["nearest_code", "residual_quantize", "residual_decode", "code_statistics"]
+__all__ = ["nearest_code", "residual_quantize", "residual_decode", "code_statistics", "quantize_for_training"]
 
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,3 +60,23 @@ def code_statistics(x: torch.Tensor, codes: torch.Tensor, codebook_size: int) ->
     """x [N, D], codes int64 [N] in [0, K) -> (counts [K], sums [K, D]) in x's dtype, through a dense one-hot."""
     one_hot = torch.nn.functional.one_hot(codes, codebook_size).to(x.dtype)  # [N, K]
     return one_hot.sum(dim=0), one_hot.T @ x
+
+
+def quantize_for_training(
+    x: torch.Tensor,
+    codebooks: torch.Tensor,
+    level_sizes: list[int],
+    num_active: int,
+    row_levels: torch.Tensor | None = None,
+):
+    """The training pass (contract: :mod:`fastrq.ops.training`), written out: level by level the nearest of the
+    level's first K_l rows by :func:`nearest_code`, then the walk with one-hot statistics."""
+    from .training import walk_given_codes
+
+    codes = torch.full((x.shape[0], codebooks.shape[0]), -1, dtype=torch.long, device=x.device)
+    residual = x
+    for level in range(num_active):
+        table = codebooks[level, : level_sizes[level]]
+        codes[:, level], _ = nearest_code(residual, table)
+        residual = residual - table[codes[:, level]]
+    return walk_given_codes(x, codebooks, codes, num_active, row_levels, "reference")

@@ -29,7 +29,8 @@ from torch import nn
 import fastrq
 from fastrq.errors import InvalidArgumentError, ShapeError
 
-__all__ = ["ModelConfig", "Encoder", "Decoder", "Autoencoder", "VAE", "VQVAE", "RQVAE", "build_model", "MODEL_NAMES"]
+__all__ = ["ModelConfig", "Encoder", "Decoder", "Autoencoder", "VAE", "VQVAE", "RQVAE", "build_model", "MODEL_NAMES",
+           "encode_images", "decode_images"]
 
 MODEL_NAMES = ("vae", "vqvae", "rqvae")
 
@@ -56,6 +57,17 @@ class ModelConfig:
         out = asdict(self)
         out["hidden"] = list(self.hidden)
         return out
+
+    @classmethod
+    def for_model(cls, model: str, *, codebook_size: int | None = None, num_quantizers: int = 2,
+                  **options: Any) -> "ModelConfig":
+        """The configuration of ``model`` with the study's conventions: ``codebook_size`` defaults to 128 codes per
+        level for an RQ-VAE and 256 otherwise, and only an RQ-VAE has more than one level (``num_quantizers`` is 1
+        for the others). ``options``: any other field."""
+        if codebook_size is None:
+            codebook_size = 128 if model == "rqvae" else 256
+        return cls(model=model, codebook_size=codebook_size, num_quantizers=num_quantizers if model == "rqvae" else 1,
+                   **options)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
@@ -231,3 +243,20 @@ def build_model(config: ModelConfig | dict[str, Any]) -> Autoencoder:
     if config.model == "rqvae":
         return RQVAE(config)
     raise InvalidArgumentError(f"unknown model {config.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+@torch.no_grad()
+def encode_images(rqvae: RQVAE, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Images ``[N, C, H, W]`` → image-shaped codes int64 ``[N, H/4, W/4, L]``, in batches of ``batch_size``."""
+    chunks = [rqvae.encode_codes(images[s:s + batch_size]) for s in range(0, images.shape[0], batch_size)]
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def decode_images(rqvae: RQVAE, codes: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Codes ``[N, h, w, L]`` → images ``[N, C, 4h, 4w]`` clamped to [0, 1], in batches of ``batch_size``."""
+    images = [rqvae.decode_codes(codes[s:s + batch_size]).clamp(0, 1) for s in range(0, codes.shape[0], batch_size)]
+    if images:
+        return torch.cat(images)
+    h, w = codes.shape[1:3]
+    return torch.zeros(0, rqvae.config.in_channels, 4 * h, 4 * w)

@@ -1,11 +1,17 @@
-"""MNIST (through torchvision) as in-memory tensors, plus a small generated stand-in for tests.
+"""MNIST and the image sets in its format (through torchvision) as in-memory tensors, plus a small generated
+stand-in for tests.
 
 Images are float32 ``[N, 1, 28, 28]`` in [0, 1]. The whole split is held in memory (MNIST train is 47 MB as uint8)
 and batched by index, which is far faster on a CPU than a per-item DataLoader and makes the batch order a pure
 function of (seed, epoch) — what exact resume needs.
 
+Data sets (``--dataset``): ``mnist``, ``fashion-mnist`` and ``kmnist`` (the same IDX format; torchvision's
+``MNIST``, ``FashionMNIST``, ``KMNIST``) and ``synthetic`` (generated, no files). Each loaded split carries its
+``name`` (the torchvision class that read the files, or "synthetic digits"), which reports print.
+
 Data folder: ``--data-dir``, else the environment variable ``FASTRQ_DATA``, else ``./data``; torchvision's layout
-(``<data-dir>/MNIST/raw/*-ubyte[.gz]``). Nothing is downloaded unless asked (``download=True``).
+(``<data-dir>/MNIST/raw/*-ubyte[.gz]``, ``<data-dir>/FashionMNIST/raw/…``). Nothing is downloaded unless asked
+(``download=True``).
 """
 
 from __future__ import annotations
@@ -18,11 +24,16 @@ import torch
 
 from fastrq.errors import FastRQError, InvalidArgumentError
 
-__all__ = ["MissingDataError", "ImageSplit", "default_data_dir", "load_dataset", "epoch_order", "batch_indices"]
+__all__ = ["MissingDataError", "ImageSplit", "DATASETS", "default_data_dir", "load_dataset", "epoch_order",
+           "batch_indices"]
 
 MNIST_FILES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
 )
+# --dataset name → the torchvision class that reads it (all in MNIST's IDX format and folder layout)
+TORCHVISION_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+SYNTHETIC_NAME = "synthetic digits"
+DATASETS = (*TORCHVISION_SETS, "synthetic")
 
 
 class MissingDataError(FastRQError, FileNotFoundError):
@@ -31,10 +42,12 @@ class MissingDataError(FastRQError, FileNotFoundError):
 
 @dataclass
 class ImageSplit:
-    """``images`` float32 ``[N, 1, H, W]`` in [0, 1], ``labels`` int64 ``[N]``."""
+    """``images`` float32 ``[N, 1, H, W]`` in [0, 1], ``labels`` int64 ``[N]``, ``name``: the data set's name as
+    read from the data ("MNIST", "FashionMNIST", …, "synthetic digits")."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    name: str = ""
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -47,26 +60,27 @@ def default_data_dir() -> str:
 def _subset(split: ImageSplit, size: int | None) -> ImageSplit:
     if size is None or size <= 0 or size >= len(split):
         return split
-    return ImageSplit(split.images[:size].clone(), split.labels[:size].clone())  # the first N: same for every seed
+    # the first N: same for every seed
+    return ImageSplit(split.images[:size].clone(), split.labels[:size].clone(), split.name)
 
 
-def _load_mnist(data_dir: str, train: bool, download: bool) -> ImageSplit:
+def _load_torchvision(class_name: str, data_dir: str, train: bool, download: bool) -> ImageSplit:
     try:
-        from torchvision.datasets import MNIST
+        import torchvision.datasets
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDataError("torchvision is needed for MNIST: pip install 'fastrq[models]'") from exc
+        raise MissingDataError(f"torchvision is needed for {class_name}: pip install 'fastrq[models]'") from exc
     try:
-        dataset = MNIST(data_dir, train=train, download=download)
+        dataset = getattr(torchvision.datasets, class_name)(data_dir, train=train, download=download)
     except RuntimeError as exc:
-        raw = Path(data_dir).resolve() / "MNIST" / "raw"
+        raw = Path(data_dir).resolve() / class_name / "raw"
         raise MissingDataError(
-            f"MNIST was not found under {raw}.\n"
+            f"{class_name} was not found under {raw}.\n"
             f"Put the four IDX files there ({', '.join(MNIST_FILES)}, optionally .gz), point --data-dir "
-            f"(or the environment variable FASTRQ_DATA) at the folder that contains MNIST/raw, "
+            f"(or the environment variable FASTRQ_DATA) at the folder that contains {class_name}/raw, "
             f"or pass --download to fetch them (needs network access)."
         ) from exc
     images = dataset.data.unsqueeze(1).to(torch.float32).div_(255.0)
-    return ImageSplit(images, dataset.targets.to(torch.int64))
+    return ImageSplit(images, dataset.targets.to(torch.int64), type(dataset).__name__)
 
 
 def _synthetic(size: int, seed: int) -> ImageSplit:
@@ -89,7 +103,7 @@ def _synthetic(size: int, seed: int) -> ImageSplit:
         d2 = (yy - centers[:, p, 0, None, None]) ** 2 + (xx - centers[:, p, 1, None, None]) ** 2
         torch.maximum(images, torch.exp(-d2 / 2.0), out=images)
     images = images.clamp(0, 1)
-    return ImageSplit(images.unsqueeze(1).contiguous(), labels)
+    return ImageSplit(images.unsqueeze(1).contiguous(), labels, SYNTHETIC_NAME)
 
 
 def load_dataset(
@@ -101,15 +115,16 @@ def load_dataset(
     subset: int | None = None,
     synthetic_size: int = 2048,
 ) -> ImageSplit:
-    """One split of ``name`` ("mnist" or "synthetic"), optionally its first ``subset`` images.
+    """One split of ``name`` (one of :data:`DATASETS`), optionally its first ``subset`` images.
 
-    Raises :class:`MissingDataError` (with where to put the files) when MNIST is absent and ``download`` is False."""
-    if name == "mnist":
-        split = _load_mnist(data_dir or default_data_dir(), train, download)
+    Raises :class:`MissingDataError` (with where to put the files) when the files are absent and ``download`` is
+    False."""
+    if name in TORCHVISION_SETS:
+        split = _load_torchvision(TORCHVISION_SETS[name], data_dir or default_data_dir(), train, download)
     elif name == "synthetic":
         split = _synthetic(synthetic_size if train else max(synthetic_size // 4, 1), seed=0 if train else 1)
     else:
-        raise InvalidArgumentError(f"unknown dataset {name!r}; choose 'mnist' or 'synthetic'")
+        raise InvalidArgumentError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return _subset(split, subset)
 
 

@@ -4,7 +4,9 @@
   test loss per evaluation);
 - :func:`plot_residual_norms`: mean L2 norm of the latent residual before and after each RQ level;
 - :func:`plot_reconstructions`: originals and reconstructions side by side (one row each);
-- :func:`plot_run`: the two figures of a single run, written by ``fastrq train``.
+- :func:`plot_codebooks`: codebook usage and perplexity per level over training (train batches and test set);
+- :func:`plot_run` / :func:`plot_trained_run`: the figures of a single run (``plots/``), drawn by ``fastrq train``
+  after training and by ``fastrq reproduce`` for each of its runs.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .metrics_log import read_jsonl
+from ..training.autoencoder import AutoencoderTrainConfig
+from ..training.data import load_dataset
+from ..training.distributed import resolve_device
+from ..training.loaders import load_autoencoder
+from ..training.metrics_log import read_jsonl
 
-__all__ = ["plot_curves", "plot_residual_norms", "plot_reconstructions", "plot_run"]
+__all__ = ["plot_curves", "plot_residual_norms", "plot_reconstructions", "plot_codebooks", "plot_run",
+           "plot_trained_run"]
 
 
 def _pyplot():
@@ -103,16 +110,62 @@ def plot_reconstructions(rows: Mapping[str, torch.Tensor], path: str | os.PathLi
     return path
 
 
+def plot_codebooks(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Codebook usage (fraction of a level's codes used) and perplexity per level over training, from a run's
+    metrics.jsonl: lines for the train batches (``batch_usage`` / ``batch_perplexity`` of the "train" records),
+    markers for the test set ("eval" records). Returns ``path``."""
+    plt = _pyplot()
+    records = read_jsonl(Path(folder) / "metrics.jsonl")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key in zip(axes, ("usage", "perplexity")):
+        train = [(r["step"], r[f"batch_{key}"]) for r in records if r.get("kind") == "train" and f"batch_{key}" in r]
+        test = [(r["step"], r[key]) for r in records if r.get("kind") == "eval" and key in r]
+        for level in range(max([len(values) for _, values in train + test] or [0])):
+            for points, style in ((train, dict(linewidth=1, alpha=0.7)), (test, dict(marker="o", linestyle="--"))):
+                line = [(step, values[level]) for step, values in points if level < len(values)]
+                if line:
+                    split = "train batch" if points is train else "test set"
+                    ax.plot(*zip(*line), color=f"C{level}", label=f"level {level + 1}: {split}", **style)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(key)
+        ax.set_title(f"codebook {key} per level")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no records", transform=ax.transAxes, ha="center")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 @torch.no_grad()
 def plot_run(out: str | os.PathLike, model: torch.nn.Module, images: torch.Tensor) -> list[Path]:
-    """``<out>/plots/curves.png`` and ``<out>/plots/reconstructions.png`` for one run."""
+    """``<out>/plots/curves.png``, ``<out>/plots/reconstructions.png`` and, for a quantized model,
+    ``<out>/plots/codebooks.png`` for one run."""
     out = Path(out)
     was_training = model.training
     model.eval()
     recon = model(images)["recon"]
     model.train(was_training)
     label = out.name
-    return [
+    written = [
         plot_curves({label: out}, out / "plots" / "curves.png"),
         plot_reconstructions({"original": images, label: recon}, out / "plots" / "reconstructions.png"),
     ]
+    if getattr(model, "num_levels", 0):
+        written.append(plot_codebooks(out, out / "plots" / "codebooks.png"))
+    return written
+
+
+def plot_trained_run(config: AutoencoderTrainConfig) -> list[Path]:
+    """:func:`plot_run` for the run that ``config`` trained: the model from its newest checkpoint and the first 16
+    test images."""
+    device = resolve_device(config.device)
+    model = load_autoencoder(config.run_dir, device=device)
+    subset = min(16, config.test_subset) if config.test_subset else 16
+    images = load_dataset(config.dataset, data_dir=config.data_dir, train=False, subset=subset).images
+    return plot_run(config.run_dir, model, images.to(device))

@@ -13,7 +13,7 @@ Atomicity: a checkpoint is written into a temporary folder ``.tmp-step-…`` whi
 at any moment leaves either the previous checkpoint or the new one, never a half-written one; leftover ``.tmp-*``
 folders are ignored and cleaned by the next save. Only the ``keep`` newest checkpoints are kept.
 
-Reusable pieces (the prior/classifier trainers use them too): :func:`save_checkpoint`, :func:`load_checkpoint`,
+Reusable pieces (the training loop uses them): :func:`save_checkpoint`, :func:`load_checkpoint`,
 :func:`latest_checkpoint`, :func:`capture_rng_state` / :func:`restore_rng_state`, :func:`atomic_write_text`.
 """
 

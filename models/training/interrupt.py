@@ -1,14 +1,17 @@
 """SIGINT/SIGTERM as a request to stop at the next step boundary (so the trainer can save a checkpoint first).
 
-Usage::
+Usage (what :class:`fastrq.models.training.loop.TrainingLoop` does)::
 
     with StopRequest() as stop:
         for batch in ...:
             step(batch)
             if stop.requested():        # under DDP: stop.requested(sync=True) agrees across ranks
-                save_checkpoint(...); break
+                save_checkpoint(...)
+                raise TrainingInterrupted(...)
 
 A second Ctrl-C while stopping raises KeyboardInterrupt as usual. Handlers are restored on exit.
+:class:`TrainingInterrupted` is a ``KeyboardInterrupt``: code that does not catch it stops as after Ctrl-C, and the
+CLI turns it into exit status 130.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import sys
 
 import torch
 
-__all__ = ["StopRequest"]
+__all__ = ["StopRequest", "TrainingInterrupted"]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on request after saving a checkpoint; ``--resume`` continues exactly."""
 
 
 class StopRequest:
@@ -55,6 +62,7 @@ class StopRequest:
             return local
         import torch.distributed as dist
 
-        flag = torch.tensor([1 if local else 0], dtype=torch.int32)
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces CUDA tensors only
+        flag = torch.tensor([1 if local else 0], dtype=torch.int32, device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())

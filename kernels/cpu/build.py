@@ -1,0 +1,117 @@
+"""Build, cache and load ``rq_cpu.c``.
+
+The library is compiled with ``$CC`` (default ``cc``) as ``-O3 -march=native -shared -fPIC`` into the cache folder
+(``$FASTRQ_CACHE_DIR``, default ``$XDG_CACHE_HOME/fastrq`` or ``~/.cache/fastrq``), under a name that hashes the
+source, the flags, the compiler and this CPU's feature flags, so a shared home folder never serves a binary built for
+another CPU. Compilation writes a temporary file and renames it, so concurrent processes (DDP ranks, test workers)
+never load a half-written library. ``FASTRQ_CPU_KERNEL=0`` turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+__all__ = ["library", "unavailable_reason", "ENV_VAR"]
+
+ENV_VAR = "FASTRQ_CPU_KERNEL"
+SOURCE = Path(__file__).with_name("rq_cpu.c")
+# gnu11: fused multiply-adds allowed (ISO C11 mode turns contraction off and costs 15–25 % here)
+FLAGS = ("-O3", "-march=native", "-std=gnu11", "-funroll-loops", "-shared", "-fPIC")
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+_SIGNATURES = {
+    "fastrq_lanes": ([], ctypes.c_int),
+    "fastrq_max_dim": ([], ctypes.c_int),
+    "fastrq_prepare_books": ([_P, _I, _I, _I, _P, _I, _P, _P, _P], None),
+    "fastrq_search_walk": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P], None),
+    "fastrq_statistics": ([_P, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P], None),
+    "fastrq_ema_update": ([_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, ctypes.c_double, ctypes.c_double], None),
+}
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("FASTRQ_CACHE_DIR"):
+        return Path(os.environ["FASTRQ_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fastrq"
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _compiler() -> str | None:
+    name = os.environ.get("CC", "cc")
+    return shutil.which(name) or shutil.which("gcc") or shutil.which("clang")
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    compiler = _compiler()
+    if compiler is None:
+        return None, "no C compiler found ($CC, cc, gcc or clang)"
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([source, " ".join(FLAGS).encode(), compiler.encode(), platform.machine().encode(), _cpu_flags().encode()])
+    ).hexdigest()[:16]
+    folder = _cache_dir()
+    target = folder / f"rq_cpu-{key}.so"
+    if not target.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, suffix=".so", delete=False) as tmp:
+                partial = Path(tmp.name)
+            result = subprocess.run(
+                [compiler, *FLAGS, "-o", str(partial), str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120
+            )
+            if result.returncode != 0:
+                partial.unlink(missing_ok=True)
+                return None, f"compiling {SOURCE.name} failed: {result.stderr.strip()[:500]}"
+            os.replace(partial, target)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return None, f"could not build {SOURCE.name} in {folder}: {exc}"
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as exc:
+        return None, f"could not load {target}: {exc}"
+    for name, (argtypes, restype) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = argtypes, restype
+    return lib, None
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library, or None when ``FASTRQ_CPU_KERNEL=0`` or it cannot be built or loaded here
+    (:func:`unavailable_reason` says why). ``FASTRQ_CPU_KERNEL=1`` makes a failed build an error."""
+    mode = os.environ.get(ENV_VAR, "auto")
+    if mode == "0":
+        return None
+    lib, reason = _load()
+    if lib is None and mode == "1":
+        from fastrq.errors import BackendUnavailableError
+
+        raise BackendUnavailableError(f"{ENV_VAR}=1 but the native CPU kernel is unavailable: {reason}")
+    return lib
+
+
+def unavailable_reason() -> str | None:
+    """None when the kernels can run here, else why not."""
+    if os.environ.get(ENV_VAR, "auto") == "0":
+        return f"{ENV_VAR}=0"
+    return _load()[1]

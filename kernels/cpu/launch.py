@@ -1,0 +1,127 @@
+"""Launchers of the native CPU kernels (``rq_cpu.c``): float32 rows on the CPU with D ≤ ``MAX_DIM``.
+
+:func:`residual_pass` is the search-and-walk of every level in one native call per row chunk, plus (for training)
+one sequential native pass for the reductions; it implements the training contract of
+:mod:`fastrq.ops.training` and, without the statistics, greedy ``residual_quantize`` / ``nearest_code``.
+
+Row chunks run on up to ``torch.get_num_threads()`` Python threads (ctypes releases the GIL) when the search has
+at least ``PAIRS_PER_THREAD`` (row, code, level) triples per thread; smaller calls run on the calling thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import threading
+
+import torch
+
+from .build import library
+
+__all__ = ["available", "residual_pass", "can_update", "ema_update_", "MAX_DIM", "PAIRS_PER_THREAD"]
+
+MAX_DIM = 32
+LANES = 16
+ROWS = 8
+PAIRS_PER_THREAD = 1 << 22
+
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def available(x: torch.Tensor, dim: int) -> bool:
+    """Whether the kernels can run rows like ``x`` of dimension ``dim`` (and the library builds here)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and 1 <= dim <= MAX_DIM and library() is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _int_tensor(values: tuple[int, ...], dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """A small constant CPU tensor (level sizes, masks), built once per value."""
+    return torch.tensor(values, dtype=dtype)
+
+
+def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastrq-cpu")
+        return _POOL
+
+
+def residual_pass(
+    x: torch.Tensor,
+    codebooks: torch.Tensor,
+    level_sizes: list[int] | None,
+    num_active: int,
+    row_levels: torch.Tensor | None,
+    training: bool,
+):
+    """x ``[N, D]`` float32 (CPU), codebooks ``[L, K, D]`` float32, level l using its first ``level_sizes[l]`` rows
+    (None: all K), levels ≥ ``num_active`` skipped, per row also levels ≥ ``row_levels[n]``.
+
+    Returns ``(quantized, codes)`` or, with ``training``, ``(quantized, codes, level_sqerr, commit_dir, counts,
+    sums)`` as in :mod:`fastrq.ops.training`."""
+    lib = library()
+    n, dim = x.shape
+    num_levels, num_codes, _ = codebooks.shape
+    x = x.contiguous()
+    books = codebooks.contiguous()
+    kpad = -(-num_codes // LANES) * LANES
+    sizes = _int_tensor(tuple(level_sizes) if level_sizes is not None else (num_codes,) * num_levels)
+    # one scratch allocation: centred transposed codes [A, D, kpad], half norms [A, kpad], shifts [A, D]
+    scratch = torch.empty(num_active * (dim * kpad + kpad + dim))
+    base, step = scratch.data_ptr(), scratch.element_size()
+    bookt, half, mu = base, base + num_active * dim * kpad * step, base + num_active * (dim + 1) * kpad * step
+    lib.fastrq_prepare_books(books.data_ptr(), num_active, num_codes, dim, sizes.data_ptr(), kpad, bookt, half, mu)
+    codes = torch.empty(n, num_levels, dtype=torch.long)
+    if num_active < num_levels:
+        codes[:, num_active:] = -1
+    quantized = torch.empty_like(x)
+    commit = torch.empty_like(x) if training else None
+    levels = None if row_levels is None else row_levels.to(torch.int64).contiguous()
+    args = (
+        x.data_ptr(), dim, books.data_ptr(), bookt, half, mu, num_levels, num_codes, kpad, num_active,
+        None if levels is None else levels.data_ptr(), codes.data_ptr(), quantized.data_ptr(),
+        None if commit is None else commit.data_ptr(),
+    )
+    threads = min(torch.get_num_threads(), n * num_codes * num_active // PAIRS_PER_THREAD)
+    if threads <= 1 or n < 2 * ROWS:
+        lib.fastrq_search_walk(args[0], 0, n, *args[1:])
+    else:
+        per_thread = -(-n // threads)
+        chunk = -(-per_thread // ROWS) * ROWS  # whole ROWS-row blocks per thread
+        starts = range(0, n, chunk)
+        list(_pool(threads).map(lambda r0: lib.fastrq_search_walk(args[0], r0, min(chunk, n - r0), *args[1:]), starts))
+    if not training:
+        return quantized, codes
+    sqerr = torch.empty(num_levels)
+    counts = torch.zeros(num_levels, num_codes)
+    sums = torch.zeros(num_levels, num_codes, dim)
+    lib.fastrq_statistics(
+        x.data_ptr(), n, dim, books.data_ptr(), num_levels, num_codes, num_active, codes.data_ptr(),
+        sqerr.data_ptr(), counts.data_ptr(), sums.data_ptr(),
+    )
+    return quantized, codes, sqerr, commit, counts, sums
+
+
+def can_update(codebooks: torch.Tensor, cluster_size: torch.Tensor, embed_sum: torch.Tensor) -> bool:
+    """Whether :func:`ema_update_` can update this state in place (contiguous float32 CPU buffers)."""
+    return (
+        all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in (codebooks, cluster_size, embed_sum))
+        and codebooks.shape == embed_sum.shape
+        and library() is not None
+    )
+
+
+def ema_update_(codebooks, cluster_size, embed_sum, counts, sums, level_sizes: list[int], active: list[bool], decay: float, eps: float) -> None:
+    """The EMA step (:func:`fastrq.ops.ema_step`) of every stored codebook s with ``active[s]``, in place:
+    codebooks / embed_sum ``[S, K, D]``, cluster_size ``[S, K]``, counts ``[S, K]``, sums ``[S, K, D]``."""
+    num_stored, num_codes, dim = codebooks.shape
+    counts = counts.to(torch.float32).contiguous()
+    sums = sums.to(torch.float32).contiguous()
+    sizes = _int_tensor(tuple(level_sizes))
+    mask = _int_tensor(tuple(bool(a) for a in active), torch.uint8)
+    library().fastrq_ema_update(
+        codebooks.data_ptr(), cluster_size.data_ptr(), embed_sum.data_ptr(), counts.data_ptr(), sums.data_ptr(),
+        num_stored, num_codes, dim, sizes.data_ptr(), mask.data_ptr(), float(decay), float(eps),
+    )

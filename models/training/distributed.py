@@ -1,0 +1,123 @@
+"""The process group of a training run: one process, or DDP under ``torchrun`` (gloo on CPU, nccl on CUDA).
+
+:class:`Distributed` knows this process's rank and world size (from ``torchrun``'s environment variables), its
+device, and the few collectives the trainers need (barrier, gather of Python objects, sum, "any rank"). With one
+process every collective is a no-op, so the training code is the same in both cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from typing import Any
+
+import torch
+
+from fastrq.errors import InvalidArgumentError
+
+__all__ = ["Distributed", "resolve_device", "state_digest"]
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → ``cuda:<local_rank>`` when CUDA is available, else CPU."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"--device {name}: CUDA is not available here (use --device cpu or auto)")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, dtypes, bytes): equal digests = bit-identical states."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Distributed:
+    """Rank and world of this process. ``Distributed()`` is one process on the CPU;
+    :meth:`from_environment` reads torchrun's ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK`` and initialises the default
+    process group when there is more than one process."""
+
+    def __init__(self, world: int = 1, rank: int = 0, local_rank: int = 0, device: torch.device | None = None):
+        self.world, self.rank, self.local_rank = world, rank, local_rank
+        self.device = device if device is not None else torch.device("cpu")
+        self.enabled = world > 1
+
+    @classmethod
+    def from_environment(cls, device_name: str = "auto") -> "Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self = cls(world, rank, local_rank, resolve_device(device_name, local_rank))
+        if self.enabled:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+        return self
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that logs, evaluates and writes checkpoints."""
+        return self.rank == 0
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` in DistributedDataParallel (gradients all-reduced), or ``model`` itself for one process.
+
+        No buffer broadcast: the quantizer keeps its EMA buffers consistent itself (one all-reduce per step)."""
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        with warnings.catch_warnings():  # torch ≥ 2.14 deprecates the name, but its replacement still syncs at init
+            warnings.simplefilter("ignore", FutureWarning)
+            return DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None, broadcast_buffers=False
+            )
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order (``[obj]`` for one process)."""
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """In-place sum of ``tensor`` over the ranks."""
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any rank (one all-reduce of one number)."""
+        if not self.enabled:
+            return flag
+        return bool(self.sum_(torch.tensor([int(flag)], dtype=torch.int32, device=self.device)).item())
+
+    def close(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()

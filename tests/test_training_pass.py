@@ -1,0 +1,172 @@
+"""The training pass (:mod:`fastrq.ops.training`): every backend against the float64 reference.
+
+Codes are checked by distance (each level's code is near-optimal for the residual the earlier codes leave), and
+every other output (quantized, per-level errors, commitment direction, counts, sums) must equal the reference walk
+over the same codes. On small-integer data every distance is exact, so codes must match index for index (ties
+included). Also: quantizer dropout (``num_active``), per-row levels (masks, per-sample dropout), per-level codebook
+sizes, non-finite rows, and the native EMA step against the torch one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastrq.ops import codebook_state, training
+from tests.strategies import backend_env, seeds
+
+VARIANTS = ["reference", "torch", "torch-native", "torch-pure", "torch-faiss", pytest.param("triton", marks=pytest.mark.triton)]
+
+
+def _draw_problem(seed, n, d, k, levels, ragged, with_rows, integer):
+    gen = torch.Generator().manual_seed(seed)
+    if integer:
+        x = torch.randint(-3, 4, (n, d), generator=gen).float()
+        codebooks = torch.randint(-2, 3, (levels, k, d), generator=gen).float()
+        codebooks[:, 3::3] = codebooks[:, :1]  # duplicate rows: exact ties between twins
+    else:
+        x = torch.randn(n, d, generator=gen)
+        codebooks = torch.randn(levels, k, d, generator=gen) * 0.6 ** torch.arange(levels, dtype=torch.float32)[:, None, None]
+    sizes = [k] * levels
+    if ragged:
+        sizes = [int(s) for s in torch.randint(1, k + 1, (levels,), generator=gen)]
+        sizes[0] = k
+    num_active = int(torch.randint(1, levels + 1, (), generator=gen))
+    row_levels = torch.randint(0, levels + 1, (n,), generator=gen) if with_rows else None
+    return x, codebooks, sizes, num_active, row_levels
+
+
+def _check_against_reference(x, codebooks, sizes, num_active, row_levels, out, exact):
+    quantized, codes, level_sqerr, commit_dir, counts, sums = out
+    n, levels = x.shape[0], codebooks.shape[0]
+    assert codes.shape == (n, levels) and codes.dtype == torch.int64
+    assert torch.all(codes[:, num_active:] == -1)
+    take = torch.full((n,), num_active) if row_levels is None else row_levels.clamp(max=num_active)
+    expected_taken = torch.arange(levels)[None, :] < take[:, None]
+    assert torch.equal(codes >= 0, expected_taken), "codes must be −1 exactly at the skipped (row, level) pairs"
+    x64, cb64 = x.double(), codebooks.double()
+    residual = x64.clone()
+    for level in range(num_active):
+        table = cb64[level, : sizes[level]]
+        rows = expected_taken[:, level]
+        if not rows.any():
+            continue
+        dist = (residual[rows, None, :] - table[None]).square().sum(-1)
+        chosen = codes[rows, level]
+        assert int(chosen.max()) < sizes[level], "a code beyond the level's size was chosen"
+        picked = dist.gather(1, chosen[:, None])[:, 0]
+        best = dist.min(1).values
+        if exact:
+            assert torch.equal(chosen, dist.argmin(1)), f"level {level}: smallest index among exact ties"
+        else:
+            scale = residual[rows].square().sum(1) + table.square().sum(1).max()
+            assert torch.all(picked - best <= 2e-6 * scale + 1e-12), f"level {level}: a code is not near-optimal"
+        residual[rows] -= table[chosen]
+    expected = training.walk_given_codes(x64, cb64, codes, num_active, row_levels, "reference")  # the oracle's walk
+    tol = dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(quantized.double(), expected[0], **tol)
+    torch.testing.assert_close(level_sqerr.double(), expected[2], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(commit_dir.double(), expected[3], **tol)
+    torch.testing.assert_close(counts.double(), expected[4], rtol=0, atol=0)
+    torch.testing.assert_close(sums.double(), expected[5], **tol)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@given(
+    n=st.sampled_from([0, 1, 7, 65, 200]),
+    d=st.sampled_from([1, 3, 4, 8, 17, 40]),
+    k=st.sampled_from([1, 5, 16, 33]),
+    levels=st.sampled_from([1, 2, 4]),
+    ragged=st.booleans(),
+    with_rows=st.booleans(),
+    integer=st.booleans(),
+    seed=seeds,
+)
+def test_training_pass_matches_the_reference(variant, n, d, k, levels, ragged, with_rows, integer, seed):
+    if variant == "triton" and n * k * max(d, 16) > 65 * 33 * 64:
+        n = min(n, 7)
+    x, codebooks, sizes, num_active, row_levels = _draw_problem(seed, n, d, k, levels, ragged, with_rows, integer)
+    with backend_env(variant) as backend:
+        out = training.quantize_for_training(x, codebooks, sizes, num_active, row_levels, backend)
+    _check_against_reference(x, codebooks, sizes, num_active, row_levels, out, exact=integer)
+
+
+@pytest.mark.parametrize("variant", ["reference", "torch", "torch-native", "torch-pure", "torch-faiss"])
+@pytest.mark.parametrize("period", [1, 3, 16, 17, 64])
+def test_exact_ties_go_to_the_smallest_index(variant, period):
+    """A codebook that repeats every ``period`` rows (period 16: twins in the same SIMD lane of the native kernel;
+    period 1: every code equal): each row must get the first of its nearest twins."""
+    gen = torch.Generator().manual_seed(period)
+    base = torch.randn(period, 4, generator=gen)
+    codebooks = base.repeat(200 // period + 1, 1)[:200][None]
+    x = torch.cat([base, base + 0.01 * torch.randn(period, 4, generator=gen), torch.randn(30, 4, generator=gen)])
+    with backend_env(variant) as backend:
+        _, codes, *_ = training.quantize_for_training(x, codebooks, [200], 1, None, backend)
+    expected = (x.double()[:, None, :] - codebooks[0].double()[None]).square().sum(-1).argmin(1)
+    assert torch.equal(codes[:, 0], expected)
+    assert int(codes.max()) < period
+
+
+@pytest.mark.parametrize("variant", ["torch", "torch-native", "torch-pure", "torch-faiss"])
+def test_nonfinite_rows_get_codes_in_range_and_poison_only_their_statistics(variant):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 4, generator=gen)
+    x[3, 1], x[7, 0] = float("nan"), float("inf")
+    codebooks = torch.randn(2, 9, 4, generator=gen)
+    with backend_env(variant) as backend:
+        _, codes, level_sqerr, _, counts, _ = training.quantize_for_training(x, codebooks, [9, 5], 2, None, backend)
+    assert int(codes.min()) >= 0 and int(codes[:, 0].max()) < 9 and int(codes[:, 1].max()) < 5
+    assert not torch.isfinite(level_sqerr).all()  # the module reads this to skip or refuse the update
+    assert float(counts.sum()) == 100.0
+
+
+@given(levels=st.sampled_from([1, 3]), k=st.sampled_from([1, 6, 40]), d=st.sampled_from([1, 4, 9]),
+       decay=st.sampled_from([0.0, 0.5, 0.99]), ragged=st.booleans(), seed=seeds)
+def test_native_ema_step_equals_the_torch_one(levels, k, d, decay, ragged, seed):
+    """codebook_update_ on the CPU updates float32 state in place with the native kernel; the torch formula
+    (fastrq.ops.ema_step) must give the same state (up to one rounding of the fused multiply-adds)."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [k] * levels if not ragged else [int(s) for s in torch.randint(1, k + 1, (levels,), generator=gen)]
+    x = torch.randn(30, d, generator=gen)
+    codebooks = torch.randn(levels, k, d, generator=gen)
+    for level, size in enumerate(sizes):
+        codebooks[level, size:] = 0.0
+    cluster = torch.rand(levels, k, generator=gen) * torch.stack(
+        [(torch.arange(k) < size).float() for size in sizes]
+    )
+    embed = codebooks * cluster[..., None]
+    out = training.quantize_for_training(x, codebooks, sizes, levels, None, "torch")
+    results = []
+    for mode in ("1", "0"):
+        state = [t.clone() for t in (codebooks, cluster, embed)] + [torch.tensor([7, 0])]
+        with backend_env("torch-native" if mode == "1" else "torch-pure"):
+            codebook_state.codebook_update_(
+                state[0], state[1], state[2], state[3], x, out[1], out[4], out[5], True, levels, sizes,
+                decay, 1e-5, 0.0, True, False,
+            )
+        results.append(state)
+    for native, plain in zip(results[0][:3], results[1][:3]):
+        torch.testing.assert_close(native, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_native_kernel_row_chunks_on_threads_match_one_call(monkeypatch):
+    """Large calls split rows across threads: the result must be bitwise the one-call result (the statistics run in
+    one sequential pass either way)."""
+    from fastrq.kernels.cpu import launch
+
+    gen = torch.Generator().manual_seed(0)
+    x, codebooks = torch.randn(1001, 5, generator=gen), torch.randn(3, 40, 5, generator=gen)
+    row_levels = torch.randint(0, 4, (1001,), generator=gen)
+    with backend_env("torch-native"):
+        one = launch.residual_pass(x, codebooks, [40, 30, 20], 3, row_levels, True)
+        monkeypatch.setattr(launch, "PAIRS_PER_THREAD", 64)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            split = launch.residual_pass(x, codebooks, [40, 30, 20], 3, row_levels, True)
+        finally:
+            torch.set_num_threads(threads)
+    for a, b in zip(one, split):
+        assert torch.equal(a, b)

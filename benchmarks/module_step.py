@@ -15,13 +15,15 @@ codebooks) and upstream gradient g ~ N(0, 1). Providers (columns), every one sta
 - ``naive``: the fastrq module with ``backend="reference"`` (the float64-checked oracle: N×K matrices);
 - ``search``: the bare search ``fastrq.residual_quantize(x, codebooks)`` on the module's codebooks, no grad — the
   floor the step is compared against;
-- ``pure``: the fastrq module with ``FASTRQ_FAISS=0`` set around its own calls (no faiss: what a plain
-  ``pip install fastrq`` runs).
+- ``plain``: the fastrq module with ``FASTRQ_FAISS=0`` set around its own calls (no faiss: what a plain
+  ``pip install fastrq`` runs: the native C kernel at D ≤ 32 where a C compiler exists, PyTorch above);
+- ``pure``: the fastrq module with ``FASTRQ_FAISS=0`` and ``FASTRQ_CPU_KERNEL=0`` (pure PyTorch: no faiss, no
+  native kernel).
 
 The gate (:mod:`benchmarks.harness`) checks every provider's codes of the first step against the torch backend's
 search on the initial codebooks, by distance (:mod:`benchmarks.codes_check`); then the providers run interleaved
 (2 threads by default). Reported: ms per step (median, p20 / p80), ns per row, peak extra memory of the first step,
-and the per-round ratios ResidualVQ / fastrq, naive / fastrq, fastrq / search, fastrq / pure. Providers whose
+and the per-round ratios ResidualVQ / fastrq, naive / fastrq, fastrq / search, plain / fastrq, pure / fastrq. Providers whose
 estimated working set exceeds ``--mem-cap-gib`` (ResidualVQ and the reference build N×K buffers), and those two
 when their step, extrapolated from the next smaller N, would take longer than ``--max-call-s``, are skipped with the
 estimate as the reason (never timed on a subsample and scaled: a training step on fewer rows is another step).
@@ -84,9 +86,11 @@ PROVIDERS = {
     "vqp": "vector-quantize-pytorch ResidualVQ / VectorQuantize (EMA, rotation_trick=False)",
     "naive": "fastrq module, backend='reference' (naive)",
     "search": "fastrq.residual_quantize on the module's codebooks (bare search, no grad)",
-    "pure": "fastrq module, FASTRQ_FAISS=0 (pure PyTorch)",
+    "plain": "fastrq module, FASTRQ_FAISS=0 (no faiss: native kernel at D <= 32, PyTorch above)",
+    "pure": "fastrq module, FASTRQ_FAISS=0 FASTRQ_CPU_KERNEL=0 (pure PyTorch)",
 }
-RATIOS = (("vqp", "fastrq"), ("naive", "fastrq"), ("fastrq", "search"), ("fastrq", "pure"))
+RATIOS = (("vqp", "fastrq"), ("naive", "fastrq"), ("fastrq", "search"), ("plain", "fastrq"), ("pure", "fastrq"))
+ENV = {"plain": {"FASTRQ_FAISS": "0"}, "pure": {"FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}}
 DECAY, COMMITMENT, EPS = 0.99, 0.25, 1e-5  # fastrq's defaults, given to ResidualVQ too
 # Estimated peak bytes per (row, code) of one step, measured at N = 4,096–6,272 (2026-12-01): ResidualVQ keeps
 # about 24 B per row and code of one level alive (distance, one-hot, their copies), the reference 12–16 B.
@@ -196,7 +200,7 @@ def contenders(shape: Shape, n: int, providers: list[str], settings: dict) -> li
             if name == "naive":
                 twin.backend = "reference"
             else:
-                env = {"FASTRQ_FAISS": "0"}
+                env = dict(ENV[name])
             call = _module_step(twin, x, upstream, batch_dim=False)
         out.append(harness.Contender(name, call, check, label=label, env=env))
     return out
@@ -323,9 +327,10 @@ def render_table(document: dict) -> str:
     for r in records:
         if r["metric"] == "time_ms" and "shape" in r and (r["shape"], r["N"]) not in cases:
             cases.append((r["shape"], r["N"]))
-    lines = ["| shape | N | D | K | L | fastrq ms | bare search ms | pure PyTorch ms | naive ms | ResidualVQ ms "
-             "| ResidualVQ / fastrq | naive / fastrq | fastrq / search | fastrq / pure | fastrq ns/row |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| shape | N | D | K | L | fastrq ms | bare search ms | no-faiss ms | pure PyTorch ms | naive ms "
+             "| ResidualVQ ms | ResidualVQ / fastrq | naive / fastrq | fastrq / search | no-faiss / fastrq "
+             "| pure / fastrq | fastrq ns/row |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, n in cases:
         rows = harness.select(records, shape=key, N=n)
         first = rows[0]
@@ -334,7 +339,7 @@ def render_table(document: dict) -> str:
         per_row = _value(rows, "ns_per_row", provider="fastrq")
         busy = any(harness.contended(r) for r in harness.select(rows, metric="time_ms"))
         lines.append(f"| {first['shape_label']}{' †' if busy else ''} | {n:,} | {first['D']} | {first['K']:,} | {first['L']} | {_ms(ms['fastrq'])} "
-                     f"| {_ms(ms['search'])} | {_ms(ms['pure'])} | {_ms(ms['naive'])} | {_ms(ms['vqp'])} | "
+                     f"| {_ms(ms['search'])} | {_ms(ms.get('plain'))} | {_ms(ms['pure'])} | {_ms(ms['naive'])} | {_ms(ms['vqp'])} | "
                      + " | ".join(ratios) + f" | {'–' if per_row is None else f'{per_row:,.0f}'} |")
     shares = harness.select(records, metric="quantizer_share")
     if shares:

@@ -62,13 +62,14 @@ def test_the_gate_rejects_a_peer_that_starts_from_other_codebooks(monkeypatch):
     assert outcomes["vqp"].status == "wrong" and outcomes["vqp"].times == []
 
 
-def test_memory_cap_skips_with_the_estimate_and_pure_sets_faiss_off_for_itself_only():
+def test_memory_cap_skips_with_the_estimate_and_the_no_faiss_providers_set_their_switches_for_themselves_only():
     settings = dict(seed=0, mem_cap_bytes=1024)
     found = {c.name: c for c in module_step.contenders(TINY, 64, list(module_step.PROVIDERS), settings)}
     for name in ("vqp", "naive"):
         assert found[name].skip is not None and "exceeds --mem-cap-gib" in found[name].skip
-    assert found["pure"].env == {"FASTRQ_FAISS": "0"}
-    assert all(c.env == {} for name, c in found.items() if name != "pure")
+    assert found["plain"].env == {"FASTRQ_FAISS": "0"}
+    assert found["pure"].env == {"FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}
+    assert all(c.env == {} for name, c in found.items() if name not in ("plain", "pure"))
 
 
 def test_identity_quantizer_keeps_the_latent():

@@ -20,6 +20,7 @@ cleanest number: inputs are built, one small call warms up lazy initialisation (
 is reset and the full-size call measured.
 
     python -m benchmarks.memory --op nearest_code --backend torch --n 65536 --k 16384 --d 64 [--faiss auto 0 1]
+    python -m benchmarks.memory --report [--out DIR]    # the README's contract points → results/<date>/memory.json
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ __all__ = [
     "ALLOCATOR_ENV",
     "PeakMemory",
     "peak_supported",
+    "allocator_pinned",
+    "method_description",
     "ensure_allocator_env",
     "measure_in_subprocess",
     "MEBI",
@@ -104,6 +107,21 @@ class PeakMemory:
             self.extra_bytes = max(0, _status_kib()["VmHWM"] - self._base) * 1024
 
 
+def allocator_pinned() -> bool:
+    """Whether this process runs with glibc's mmap threshold pinned (:data:`ALLOCATOR_ENV`): peaks are exact."""
+    return all(os.environ.get(key) == value for key, value in ALLOCATOR_ENV.items())
+
+
+def method_description() -> str:
+    """How peaks are measured in this process, for the results' metadata."""
+    host = ("host: VmHWM growth over the gate call after /proc/self/clear_refs reset, "
+            + ("glibc mmap threshold pinned (exact; benchmarks/memory.py)" if allocator_pinned()
+               else "default allocator (a lower bound: blocks freed by earlier calls are reused without new page "
+                    "faults; --exact-memory pins it)"))
+    reason = peak_supported()
+    return (host if reason is None else f"host: not measured ({reason})") + "; cuda: max_memory_allocated growth"
+
+
 def ensure_allocator_env(module: str, argv: list[str]) -> None:
     """Re-execute ``python -m module argv`` with :data:`ALLOCATOR_ENV` set, unless it already is (never returns
     when it re-executes)."""
@@ -144,7 +162,13 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faiss", nargs="+", default=["auto"],
                         help="FASTRQ_FAISS values for the torch backend (auto, 0, 1), measured one after the other")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--report", action="store_true",
+                        help="measure the README's contract points, each in a fresh process, and write memory.json")
+    parser.add_argument("--out", default=None, help="with --report: output folder (default results/<date>)")
     args = parser.parse_args(argv)
+    if args.report:
+        report(args.out)
+        return
 
     import torch
 
@@ -176,6 +200,50 @@ def _main(argv: list[str] | None = None) -> None:
             "nxk_float32_bytes": args.n * args.k * 4,
         }
         print(json.dumps(record), flush=True)
+
+
+# The points the README's memory contract quotes (N = 65,536, K = 16,384, D = 64; the bound test's shape).
+REPORT_POINTS = (
+    dict(op="nearest_code", backend="torch", n=65536, k=16384, d=64, levels=1, faiss=("auto", "0", "1")),
+    dict(op="residual_quantize", backend="torch", n=65536, k=16384, d=64, levels=2, faiss=("auto",)),
+)
+
+
+def report(out_dir: str | None = None, points=REPORT_POINTS) -> dict:
+    """Measure every point of ``points`` in a fresh process each (:func:`measure_in_subprocess`, exact: pinned
+    allocator) and write ``memory.json`` / ``memory.md`` through :mod:`benchmarks.harness`."""
+    from . import harness
+
+    records = []
+    for point in points:
+        faiss_modes = point["faiss"] if _faiss_importable() else tuple(m for m in point["faiss"] if m != "1")
+        for found in measure_in_subprocess(point["op"], point["backend"], point["n"], point["k"], point["d"],
+                                           levels=point["levels"], faiss=faiss_modes):
+            case = {"op": found["op"], "D": found["D"], "K": found["K"], "L": found["L"], "N": found["N"]}
+            records.append({**case, "provider": f"{found['backend']} FASTRQ_FAISS={found['faiss']}",
+                            "metric": "peak_mem_bytes", "unit": "bytes", "value": found["extra_bytes"],
+                            "device": "cpu", "status": "ok", "output_bytes": found["output_bytes"],
+                            "input_bytes": found["input_bytes"], "nxk_float32_bytes": found["nxk_float32_bytes"]})
+    meta = harness.collect_metadata("memory", {"points": [dict(p) for p in points], "fresh_process": True,
+                                               "allocator_env": ALLOCATOR_ENV})
+    meta["peak_memory_method"] = ("host: VmHWM growth over one call after /proc/self/clear_refs reset, in a fresh "
+                                  "process per point with glibc's mmap threshold pinned (exact)")
+    lines = ["# Peak extra memory of one call (torch backend, fresh process, exact)", "",
+             "| op | N | K | D | L | provider | peak extra MiB | of which outputs MiB | one N×K float32 MiB |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in records:
+        lines.append(f"| {r['op']} | {r['N']:,} | {r['K']:,} | {r['D']} | {r['L']} | {r['provider']} | "
+                     f"{r['value'] / MEBI:.1f} | {r['output_bytes'] / MEBI:.2f} | {r['nxk_float32_bytes'] / MEBI:,.0f} |")
+    path = harness.write_results("memory", records, meta, "\n".join(lines), out_dir)
+    print("\n".join(lines))
+    print(f"\nwrote {path}")
+    return {"meta": meta, "records": records}
+
+
+def _faiss_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("faiss") is not None
 
 
 if __name__ == "__main__":

@@ -1,59 +1,49 @@
 """The ops benchmark: fastrq against the naive reference and its peers, side by side in one process.
 
-    python -m benchmarks.ops_bench --preset quick|full [--out DIR] [--ops ...] [--providers ...] [--n N] ...
+    python -m benchmarks.ops_bench --preset quick|full [--out DIR] [--ops ...] [--providers ...] [--n N ...] ...
 
-For every case (op, D, K, L; N rows of x ~ N(0, 1), codebooks ~ N(0, 1) scaled by 0.75^level, fixed seed) each
-available provider is prepared outside the timed region, warmed up on a few rows, then timed in interleaved rounds
-(round r runs the providers in an order rotated by r: A B C, B C A, ...) until it has ``reps`` repetitions or has
-spent its per-case budget (at least one repetition). Reported: median, 20th and 80th percentile in ms, and the peak
-extra memory of the first timed call (:mod:`benchmarks.memory`). The first timed result of every provider is checked
-against fastrq's torch backend before any more of its time is taken (:func:`check_nearest`, :func:`check_residual`):
-a provider that returns a wrong answer is reported as wrong, not timed.
+For every case (op, D, K, L, N; x ~ N(0, 1), codebooks ~ N(0, 1) scaled by 0.75^level, fixed seed) each available
+provider is prepared outside the timed region and warmed up on a few rows; then :mod:`benchmarks.harness` gates it
+(its answer checked against fastrq's torch backend by distance, :mod:`benchmarks.codes_check`: a wrong provider is
+reported as wrong and never timed; the peak extra memory of that call is measured) and times all providers
+interleaved until each has ``reps`` repetitions or has spent its per-case budget. Reported: median, p20 / p50 / p80
+in ms, peak extra memory, and every provider's time over fastrq torch's as the median of per-round ratios.
 
 Providers: ``naive`` (fastrq backend="reference": the full rows×K matrix with the direct difference; run on the
 first ``naive_rows`` rows and scaled linearly to N, marked ``*`` / ``"extrapolated": true``), ``torch`` (fastrq
 backend="torch", ``FASTRQ_FAISS=auto``), ``torch-pure`` (``FASTRQ_FAISS=0``: no faiss anywhere), ``triton`` (CUDA
-only) and the peers of :mod:`benchmarks.peers` when importable. Outputs in ``--out``: ``results.json`` (long format:
-one record per op × provider × case with versions, git revision, host and CPU), ``results.md`` (the printed tables) and
-``ops_bench.png`` (:mod:`benchmarks.plot`). See benchmarks/README.md.
+only), ``gemm-floor`` (the bare float32 GEMM of the search: a floor, no answer) and the peers of
+:mod:`benchmarks.peers` when importable. Writes ``ops_<preset>.json`` (long format, with the metadata),
+``ops_<preset>.md`` (the printed tables) and ``ops_<preset>.png`` (:mod:`benchmarks.plot`) into ``--out``
+(default ``benchmarks/results/<date>/``). See benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import gc
-import importlib.util
-import json
-import os
-import platform
-import socket
-import statistics
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
 import fastrq
 
-from . import memory
-from .peers import PEERS, NotApplicable, Prepared, Provider, peer_versions, set_threads
+from . import harness, memory
+from .codes_check import codes_checker
+from .peers import PEERS, NotApplicable, Prepared, Provider
 
 OPS = ("nearest_code", "residual_quantize")
 
 PRESETS = {
-    # ≤ ~1 minute on 2 cores: the CI-sized grid (run by the README's main-job command)
-    "quick": dict(n=8192, dims=(4, 64), ks=(256, 1024), levels=(1, 4), reps=3, budget_s=0.5, naive_rows=256),
-    # the issue's grid, bounded (≈ 20–25 minutes on 2 cores, dominated by vector-quantize-pytorch at K = 8192)
-    "full": dict(n=65536, dims=(4, 64, 256), ks=(256, 1024, 8192), levels=(1, 4, 8), reps=5, budget_s=12.0,
+    # ≤ ~2 minutes on 2 cores: the CI-sized grid (run by the README's main-job command); N = 1,024 is a real batch
+    "quick": dict(ns=(1024, 8192), dims=(4, 64), ks=(256, 1024), levels=(1, 4), reps=5, budget_s=0.5,
+                  naive_rows=256),
+    # the issue's grid, bounded (≈ 30 minutes on 2 cores, dominated by vector-quantize-pytorch at K = 8192)
+    "full": dict(ns=(65536,), dims=(4, 64, 256), ks=(256, 1024, 8192), levels=(1, 4, 8), reps=5, budget_s=12.0,
                  naive_rows=2048),
 }
-CHECK_SAMPLE = 256  # rows checked against the float64 reference's true minimum
-TOLERANCE = 1e-5  # relative to ‖x‖² + ‖e‖²: float32 expanded-distance rounding is ~1e-7 of that
-MEAN_ERROR_TOLERANCE = 1e-3  # relative agreement of the mean final RQ error (greedy paths may split on near-ties)
+BASELINE = "torch"
 
 
 @dataclass(frozen=True)
@@ -68,18 +58,16 @@ class Case:
         lvl = f" L={self.levels}" if self.op == "residual_quantize" else ""
         return f"{self.op} D={self.dim} K={self.num_codes}{lvl} N={self.n}"
 
+    def fields(self) -> dict:
+        return {"op": self.op, "D": self.dim, "K": self.num_codes,
+                "L": self.levels if self.op == "residual_quantize" else None, "N": self.n}
+
 
 # ------------------------------------------------------------------------------------------- fastrq's providers
-def _fastrq_call(op: str, x: torch.Tensor, codebooks: torch.Tensor, backend: str, faiss_mode: str | None):
+def _fastrq_call(op: str, x: torch.Tensor, codebooks: torch.Tensor, backend: str):
     book = codebooks[0] if op == "nearest_code" else codebooks
     fn = fastrq.nearest_code if op == "nearest_code" else fastrq.residual_quantize
-
-    def call():
-        if faiss_mode is not None:
-            os.environ["FASTRQ_FAISS"] = faiss_mode
-        return fn(x, book, backend=backend)
-
-    return call
+    return lambda: fn(x, book, backend=backend)
 
 
 def _fastrq_codes(op: str):
@@ -88,7 +76,8 @@ def _fastrq_codes(op: str):
 
 def _prepare_backend(backend: str, faiss_mode: str | None):
     def prepare(op: str, x: torch.Tensor, codebooks: torch.Tensor, settings: dict) -> Prepared:
-        return Prepared(_fastrq_call(op, x, codebooks, backend, faiss_mode), _fastrq_codes(op), rows=x.shape[0])
+        env = {} if faiss_mode is None else {"FASTRQ_FAISS": faiss_mode}
+        return Prepared(_fastrq_call(op, x, codebooks, backend), _fastrq_codes(op), rows=x.shape[0], env=env)
 
     return prepare
 
@@ -96,12 +85,11 @@ def _prepare_backend(backend: str, faiss_mode: str | None):
 def _prepare_naive(op: str, x: torch.Tensor, codebooks: torch.Tensor, settings: dict) -> Prepared:
     rows = min(x.shape[0], settings["naive_rows"])
     sub = x[:rows].contiguous()
-    return Prepared(_fastrq_call(op, sub, codebooks, "reference", None), _fastrq_codes(op), rows=rows)
+    return Prepared(_fastrq_call(op, sub, codebooks, "reference"), _fastrq_codes(op), rows=rows)
 
 
 def _prepare_triton(op: str, x: torch.Tensor, codebooks: torch.Tensor, settings: dict) -> Prepared:
-    x_dev, books_dev = x.cuda(), codebooks.cuda()
-    inner = _fastrq_call(op, x_dev, books_dev, "triton", None)
+    inner = _fastrq_call(op, x.cuda(), codebooks.cuda(), "triton")
 
     def call():
         out = inner()
@@ -151,10 +139,8 @@ FASTRQ_PROVIDERS: tuple[Provider, ...] = (
     Provider("gemm-floor", "float32 GEMM only (a floor, no answer)", OPS, lambda: None, _prepare_gemm_floor),
 )
 ALL_PROVIDERS = FASTRQ_PROVIDERS + PEERS
-BASELINE = "torch"
 
 
-# ------------------------------------------------------------------------------------------------------- inputs
 def make_inputs(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """x [N, D] ~ N(0, 1); codebooks [L, K, D] ~ N(0, 1) · 0.75^level (residuals shrink level by level)."""
     gen = torch.Generator().manual_seed(seed + 7919 * case.dim + 104729 * case.num_codes + case.levels)
@@ -164,388 +150,156 @@ def make_inputs(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, codebooks
 
 
-# ----------------------------------------------------------------------------------------------- correctness
-def _sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a - b).square().sum(dim=1)
-
-
-def _tolerance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return TOLERANCE * (a.square().sum(dim=1) + b.square().sum(dim=1)) + 1e-12
-
-
-class _TrueMinimum:
-    """Float64 true minimum distances of the baseline's greedy path on a row sample, per level, cached so that
-    another provider's check only recomputes rows whose earlier codes differ from the baseline's."""
-
-    def __init__(self, x64: torch.Tensor, books64: torch.Tensor, base_codes: torch.Tensor, sample: torch.Tensor):
-        self.books64, self.sample = books64, sample
-        self.base = base_codes[sample]
-        residual = x64[sample]
-        self.minimum = []
-        for level, book in enumerate(books64):
-            _, dist = fastrq.nearest_code(residual, book, backend="reference")
-            self.minimum.append(dist)
-            residual = residual - book[self.base[:, level]]
-
-    def minimum_for(self, level: int, codes: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """True minimum at ``level`` for sample rows whose codes [S, L] led to ``residual`` [S, D]."""
-        same = (codes[:, :level] == self.base[:, :level]).all(dim=1)
-        minimum = self.minimum[level].clone()
-        if not bool(same.all()):
-            _, dist = fastrq.nearest_code(residual[~same], self.books64[level], backend="reference")
-            minimum[~same] = dist
-        return minimum
-
-
-def check_nearest(x: torch.Tensor, book: torch.Tensor, codes: torch.Tensor, base_codes: torch.Tensor,
-                  truth: _TrueMinimum) -> tuple[bool, str]:
-    """Codes of the first ``len(codes)`` rows agree with the baseline's by distance (float64, relative tolerance
-    :data:`TOLERANCE` of ‖x‖² + ‖e‖²) on every row, and with the true minimum on the sampled rows."""
-    rows = codes.shape[0]
-    if codes.shape != (rows,) or codes.dtype != torch.int64:
-        return False, f"codes have shape {tuple(codes.shape)} / {codes.dtype}, expected [{rows}] int64"
-    if rows and (int(codes.min()) < 0 or int(codes.max()) >= book.shape[0]):
-        return False, "codes out of range"
-    x64, book64 = x[:rows].double(), book.double()
-    chosen, base = book64[codes], book64[base_codes[:rows]]
-    d_p, d_b = _sqdist(x64, chosen), _sqdist(x64, base)
-    bad = ((d_p - d_b).abs() > _tolerance(x64, chosen)).sum().item()
-    sample = truth.sample[truth.sample < rows]
-    in_sample = torch.isin(truth.sample, sample)
-    minimum = truth.minimum[0][in_sample]
-    bad_true = (d_p[sample] > minimum + _tolerance(x64[sample], chosen[sample])).sum().item()
-    differ = (codes != base_codes[:rows]).sum().item()
-    detail = f"{differ} of {rows} codes differ from torch's; all within tolerance" if not (bad or bad_true) else (
-        f"{bad} of {rows} rows farther than torch's choice, {bad_true} of {sample.numel()} sampled rows farther "
-        "than the true minimum")
-    return not (bad or bad_true), detail
-
-
-def check_residual(x: torch.Tensor, books: torch.Tensor, codes: torch.Tensor, base_codes: torch.Tensor,
-                   truth: _TrueMinimum) -> tuple[bool, str]:
-    """Greedy-RQ codes [rows, L]: level 0 agrees with the baseline by distance on every row; on the sampled rows
-    every level's choice is within tolerance of the true minimum for that provider's own residual (a valid greedy
-    path, even where it split from the baseline's on a near-tie); the mean final squared error matches the
-    baseline's within :data:`MEAN_ERROR_TOLERANCE` (relative)."""
-    rows, levels = codes.shape[0], books.shape[0]
-    if codes.shape != (rows, levels) or codes.dtype != torch.int64:
-        return False, f"codes have shape {tuple(codes.shape)} / {codes.dtype}, expected [{rows}, {levels}] int64"
-    if rows and (int(codes.min()) < 0 or int(codes.max()) >= books.shape[1]):
-        return False, "codes out of range"
-    ok0, detail0 = check_nearest(x, books[0], codes[:, 0].contiguous(), base_codes[:, 0], truth)
-    if not ok0:
-        return False, "level 0: " + detail0
-    books64 = books.double()
-    sample = truth.sample[truth.sample < rows]
-    if sample.numel() != truth.sample.numel():
-        return False, "internal: the check sample must lie in the provider's rows"
-    residual = x[:rows].double()
-    residual_base = residual.clone()
-    sample_codes = codes[sample]
-    bad_levels = []
-    for level, book in enumerate(books64):
-        chosen = book[codes[:, level]]
-        minimum = truth.minimum_for(level, sample_codes, residual[sample])
-        d = _sqdist(residual[sample], chosen[sample])
-        if bool((d > minimum + _tolerance(residual[sample], chosen[sample])).any()):
-            bad_levels.append(level)
-        residual = residual - chosen
-        residual_base = residual_base - book[base_codes[:rows, level]]
-    err_p = residual.square().sum(dim=1).mean().item()
-    err_b = residual_base.square().sum(dim=1).mean().item()
-    rel = abs(err_p - err_b) / max(err_b, 1e-300)
-    split = (codes != base_codes[:rows]).any(dim=1).sum().item()
-    ok = not bad_levels and rel <= MEAN_ERROR_TOLERANCE
-    detail = (f"mean final error {err_p:.6g} vs torch {err_b:.6g} (rel {rel:.1e}); {split} of {rows} rows took "
-              f"another greedy path")
-    if bad_levels:
-        detail += f"; not the nearest code at levels {bad_levels} on sampled rows"
-    return ok, detail
-
-
-# ------------------------------------------------------------------------------------------------------ timing
-@dataclass
-class _Run:
-    provider: Provider
-    prepared: Prepared | None = None
-    times: list[float] = field(default_factory=list)
-    peak_bytes: int | None = None
-    status: str = "ok"  # ok | wrong | error | skipped
-    detail: str = ""
-    done: bool = False
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo, hi = int(pos), min(len(ordered) - 1, int(pos) + 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
+# ------------------------------------------------------------------------------------------------------ a case
 def run_case(case: Case, providers: list[Provider], settings: dict, log=print) -> list[dict]:
-    """Time every provider on one case; returns one record per provider (skipped ones included, with the reason)."""
+    """Gate and time every provider on one case; returns its long-format records (one per provider × metric,
+    skipped providers included with the reason, plus each provider's per-round ratio to fastrq torch)."""
     x, codebooks = make_inputs(case, settings["seed"])
-    runs = []
+    prepared: dict[str, Prepared | harness.Contender] = {}
     for provider in providers:
-        run = _Run(provider)
-        runs.append(run)
         if case.op not in provider.ops:
-            run.status, run.detail, run.done = "skipped", f"does not implement {case.op}", True
+            prepared[provider.name] = harness.Contender(provider.name, label=provider.label,
+                                                        skip=f"does not implement {case.op}")
             continue
         reason = provider.unavailable_reason()
         if reason is not None:
-            run.status, run.detail, run.done = "skipped", reason, True
+            prepared[provider.name] = harness.Contender(provider.name, label=provider.label, skip=reason)
             continue
         try:
-            warm = min(case.n, 256)
-            provider.prepare(case.op, x[:warm].contiguous(), codebooks, settings).call()  # lazy init, untimed
-            run.prepared = provider.prepare(case.op, x, codebooks, settings)
+            warm = provider.prepare(case.op, x[: min(case.n, 256)].contiguous(), codebooks, settings)
+            with harness.scoped_env(warm.env):
+                warm.call()  # lazy initialisation (thread pools, imports), untimed
+            prepared[provider.name] = provider.prepare(case.op, x, codebooks, settings)
         except NotApplicable as why:
-            run.status, run.detail, run.done = "skipped", str(why), True
+            prepared[provider.name] = harness.Contender(provider.name, label=provider.label, skip=str(why))
         except Exception as error:  # a peer failing must not stop the benchmark: report it
-            run.status, run.detail, run.done = "error", f"{type(error).__name__}: {error}", True
-
-    # the baseline answers first (round 0 order), so every other provider can be checked against it
-    runs.sort(key=lambda run: run.provider.name != BASELINE)
-    base_codes = None
-    if not any(r.provider.name == BASELINE and r.prepared for r in runs):
-        base_codes = _fastrq_codes(case.op)(_fastrq_call(case.op, x, codebooks, "torch", "auto")())
-    truth = None
-    rounds = 0
-    while not all(run.done for run in runs):
-        order = runs[rounds % len(runs):] + runs[: rounds % len(runs)] if rounds else runs
-        for run in order:
-            if run.done:
-                continue
-            gc.collect()
-            first = not run.times
-            with memory.PeakMemory(cuda=run.prepared.cuda) if first else _nothing() as peak:
-                start = time.perf_counter()
-                try:
-                    out = run.prepared.call()
-                except Exception as error:
-                    run.status, run.detail, run.done = "error", f"{type(error).__name__}: {error}", True
-                    continue
-                elapsed = time.perf_counter() - start
-            if first and run.prepared.floor:
-                run.peak_bytes, run.detail = peak.extra_bytes, "a floor: not an answer, not checked"
-            elif first:
-                run.peak_bytes = peak.extra_bytes
-                codes = run.prepared.to_codes(out)
-                if base_codes is None:  # this is the baseline's first result
-                    base_codes = codes
-                if truth is None:
-                    checked_rows = min(r.prepared.rows for r in runs if r.prepared is not None)
-                    sample = torch.randperm(checked_rows, generator=torch.Generator().manual_seed(1))[:CHECK_SAMPLE]
-                    truth = _TrueMinimum(x.double(), codebooks.double(),
-                                         base_codes if base_codes.dim() == 2 else base_codes[:, None], sample.sort().values)
-                check = check_nearest if case.op == "nearest_code" else check_residual
-                book = codebooks[0] if case.op == "nearest_code" else codebooks
-                ok, run.detail = check(x, book, codes, base_codes, truth)
-                if not ok:
-                    run.status, run.done = "wrong", True
-                    log(f"  !! {run.provider.name}: WRONG ANSWER, not timed: {run.detail}")
-                    continue
-            del out
-            run.times.append(elapsed)
-            if len(run.times) >= settings["reps"] or sum(run.times) + elapsed > settings["budget_s"]:
-                run.done = True
-        rounds += 1
-
-    records = []
-    for run in runs:
-        record = {
-            "op": case.op, "provider": run.provider.name, "label": run.provider.label, "D": case.dim,
-            "K": case.num_codes, "L": case.levels if case.op == "residual_quantize" else None, "N": case.n,
-            "status": run.status, "check": run.detail,
-        }
-        if run.times:
-            scale = case.n / run.prepared.rows
-            ms = [t * 1000 * scale for t in run.times]
-            record.update(
-                rows_timed=run.prepared.rows, extrapolated=run.prepared.rows < case.n,
-                median_ms=statistics.median(ms), p20_ms=_percentile(ms, 0.2), p80_ms=_percentile(ms, 0.8),
-                reps=len(ms), times_ms=ms, peak_mem_bytes=run.peak_bytes,
-                peak_mem_mib=None if run.peak_bytes is None else run.peak_bytes / memory.MEBI,
-                peak_mem_device="cuda" if run.prepared.cuda else "host",
-                chunks=run.prepared.chunks, note=run.prepared.note,
-            )
+            prepared[provider.name] = harness.Contender(provider.name, label=provider.label,
+                                                        error=f"{type(error).__name__}: {error}")
+    base_codes = _fastrq_codes(case.op)(_fastrq_call(case.op, x, codebooks, "torch")())  # the reference answer
+    checked_rows = min([p.rows for p in prepared.values() if isinstance(p, Prepared)] or [case.n])
+    check = codes_checker(case.op, x, codebooks, base_codes, checked_rows)
+    contenders = []
+    for provider in providers:
+        p = prepared[provider.name]
+        if isinstance(p, harness.Contender):
+            contenders.append(p)
+            continue
+        contenders.append(harness.Contender(
+            provider.name, p.call, None if p.floor else (lambda out, p=p: check(p.to_codes(out))),
+            label=provider.label, scale=case.n / p.rows, env=p.env, memory_device="cuda" if p.cuda else "cpu",
+            info={"rows_timed": p.rows, "chunks": p.chunks, "note": p.note}))
+    outcomes = harness.run(contenders, reps=settings["reps"], budget_s=settings["budget_s"], log=log)
+    for o in outcomes.values():
+        if o.times:
+            s = o.summary()
+            mem = "n/a" if o.peak_bytes is None else f"{o.peak_bytes / memory.MEBI:.1f} MiB"
+            star = "*" if o.contender.extrapolated else ""
+            chunks = o.contender.info.get("chunks", 1)
+            log(f"  {o.name:<11} {s['median_ms']:>11.2f} ms{star} (reps {s['reps']}, peak {mem}"
+                f"{', chunks ' + str(chunks) if chunks > 1 else ''})  {o.detail}")
         else:
-            record.update(median_ms=None, reps=0)
-        records.append(record)
-        if run.times:
-            star = "*" if record["extrapolated"] else ""
-            mem = "n/a" if run.peak_bytes is None else f"{record['peak_mem_mib']:.1f} MiB"
-            log(f"  {run.provider.name:<11} {record['median_ms']:>11.2f} ms{star} (reps {record['reps']}, "
-                f"peak {mem}{', chunks ' + str(run.prepared.chunks) if run.prepared.chunks > 1 else ''})  "
-                f"{run.detail}")
-        else:
-            log(f"  {run.provider.name:<11} {run.status}: {run.detail}")
-    return records
-
-
-class _nothing:
-    extra_bytes = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
+            log(f"  {o.name:<11} {o.status}: {o.detail}")
+    pairs = [(name, BASELINE) for name in outcomes if name != BASELINE]
+    return harness.timing_records(case.fields(), outcomes, pairs)
 
 
 # ---------------------------------------------------------------------------------------------------- tables
 def _fmt_ms(record: dict | None) -> str:
     if record is None:
         return ""
-    if record.get("median_ms") is None:
+    if record.get("value") is None:
         return {"wrong": "WRONG", "error": "error"}.get(record["status"], "–")
-    text = f"{record['median_ms']:.1f}" if record["median_ms"] >= 10 else f"{record['median_ms']:.2f}"
+    text = f"{record['value']:.1f}" if record["value"] >= 10 else f"{record['value']:.2f}"
     if record.get("extrapolated"):
         text += "*"
-    if record.get("chunks", 1) > 1:
+    if (record.get("chunks") or 1) > 1:
         text += f"ᶜ{record['chunks']}"
     return text
 
 
-def markdown_tables(records: list[dict]) -> str:
-    """One table per op: median ms per provider, then each provider's time divided by fastrq torch's ("x/torch":
-    above 1 means fastrq torch is faster); then peak extra memory (MiB)."""
+def markdown_tables(records: list[dict], pinned: bool | None = None) -> str:
+    """One table per op and N: median ms per provider, then each provider's time over fastrq torch's ("x/torch",
+    the median of per-round ratios: above 1 means fastrq torch is faster); then peak extra memory (MiB)."""
+    pinned = memory.allocator_pinned() if pinned is None else pinned
+    order = [p.name for p in ALL_PROVIDERS]
     out = []
     for op in OPS:
-        rows = [r for r in records if r["op"] == op]
-        if not rows:
-            continue
-        providers = [p.name for p in ALL_PROVIDERS if any(r["provider"] == p.name and r.get("median_ms") for r in rows)]
-        wrong = sorted({r["provider"] for r in rows if r["status"] in ("wrong", "error")})
-        providers += [p for p in wrong if p not in providers]
-        keys = sorted({(r["D"], r["K"], r["L"] or 1) for r in rows})
-        others = [p for p in providers if p != BASELINE]
-        header = ["D", "K"] + (["L"] if op == "residual_quantize" else []) + [f"{p} ms" for p in providers]
-        header += [f"{p}/torch" for p in others]
-        out.append(f"### {op} (N = {rows[0]['N']:,}; median ms; ratio = provider time / fastrq torch time)\n")
-        out.append("| " + " | ".join(header) + " |")
-        out.append("|" + "---:|" * len(header))
-        mem_lines = []
-        for dim, num_codes, levels in keys:
-            found = {r["provider"]: r for r in rows if (r["D"], r["K"], r["L"] or 1) == (dim, num_codes, levels)}
-            base = found.get(BASELINE, {}).get("median_ms")
-            cells = [str(dim), str(num_codes)] + ([str(levels)] if op == "residual_quantize" else [])
-            cells += [_fmt_ms(found.get(p)) for p in providers]
-            for p in others:
-                t = (found.get(p) or {}).get("median_ms")
-                cells.append(f"{t / base:.2f}" if t and base else "")
-            out.append("| " + " | ".join(cells) + " |")
-            mem = [str(dim), str(num_codes)] + ([str(levels)] if op == "residual_quantize" else [])
-            for p in providers:
-                r = found.get(p) or {}
-                mib = r.get("peak_mem_mib")
-                mem.append("" if mib is None else f"{mib:.0f}{'*' if r.get('extrapolated') else ''}")
-            mem_lines.append("| " + " | ".join(mem) + " |")
-        out.append("")
-        mheader = ["D", "K"] + (["L"] if op == "residual_quantize" else []) + [f"{p} MiB" for p in providers]
-        out.append(f"Peak extra memory of one call ({op}, MiB; `*` = measured on the naive row subsample; "
-                   f"{'exact, allocator pinned' if _allocator_pinned() else 'a lower bound: default allocator'}):\n")
-        out.append("| " + " | ".join(mheader) + " |")
-        out.append("|" + "---:|" * len(mheader))
-        out.extend(mem_lines)
-        out.append("")
-    out.append("`*` naive: timed on a row subsample and scaled linearly to N. `ᶜn`: the peer ran its rows in n chunks "
-               "to stay under the memory cap. WRONG: failed the correctness check, not timed.")
-    out.append("")
-    out.append(targets_summary(records))
+        for n in sorted({r["N"] for r in records if r["op"] == op}):
+            rows = [r for r in records if r["op"] == op and r["N"] == n]
+            times = {(r["D"], r["K"], r["L"] or 1, r["provider"]): r for r in rows if r["metric"] == "time_ms"}
+            ratios = {(r["D"], r["K"], r["L"] or 1, r["provider"]): r for r in rows if r["metric"] == "time_ratio"}
+            mems = {(r["D"], r["K"], r["L"] or 1, r["provider"]): r for r in rows if r["metric"] == "peak_mem_bytes"}
+            shown = {k[3] for k, r in times.items() if r["value"] is not None or r["status"] in ("wrong", "error")}
+            providers = sorted(shown, key=lambda p: order.index(p) if p in order else len(order))
+            others = [p for p in providers if p != BASELINE]
+            keys = sorted({k[:3] for k in times})
+            lvl = ["L"] if op == "residual_quantize" else []
+            header = ["D", "K", *lvl, *(f"{p} ms" for p in providers), *(f"{p}/torch" for p in others)]
+            mheader = ["D", "K", *lvl, *(f"{p} MiB" for p in providers)]
+            out += [f"### {op} (N = {n:,}; median ms; ratio = provider time / fastrq torch time, median of "
+                    "per-round ratios)\n", "| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+            mem_lines = []
+            for key in keys:
+                cells = [str(key[0]), str(key[1])] + ([str(key[2])] if lvl else [])
+                row = cells + [_fmt_ms(times.get((*key, p))) for p in providers]
+                row += [f"{ratios[(*key, p)]['value']:.2f}" if (*key, p) in ratios else "" for p in others]
+                out.append("| " + " | ".join(row) + " |")
+                mem = [f"{mems[(*key, p)]['value'] / memory.MEBI:.0f}{'*' if mems[(*key, p)]['extrapolated'] else ''}"
+                       if (*key, p) in mems else "" for p in providers]
+                mem_lines.append("| " + " | ".join(cells + mem) + " |")
+            out += ["", f"Peak extra memory of one call ({op}, N = {n:,}, MiB; `*` = measured on the naive row "
+                    f"subsample; {'exact, allocator pinned' if pinned else 'a lower bound: default allocator'}):\n",
+                    "| " + " | ".join(mheader) + " |", "|" + "---:|" * len(mheader), *mem_lines, ""]
+    out.append("`*` naive: timed on a row subsample and scaled linearly to N (an extrapolation). `ᶜn`: the peer ran "
+               "its rows in n chunks to stay under the memory cap. WRONG: failed the correctness check, not timed.")
+    out += ["", targets_summary(records)]
     return "\n".join(out)
 
 
 def targets_summary(records: list[dict]) -> str:
     """The issue's performance targets, checked on this run's ratios."""
     lines = ["### Targets (issue 2), from this run", ""]
-    by = {(r["op"], r["provider"], r["D"], r["K"], r["L"]): r.get("median_ms") for r in records}
+    ratio = {(r["op"], r["provider"], r["D"], r["K"], r["L"], r["N"]): r["value"] for r in records
+             if r["metric"] == "time_ratio" and r["baseline"] == BASELINE}
     for r in records:
-        if r["provider"] != BASELINE or not r.get("median_ms"):
+        if r["provider"] != BASELINE or r["metric"] != "time_ms" or not r["value"]:
             continue
-        key = (r["D"], r["K"], r["L"])
-        t = r["median_ms"]
+        key = (r["D"], r["K"], r["L"], r["N"])
+        where = f"D={r['D']} K={r['K']}" + (f" L={r['L']}" if r["L"] else "") + f" N={r['N']}"
         if r["op"] == "nearest_code":
-            faiss_t = by.get(("nearest_code", "faiss-flat", *key))
-            if faiss_t:
+            faiss = ratio.get(("nearest_code", "faiss-flat", *key))
+            if faiss:
                 limit = 3.0 if r["D"] < 64 else 1.5
-                ok = t <= limit * faiss_t
-                lines.append(f"- nearest_code D={r['D']} K={r['K']}: torch/faiss = {t / faiss_t:.2f} "
-                             f"(target ≤ {limit}) {'met' if ok else 'NOT met'}")
-        else:
-            vqp_t = by.get(("residual_quantize", "vqp", *key))
-            frq_t = by.get(("residual_quantize", "faiss-rq", *key))
-            parts = []
-            if vqp_t:
-                parts.append(f"vqp/torch = {vqp_t / t:.1f} (target ≥ 10) {'met' if vqp_t >= 10 * t else 'NOT met'}")
-            if frq_t:
-                parts.append(f"faiss-rq/torch = {frq_t / t:.2f} (target > 1) {'met' if frq_t > t else 'NOT met'}")
-            floor_t = by.get(("residual_quantize", "gemm-floor", *key))
-            if vqp_t and floor_t:
-                parts.append(f"vqp/gemm-floor = {vqp_t / floor_t:.1f} (the most a float32-GEMM search can reach)")
-            if parts:
-                lines.append(f"- residual_quantize D={r['D']} K={r['K']} L={r['L']}: " + "; ".join(parts))
+                lines.append(f"- nearest_code {where}: torch/faiss = {1 / faiss:.2f} (target ≤ {limit}) "
+                             f"{'met' if 1 / faiss <= limit else 'NOT met'}")
+            continue
+        vqp, frq, floor = (ratio.get(("residual_quantize", p, *key)) for p in ("vqp", "faiss-rq", "gemm-floor"))
+        parts = []
+        if vqp:
+            parts.append(f"vqp/torch = {vqp:.1f} (target ≥ 10) {'met' if vqp >= 10 else 'NOT met'}")
+        if frq:
+            parts.append(f"faiss-rq/torch = {frq:.2f} (target > 1) {'met' if frq > 1 else 'NOT met'}")
+        if vqp and floor:
+            parts.append(f"vqp/gemm-floor = {vqp / floor:.1f} (the most a float32-GEMM search can reach)")
+        if parts:
+            lines.append(f"- residual_quantize {where}: " + "; ".join(parts))
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------------ metadata
-def run_metadata(args: argparse.Namespace, settings: dict) -> dict:
-    def git(*cmd):
-        try:
-            return subprocess.run(["git", *cmd], capture_output=True, text=True, timeout=10,
-                                  cwd=Path(__file__).resolve().parent.parent).stdout.strip() or None
-        except Exception:
-            return None
-
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), None)
-    except OSError:
-        pass
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "fastrq": fastrq.__version__,
-                "numpy": __import__("numpy").__version__, **peer_versions()}
-    if importlib.util.find_spec("triton") is not None and torch.cuda.is_available():
-        versions["triton"] = __import__("triton").__version__
-    return {
-        "preset": args.preset, "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_revision": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--", "fastrq", "kernels")),
-        "hostname": socket.gethostname(), "cpu": cpu, "cpu_count": os.cpu_count(), "threads": settings["threads"],
-        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "versions": versions, "settings": {k: v for k, v in settings.items() if k != "mem_cap_bytes"},
-        "mem_cap_gib": settings["mem_cap_bytes"] / (1 << 30),
-        "peak_memory_method": "host: VmHWM growth over the first timed call after /proc/self/clear_refs reset, "
-                              + ("glibc mmap threshold pinned (exact; benchmarks/memory.py)" if _allocator_pinned()
-                                 else "default allocator (a lower bound: blocks freed by earlier calls are reused "
-                                      "without new page faults; --exact-memory pins it)")
-                              + "; cuda: max_memory_allocated growth",
-    }
-
-
-def _allocator_pinned() -> bool:
-    return all(os.environ.get(key) == value for key, value in memory.ALLOCATOR_ENV.items())
 
 
 # ------------------------------------------------------------------------------------------------------- main
 def build_cases(args: argparse.Namespace) -> list[Case]:
-    cases = []
-    for op in args.ops:
-        for dim in args.dims:
-            for num_codes in args.ks:
-                for levels in (args.levels if op == "residual_quantize" else (1,)):
-                    cases.append(Case(op, dim, num_codes, levels, args.n))
-    return cases
+    return [Case(op, dim, num_codes, levels, n) for n in args.n for op in args.ops for dim in args.dims
+            for num_codes in args.ks for levels in (args.levels if op == "residual_quantize" else (1,))]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ops_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--out", default=None, help="output folder (default: reports/ops_bench/<preset>)")
+    parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<date>)")
     parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
     parser.add_argument("--providers", nargs="+", default=None, help="subset of: " +
                         " ".join(p.name for p in ALL_PROVIDERS))
-    parser.add_argument("--n", type=int, help="rows of x (preset default)")
+    parser.add_argument("--n", type=int, nargs="+", help="rows of x, one or more (preset default)")
     parser.add_argument("--dims", type=int, nargs="+", help="D values")
     parser.add_argument("--ks", type=int, nargs="+", help="K values")
     parser.add_argument("--levels", type=int, nargs="+", help="L values (residual_quantize)")
@@ -563,7 +317,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "faults and slows allocation-heavy providers, so time without it (the default: timings "
                              "under the default allocator, peak memory a lower bound)")
     args = parser.parse_args(argv)
-    for key, value in PRESETS[args.preset].items():
+    preset = dict(PRESETS[args.preset])
+    preset["n"] = preset.pop("ns")
+    for key, value in preset.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     known = {p.name for p in ALL_PROVIDERS}
@@ -572,55 +328,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if unknown:
             parser.error(f"unknown providers {sorted(unknown)}; choose from {sorted(known)}")
         if BASELINE not in args.providers:
-            args.providers = [BASELINE, *args.providers]  # the ratios and the check need it
+            args.providers = [BASELINE, *args.providers]  # the ratios need it
     return args
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    set_threads(args.threads)
-    saved_faiss = os.environ.get("FASTRQ_FAISS")
-    settings = dict(n=args.n, reps=args.reps, budget_s=args.budget_s, naive_rows=args.naive_rows, seed=args.seed,
-                    threads=args.threads, mem_cap_bytes=int(args.mem_cap_gib * (1 << 30)))
-    out_dir = Path(args.out or Path("reports") / "ops_bench" / args.preset)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    harness.set_threads(args.threads)
+    settings = dict(n=list(args.n), reps=args.reps, budget_s=args.budget_s, naive_rows=args.naive_rows,
+                    seed=args.seed, threads=args.threads, mem_cap_bytes=int(args.mem_cap_gib * (1 << 30)))
     providers = [p for p in ALL_PROVIDERS if args.providers is None or p.name in args.providers]
     for p in providers:
-        reason = p.unavailable_reason()
-        if reason:
-            print(f"note: provider {p.name} skipped: {reason}")
+        if p.unavailable_reason():
+            print(f"note: provider {p.name} skipped: {p.unavailable_reason()}")
     if memory.peak_supported() is not None:
         print(f"note: peak memory not measured: {memory.peak_supported()}")
-    meta = run_metadata(args, settings)
+    meta = harness.collect_metadata(f"ops_{args.preset}", {"preset": args.preset, **settings})
+    meta["preset"] = args.preset
     print(f"fastrq ops benchmark, preset {args.preset}: N={args.n}, threads={args.threads}, reps≤{args.reps}, "
-          f"budget {args.budget_s}s/provider/case, git {meta['git_revision'] and meta['git_revision'][:10]}")
+          f"budget {args.budget_s}s/provider/case, git {(meta['git_revision'] or '?')[:10]}")
     records = []
     started = time.perf_counter()
-    try:
-        for case in build_cases(args):
-            print(f"{case.describe()}")
-            records += run_case(case, providers, settings)
-    finally:
-        if saved_faiss is None:
-            os.environ.pop("FASTRQ_FAISS", None)
-        else:
-            os.environ["FASTRQ_FAISS"] = saved_faiss
+    for case in build_cases(args):
+        print(case.describe())
+        records += run_case(case, providers, settings)
     meta["wall_s"] = time.perf_counter() - started
-    for record in records:
-        record.update(preset=args.preset, versions=meta["versions"], git_revision=meta["git_revision"],
-                      hostname=meta["hostname"], cpu=meta["cpu"], threads=args.threads)
-    result = {"meta": meta, "results": records}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
+    name = f"ops_{args.preset}"
     tables = markdown_tables(records)
-    (out_dir / "results.md").write_text(f"# fastrq ops benchmark ({args.preset})\n\n{tables}\n")
+    path = harness.write_results(name, records, meta, f"# fastrq ops benchmark ({args.preset})\n\n{tables}\n", args.out)
     print()
     print(tables)
+    result = {"meta": meta, "records": records, "path": str(path)}
     if not args.no_plot:
         from .plot import plot_results
 
-        plot_results(result, out_dir / "ops_bench.png")
-    print(f"\nwrote {out_dir}/results.json, results.md{'' if args.no_plot else ', ops_bench.png'} "
-          f"({meta['wall_s']:.0f} s)")
+        plot_results(result, path.with_suffix(".png"))
+    print(f"\nwrote {path}, {name}.md{'' if args.no_plot else f', {name}.png'} ({meta['wall_s']:.0f} s)")
     return result
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["Prepared", "Provider", "PEERS", "peer_versions", "set_threads"]
+__all__ = ["Prepared", "Provider", "PEERS", "NotApplicable"]
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Prepared:
     cuda: bool = False  # measure device memory instead of host memory
     note: str = ""
     floor: bool = False  # a lower bound to compare with (gives no answer): never checked
+    env: dict = field(default_factory=dict)  # environment variables set around every call (FASTRQ_FAISS)
 
 
 @dataclass(frozen=True)
@@ -71,27 +72,6 @@ def _missing(module: str) -> Callable[[], str | None]:
         return None
 
     return reason
-
-
-def set_threads(threads: int) -> None:
-    """Pin torch and (if importable) faiss to ``threads`` threads."""
-    torch.set_num_threads(threads)
-    if importlib.util.find_spec("faiss") is not None:
-        import faiss
-
-        faiss.omp_set_num_threads(threads)
-
-
-def peer_versions() -> dict[str, str | None]:
-    versions = {}
-    for dist, module in (("faiss-cpu", "faiss"), ("vector-quantize-pytorch", "vector_quantize_pytorch")):
-        try:
-            from importlib.metadata import version
-
-            versions[dist] = version(dist) if importlib.util.find_spec(module) else None
-        except Exception:
-            versions[dist] = None
-    return versions
 
 
 def _row_chunks(rows: int, bytes_per_row: int, mem_cap_bytes: int) -> int:

@@ -1,6 +1,7 @@
 """Benchmarks: pytest-benchmark runs of the ops at small sizes (reference and torch backends), the benchmark's
 correctness checks (they must reject wrong codes), the peer adapters against the float64 reference, and a tiny smoke
-run of the quick preset whose output files must be written and well-formed.
+run of the quick preset whose output files must be written and well-formed. The harness itself is tested in
+tests/test_harness.py, the module-step benchmark in tests/test_module_step.py.
 
 pytest-benchmark is disabled by default (pyproject ``--benchmark-disable``: each benchmarked function runs once, as a
 test); ``pytest tests/test_benchmarks.py --benchmark-enable -k bench_`` times them.
@@ -20,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastrq
-from benchmarks import ops_bench, peers
+from benchmarks import codes_check, harness, ops_bench, peers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,31 +120,31 @@ def _case_inputs(op: str, n=512, d=8, k=64, levels=3):
 
 def _truth(x, books, base):
     sample = torch.arange(0, x.shape[0], 3)
-    return ops_bench._TrueMinimum(x.double(), books.double(), base if base.dim() == 2 else base[:, None], sample)
+    return codes_check.TrueMinimum(x.double(), books.double(), base if base.dim() == 2 else base[:, None], sample)
 
 
 def test_check_nearest_accepts_right_and_rejects_wrong_codes():
     _, x, books = _case_inputs("nearest_code")
     base, _ = fastrq.nearest_code(x, books[0], backend="torch")
     truth = _truth(x, books, base)
-    assert ops_bench.check_nearest(x, books[0], base, base, truth)[0]
+    assert codes_check.check_nearest(x, books[0], base, base, truth)[0]
     wrong = base.clone()
     wrong[7] = (wrong[7] + 1) % books.shape[1]  # one row, a farther code
-    ok, detail = ops_bench.check_nearest(x, books[0], wrong, base, truth)
+    ok, detail = codes_check.check_nearest(x, books[0], wrong, base, truth)
     assert not ok and "1 of 512 rows" in detail
-    assert not ops_bench.check_nearest(x, books[0], base.int(), base, truth)[0]  # wrong dtype
-    assert not ops_bench.check_nearest(x, books[0], base[:-1] + 1000, base, truth)[0]  # out of range
+    assert not codes_check.check_nearest(x, books[0], base.int(), base, truth)[0]  # wrong dtype
+    assert not codes_check.check_nearest(x, books[0], base[:-1] + 1000, base, truth)[0]  # out of range
 
 
 def test_check_residual_accepts_right_and_rejects_wrong_codes():
     _, x, books = _case_inputs("residual_quantize")
     _, base = fastrq.residual_quantize(x, books, backend="torch")
     truth = _truth(x, books, base)
-    assert ops_bench.check_residual(x, books, base, base, truth)[0]
+    assert codes_check.check_residual(x, books, base, base, truth)[0]
     for level in range(books.shape[0]):
         wrong = base.clone()
         wrong[:, level] = (wrong[:, level] + 1) % books.shape[1]  # a non-greedy choice at this level
-        assert not ops_bench.check_residual(x, books, wrong, base, truth)[0], level
+        assert not codes_check.check_residual(x, books, wrong, base, truth)[0], level
     # another valid greedy path is accepted: the check judges each provider on its own residuals. Make code j of
     # level 0 a near-twin of the code c that sampled row 0 chose, and swap the twins in the rows that chose either (their later
     # residuals shift slightly, so the check recomputes their true minima)
@@ -157,7 +158,7 @@ def test_check_residual_accepts_right_and_rejects_wrong_codes():
     other[base[:, 0] == c, 0] = j  # the twins swapped: an equally near choice
     other[base[:, 0] == j, 0] = c
     assert int(other[0, 0]) != int(base[0, 0])  # row 0 is sampled and moved
-    ok, detail = ops_bench.check_residual(x, twin, other, base, truth)
+    ok, detail = codes_check.check_residual(x, twin, other, base, truth)
     assert ok, detail
 
 
@@ -169,9 +170,12 @@ def test_run_case_reports_a_wrong_provider_and_does_not_time_it():
     torch_provider = next(p for p in ops_bench.FASTRQ_PROVIDERS if p.name == "torch")
     case = ops_bench.Case("nearest_code", 8, 64, 1, 512)
     settings = dict(reps=2, budget_s=5.0, naive_rows=512, seed=0, mem_cap_bytes=1 << 30)
-    records = {r["provider"]: r for r in ops_bench.run_case(case, [liar, torch_provider], settings, log=lambda *_: None)}
-    assert records["liar"]["status"] == "wrong" and records["liar"]["median_ms"] is None
+    found = ops_bench.run_case(case, [liar, torch_provider], settings, log=lambda *_: None)
+    records = {r["provider"]: r for r in found if r["metric"] == "time_ms"}
+    assert records["liar"]["status"] == "wrong" and records["liar"]["value"] is None
+    assert "farther" in records["liar"]["check"]
     assert records["torch"]["status"] == "ok" and records["torch"]["reps"] == 2
+    assert not [r for r in found if r["metric"] == "time_ratio" and r["provider"] == "liar"]  # never timed
 
 
 # ------------------------------------------------------------------------------------- peer adapters vs reference
@@ -211,6 +215,10 @@ def test_faiss_rq_refuses_a_non_power_of_two_codebook():
 
 
 # ------------------------------------------------------------------------------------------ quick-preset smoke
+def test_quick_preset_covers_a_real_batch_size():
+    assert 1024 in ops_bench.PRESETS["quick"]["ns"]  # issue 10: the quick preset includes N = 1,024
+
+
 def test_quick_preset_smoke_run_writes_well_formed_outputs(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "benchmarks.ops_bench", "--preset", "quick", "--n", "512", "--reps", "2",
@@ -220,36 +228,79 @@ def test_quick_preset_smoke_run_writes_well_formed_outputs(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "### nearest_code" in done.stdout and "### residual_quantize" in done.stdout
 
-    result = json.loads((out / "results.json").read_text())
+    result = harness.read_results(out / "ops_quick.json")
+    assert result["schema"] == harness.SCHEMA and not result.get("legacy")
     meta = result["meta"]
-    assert meta["preset"] == "quick" and meta["threads"] == 2 and meta["versions"]["torch"] == torch.__version__
-    for key in ("git_revision", "hostname", "cpu", "timestamp", "peak_memory_method"):
+    assert meta["preset"] == "quick" and meta["threads"]["torch"] == 2 and meta["versions"]["torch"] == torch.__version__
+    for key in ("git_revision", "git_dirty", "hostname", "cpu", "cpu_flags", "timestamp", "date", "environment",
+                "peak_memory_method"):
         assert key in meta
-    records = result["results"]
+    records = result["records"]
+    timings = [r for r in records if r["metric"] == "time_ms"]
     preset = ops_bench.PRESETS["quick"]
     expected_cases = len(preset["dims"]) * len(preset["ks"]) * (1 + len(preset["levels"]))
-    assert len(records) == expected_cases * len(ops_bench.ALL_PROVIDERS)  # one record per case × provider
-    assert not [r for r in records if r["status"] in ("wrong", "error")], [r for r in records if r["status"] != "ok"]
-    timed = [r for r in records if r["status"] == "ok"]
+    assert len(timings) == expected_cases * len(ops_bench.ALL_PROVIDERS)  # one timing record per case × provider
+    assert not [r for r in timings if r["status"] in ("wrong", "error")], [r for r in timings if r["status"] != "ok"]
+    timed = [r for r in timings if r["status"] == "ok"]
     assert {r["provider"] for r in timed} >= {"naive", "torch", "torch-pure", "cdist", "gemm-floor"}
     assert all("not checked" in r["check"] for r in timed if r["provider"] == "gemm-floor")
+    peaks = {(r["op"], r["D"], r["K"], r["L"], r["provider"]): r for r in records if r["metric"] == "peak_mem_bytes"}
+    ratios = {(r["op"], r["D"], r["K"], r["L"], r["provider"]): r for r in records if r["metric"] == "time_ratio"}
     for r in timed:
-        for key in ("op", "provider", "D", "K", "L", "N", "median_ms", "p20_ms", "p80_ms", "reps", "peak_mem_bytes",
-                    "versions", "git_revision", "hostname", "cpu"):
+        for key in ("op", "provider", "D", "K", "L", "N", "value", "p20_ms", "p50_ms", "p80_ms", "reps", "versions",
+                    "git_revision", "hostname", "cpu", "threads", "date"):
             assert key in r, key
-        assert r["N"] == 512 and 1 <= r["reps"] <= 2 and len(r["times_ms"]) == r["reps"]
-        assert 0 < r["p20_ms"] <= r["median_ms"] <= r["p80_ms"]
-        assert r["peak_mem_bytes"] is None or r["peak_mem_bytes"] >= 0
+        assert r["N"] == 512 and 1 <= r["reps"] <= 2 and len(r["samples_ms"]) == r["reps"]
+        assert 0 < r["p20_ms"] <= r["value"] <= r["p80_ms"] and r["p50_ms"] == r["value"]
+        key = (r["op"], r["D"], r["K"], r["L"], r["provider"])
+        assert key not in peaks or peaks[key]["value"] >= 0
         assert (r["L"] is None) == (r["op"] == "nearest_code")
         assert r["extrapolated"] == (r["provider"] == "naive")  # naive ran 128 of the 512 rows
-    for r in records:
+        if r["provider"] != "torch":  # every timed provider has its per-round ratio to fastrq torch
+            assert ratios[key]["baseline"] == "torch" and ratios[key]["value"] > 0
+            assert ratios[key]["extrapolated"] == (r["provider"] == "naive")
+    for r in timings:
         if r["status"] == "skipped":
             assert r["check"]  # a reason is given
 
-    markdown = (out / "results.md").read_text()
+    markdown = (out / "ops_quick.md").read_text()
     assert "torch ms" in markdown and "/torch" in markdown and "Targets" in markdown
-    png = (out / "ops_bench.png").read_bytes()
+    png = (out / "ops_quick.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
-    assert matplotlib.image.imread(out / "ops_bench.png").shape[0] > 200
+    assert matplotlib.image.imread(out / "ops_quick.png").shape[0] > 200
+
+
+# ------------------------------------------------------------------------- the other scripts on the harness
+def test_sampling_smoke_run_checks_tokens_and_writes_the_speedup(tmp_path):
+    from benchmarks import sampling
+
+    argv = ["--batch", "1", "2", "--repeats", "2", "--dim", "16", "--heads", "2", "--spatial-layers", "1",
+            "--depth-layers", "1", "--positions", "4", "--codebook-size", "8", "--out", str(tmp_path)]
+    assert sampling.main(argv) == 0
+    document = harness.read_results(tmp_path / "sampling.json")
+    assert document["meta"]["settings"]["batch"] == [1, 2]
+    for batch in (1, 2):
+        timings = harness.select(document["records"], metric="time_ms", batch=batch)
+        assert {r["provider"]: r["status"] for r in timings} == {"cached": "ok", "uncached": "ok"}
+        assert all("the same tokens" in r["check"] for r in timings)
+        (speedup,) = harness.select(document["records"], metric="time_ratio", batch=batch)
+        assert (speedup["provider"], speedup["baseline"]) == ("uncached", "cached") and speedup["value"] > 0
+    table = sampling.render_table(document)
+    assert table.count("| yes |") == 2 and "sampling.json" in (tmp_path / "sampling.md").read_text()
+
+
+def test_train_step_is_the_module_step_at_one_shape(tmp_path):
+    from benchmarks import train_step
+
+    result = train_step.main(["--n", "128", "--dim", "8", "--codebook-size", "16", "--levels", "2", "--repeats", "2",
+                              "--out", str(tmp_path)])
+    document = harness.read_results(tmp_path / "train_step.json")
+    assert document["meta"]["settings"]["shapes"]["custom"] == {"label": "D=8 K=16 L=2", "dim": 8, "num_codes": 16,
+                                                                 "levels": 2}
+    timings = {r["provider"]: r for r in harness.select(document["records"], metric="time_ms")}
+    assert set(timings) == {"fastrq", "vqp", "search"} and all(r["status"] == "ok" for r in timings.values())
+    assert {(r["provider"], r["baseline"]) for r in harness.select(document["records"], metric="time_ratio")} == {
+        ("vqp", "fastrq"), ("fastrq", "search")}
+    assert result["path"] == str(tmp_path / "train_step.json")

@@ -151,22 +151,31 @@ def test_native_ema_step_equals_the_torch_one(levels, k, d, decay, ragged, seed)
         torch.testing.assert_close(native, plain, rtol=1e-5, atol=1e-6)
 
 
-def test_native_kernel_row_chunks_on_threads_match_one_call(monkeypatch):
-    """Large calls split rows across threads: the result must be bitwise the one-call result (the statistics run in
-    one sequential pass either way)."""
-    from fastrq.kernels.cpu import launch
+@pytest.mark.parametrize("pool", ["openmp", "python"])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_native_kernel_row_chunks_on_threads_match_one_call(monkeypatch, pool, threads):
+    """Large calls split rows across threads (torch's OpenMP team inside the library, or a Python thread pool where
+    it is built without OpenMP): the result must be bitwise the one-call result (the statistics run in one
+    sequential pass either way)."""
+    from fastrq.kernels.cpu import build, launch
 
     gen = torch.Generator().manual_seed(0)
     x, codebooks = torch.randn(1001, 5, generator=gen), torch.randn(3, 40, 5, generator=gen)
     row_levels = torch.randint(0, 4, (1001,), generator=gen)
     with backend_env("torch-native"):
         one = launch.residual_pass(x, codebooks, [40, 30, 20], 3, row_levels, True)
+        lib = build.library()
+        if pool == "python":
+            monkeypatch.setattr(lib, "fastrq_openmp", lambda: 0)
+        elif not lib.fastrq_openmp():
+            pytest.skip("the native library was built without OpenMP here (the compiler lacks -fopenmp)")
         monkeypatch.setattr(launch, "PAIRS_PER_THREAD", 64)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(2)
+        monkeypatch.setattr(launch, "PYTHON_PAIRS_PER_THREAD", 64)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
         try:
             split = launch.residual_pass(x, codebooks, [40, 30, 20], 3, row_levels, True)
         finally:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(before)
     for a, b in zip(one, split):
         assert torch.equal(a, b)

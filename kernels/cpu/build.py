@@ -5,6 +5,10 @@ The library is compiled with ``$CC`` (default ``cc``) as ``-O3 -march=native -sh
 source, the flags, the compiler and this CPU's feature flags, so a shared home folder never serves a binary built for
 another CPU. Compilation writes a temporary file and renames it, so concurrent processes (DDP ranks, test workers)
 never load a half-written library. ``FASTRQ_CPU_KERNEL=0`` turns the kernels off.
+
+It is built with ``-fopenmp`` where the compiler supports it (else without, and the launcher splits rows across
+Python threads). The library then needs ``libgomp.so.1``, which the dynamic loader resolves to the copy torch has
+already loaded (same soname), so the search runs on torch's own OpenMP thread team.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ ENV_VAR = "FASTRQ_CPU_KERNEL"
 SOURCE = Path(__file__).with_name("rq_cpu.c")
 # gnu11: fused multiply-adds allowed (ISO C11 mode turns contraction off and costs 15–25 % here)
 FLAGS = ("-O3", "-march=native", "-std=gnu11", "-funroll-loops", "-shared", "-fPIC")
+OPENMP_FLAGS = ("-fopenmp",)
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
@@ -32,7 +37,9 @@ _SIGNATURES = {
     "fastrq_lanes": ([], ctypes.c_int),
     "fastrq_max_dim": ([], ctypes.c_int),
     "fastrq_prepare_books": ([_P, _I, _I, _I, _P, _I, _P, _P, _P], None),
+    "fastrq_openmp": ([], ctypes.c_int),
     "fastrq_search_walk": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P], None),
+    "fastrq_search_walk_parallel": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P], None),
     "fastrq_statistics": ([_P, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P], None),
     "fastrq_ema_update": ([_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, ctypes.c_double, ctypes.c_double], None),
 }
@@ -61,39 +68,55 @@ def _compiler() -> str | None:
     return shutil.which(name) or shutil.which("gcc") or shutil.which("clang")
 
 
+def _build(compiler: str, flags: tuple[str, ...]) -> tuple[Path | None, str | None]:
+    """The cached library built with ``flags`` (compiled now if missing), or None and why not."""
+    key = hashlib.sha256(
+        b"\0".join([SOURCE.read_bytes(), " ".join(flags).encode(), compiler.encode(), platform.machine().encode(),
+                    _cpu_flags().encode()])
+    ).hexdigest()[:16]
+    folder = _cache_dir()
+    target = folder / f"rq_cpu-{key}.so"
+    if target.exists():
+        return target, None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".so", delete=False) as tmp:
+            partial = Path(tmp.name)
+        result = subprocess.run(
+            [compiler, *flags, "-o", str(partial), str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            partial.unlink(missing_ok=True)
+            return None, f"compiling {SOURCE.name} failed: {result.stderr.strip()[:500]}"
+        os.replace(partial, target)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"could not build {SOURCE.name} in {folder}: {exc}"
+    return target, None
+
+
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
     compiler = _compiler()
     if compiler is None:
         return None, "no C compiler found ($CC, cc, gcc or clang)"
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(
-        b"\0".join([source, " ".join(FLAGS).encode(), compiler.encode(), platform.machine().encode(), _cpu_flags().encode()])
-    ).hexdigest()[:16]
-    folder = _cache_dir()
-    target = folder / f"rq_cpu-{key}.so"
-    if not target.exists():
+    import torch  # noqa: F401  (loaded first, so that libgomp.so.1 resolves to torch's own copy)
+
+    reasons = []
+    for flags in (FLAGS + OPENMP_FLAGS, FLAGS):  # with OpenMP where the compiler has it
+        target, reason = _build(compiler, flags)
+        if target is None:
+            reasons.append(reason)
+            continue
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, suffix=".so", delete=False) as tmp:
-                partial = Path(tmp.name)
-            result = subprocess.run(
-                [compiler, *FLAGS, "-o", str(partial), str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120
-            )
-            if result.returncode != 0:
-                partial.unlink(missing_ok=True)
-                return None, f"compiling {SOURCE.name} failed: {result.stderr.strip()[:500]}"
-            os.replace(partial, target)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return None, f"could not build {SOURCE.name} in {folder}: {exc}"
-    try:
-        lib = ctypes.CDLL(str(target))
-    except OSError as exc:
-        return None, f"could not load {target}: {exc}"
-    for name, (argtypes, restype) in _SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = argtypes, restype
-    return lib, None
+            lib = ctypes.CDLL(str(target))
+        except OSError as exc:
+            reasons.append(f"could not load {target}: {exc}")
+            continue
+        for name, (argtypes, restype) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, restype
+        return lib, None
+    return None, "; ".join(reasons)
 
 
 def library() -> ctypes.CDLL | None:

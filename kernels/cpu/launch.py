@@ -4,8 +4,11 @@
 one sequential native pass for the reductions; it implements the training contract of
 :mod:`fastrq.ops.training` and, without the statistics, greedy ``residual_quantize`` / ``nearest_code``.
 
-Row chunks run on up to ``torch.get_num_threads()`` Python threads (ctypes releases the GIL) when the search has
-at least ``PAIRS_PER_THREAD`` (row, code, level) triples per thread; smaller calls run on the calling thread.
+Threads: up to ``torch.get_num_threads()``, one per ``PAIRS_PER_THREAD`` (row, code, level) triples of the search;
+smaller calls run on the calling thread. With OpenMP (the usual build, :mod:`.build`) the rows are split inside the
+library on torch's own OpenMP team, whose threads are awake right after any torch op; without it, on Python threads
+(ctypes releases the GIL), which then compete with torch's spinning OpenMP workers, so they need larger calls
+(``PYTHON_PAIRS_PER_THREAD``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ __all__ = ["available", "residual_pass", "can_update", "ema_update_", "MAX_DIM",
 MAX_DIM = 32
 LANES = 16
 ROWS = 8
-PAIRS_PER_THREAD = 1 << 22
+PAIRS_PER_THREAD = 1 << 17  # OpenMP build: waking torch's team costs microseconds (measured: 2 threads pay from ~2^17)
+PYTHON_PAIRS_PER_THREAD = 1 << 22  # without OpenMP: a Python thread pool
 
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -84,7 +88,12 @@ def residual_pass(
         None if levels is None else levels.data_ptr(), codes.data_ptr(), quantized.data_ptr(),
         None if commit is None else commit.data_ptr(),
     )
-    threads = min(torch.get_num_threads(), n * num_codes * num_active // PAIRS_PER_THREAD)
+    pairs = n * num_codes * num_active
+    if lib.fastrq_openmp():
+        threads = max(1, min(torch.get_num_threads(), pairs // PAIRS_PER_THREAD))
+        lib.fastrq_search_walk_parallel(args[0], n, threads, *args[1:])
+        return _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training)
+    threads = min(torch.get_num_threads(), pairs // PYTHON_PAIRS_PER_THREAD)
     if threads <= 1 or n < 2 * ROWS:
         lib.fastrq_search_walk(args[0], 0, n, *args[1:])
     else:
@@ -92,6 +101,12 @@ def residual_pass(
         chunk = -(-per_thread // ROWS) * ROWS  # whole ROWS-row blocks per thread
         starts = range(0, n, chunk)
         list(_pool(threads).map(lambda r0: lib.fastrq_search_walk(args[0], r0, min(chunk, n - r0), *args[1:]), starts))
+    return _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training)
+
+
+def _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training):
+    """The walk's outputs, and with ``training`` its reductions (one sequential pass in row order)."""
+    n, dim = x.shape
     if not training:
         return quantized, codes
     sqerr = torch.empty(num_levels)

@@ -16,14 +16,21 @@
  * (min, argmin); the lanes are merged at the end of the level (min value, then the smallest index among equal ones).
  * Codes at or beyond a level's size are +inf in the transposed codebook and never win.
  *
- * No threads here: the caller splits rows across threads (each call releases the GIL), and the reductions (EMA
- * statistics, per-level errors) run in one sequential pass in row order, so every result is deterministic.
+ * Threads: fastrq_search_walk_parallel splits the rows into equal runs of whole ROWS-row blocks, one per OpenMP
+ * thread. Built with -fopenmp, this library links libgomp.so.1 by soname, so inside a PyTorch process it shares
+ * torch's own OpenMP runtime and thread team: the threads a torch op just used (and that spin for a while after it)
+ * run the search, instead of competing with it for the cores. Without OpenMP the caller splits rows across Python
+ * threads (each ctypes call releases the GIL). The reductions (EMA statistics, per-level errors) run in one
+ * sequential pass in row order, so every result is deterministic and independent of the thread count.
  * Written with GCC/Clang vector extensions (compiled with -march=native: AVX-512 where the CPU has it, else
  * AVX2 / SSE / NEON), no intrinsics.
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define LANES 16
 #define ROWS 8
@@ -37,6 +44,11 @@ static inline vi select_i(vi mask, vi a, vi b) { return (a & mask) | (b & ~mask)
 
 int fastrq_lanes(void) { return LANES; }
 int fastrq_max_dim(void) { return MAX_DIM; }
+#ifdef _OPENMP
+int fastrq_openmp(void) { return 1; }
+#else
+int fastrq_openmp(void) { return 0; }
+#endif
 
 /* Per level l (K_l = level_sizes[l] codes): the shift mu[l][d], the centred transposed codes
  * bookt[l][d][k] = books[l][k][d] - mu[l][d] and half[l][k] = 1/2 |books[l][k] - mu[l]|^2 for k < K_l; for k in
@@ -49,14 +61,15 @@ void fastrq_prepare_books(const float *books, int64_t num_levels, int64_t num_co
         float *out = bookt + l * dim * kpad;
         float *shift = mu + l * dim;
         float *norm = half + l * kpad;
-        /* the mean in float32 (as torch's mean), then the spread max |e - mean| */
+        /* the mean in float32 (as torch's mean), then the spread max |e - mean|; loops run along memory (row by row,
+         * and the transposed output d by d: a stride of kpad floats between stores thrashes the L1 cache's sets) */
         float spread = 0.0f;
         float mean[MAX_DIM];
-        for (int64_t d = 0; d < dim; d++) {
-            double total = 0.0;
-            for (int64_t k = 0; k < size; k++) total += book[k * dim + d];
-            mean[d] = (float)(total / (double)size);
-        }
+        double total[MAX_DIM];
+        for (int64_t d = 0; d < dim; d++) total[d] = 0.0;
+        for (int64_t k = 0; k < size; k++)
+            for (int64_t d = 0; d < dim; d++) total[d] += book[k * dim + d];
+        for (int64_t d = 0; d < dim; d++) mean[d] = (float)(total[d] / (double)size);
         for (int64_t k = 0; k < size; k++)
             for (int64_t d = 0; d < dim; d++) {
                 float dev = fabsf(book[k * dim + d] - mean[d]);
@@ -68,15 +81,18 @@ void fastrq_prepare_books(const float *books, int64_t num_levels, int64_t num_co
         } else {
             for (int64_t d = 0; d < dim; d++) shift[d] = book[d];
         }
-        for (int64_t k = 0; k < kpad; k++) {
-            float h = 0.0f;
-            for (int64_t d = 0; d < dim; d++) {
-                float c = k < size ? book[k * dim + d] - shift[d] : 0.0f;
-                out[d * kpad + k] = c;
-                h += c * c;
+        /* half norms summed over d in order 0..dim-1 for every code alike (identical rows, identical scores) */
+        for (int64_t k = 0; k < kpad; k++) norm[k] = 0.0f;
+        for (int64_t d = 0; d < dim; d++) {
+            float *column = out + d * kpad;
+            for (int64_t k = 0; k < size; k++) {
+                float c = book[k * dim + d] - shift[d];
+                column[k] = c;
+                norm[k] += c * c;
             }
-            norm[k] = k < size ? 0.5f * h : INFINITY;
+            for (int64_t k = size; k < kpad; k++) column[k] = 0.0f;
         }
+        for (int64_t k = 0; k < kpad; k++) norm[k] = k < size ? 0.5f * norm[k] : INFINITY;
     }
 }
 
@@ -176,6 +192,29 @@ void fastrq_search_walk(const float *x, int64_t row0, int64_t count, int64_t dim
             memcpy(quantized + n * dim, q[i], dim * sizeof(float));
             if (commit) memcpy(commit + n * dim, cd[i], dim * sizeof(float));
         }
+    }
+}
+
+/* fastrq_search_walk over all n rows on `threads` OpenMP threads (sequentially without OpenMP): thread t takes
+ * the blocks [B t / T, B (t + 1) / T) of the B = ceil(n / ROWS) row blocks. Every row's result is computed by the
+ * same instructions whichever thread runs it, so the outputs do not depend on the thread count. */
+void fastrq_search_walk_parallel(const float *x, int64_t n, int64_t threads, int64_t dim, const float *books,
+                                 const float *bookt, const float *half, const float *mu, int64_t num_levels,
+                                 int64_t num_codes, int64_t kpad, int64_t num_active, const int64_t *row_levels,
+                                 int64_t *codes, float *quantized, float *commit) {
+    int64_t blocks = (n + ROWS - 1) / ROWS;
+    if (threads < 1) threads = 1;
+    if (threads > blocks) threads = blocks > 0 ? blocks : 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)threads) schedule(static, 1)
+#endif
+    for (int64_t t = 0; t < threads; t++) {
+        int64_t r0 = blocks * t / threads * ROWS;
+        int64_t r1 = blocks * (t + 1) / threads * ROWS;
+        if (r1 > n) r1 = n;
+        if (r1 > r0)
+            fastrq_search_walk(x, r0, r1 - r0, dim, books, bookt, half, mu, num_levels, num_codes, kpad, num_active,
+                               row_levels, codes, quantized, commit);
     }
 }
 

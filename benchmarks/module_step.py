@@ -242,7 +242,9 @@ SHARE_MODELS = {  # name → (ModelConfig fields, the matching module-step shape
 
 
 class IdentityQuantizer(torch.nn.Module):
-    """Stands in for the quantizer: passes the latent through, codes 0, loss 0, empty statistics."""
+    """Stands in for the quantizer: passes the latent through in the memory layout the quantizer's output has
+    (channels-last strides for a channel-first latent: the decoder's convolutions run at another speed on the
+    plain NCHW latent, which once made the subtraction negative), codes 0, loss 0, empty statistics."""
 
     def __init__(self, levels: int):
         super().__init__()
@@ -251,7 +253,21 @@ class IdentityQuantizer(torch.nn.Module):
     def forward(self, z: torch.Tensor, *, return_stats: bool = False):
         codes = torch.zeros(z.shape[0], *z.shape[2:], self.levels, dtype=torch.long)
         loss = z.new_zeros(())
-        return (z, codes, loss, {}) if return_stats else (z, codes, loss)
+        out = z.movedim(1, -1).contiguous().movedim(-1, 1)  # [B, C, H, W] with channels-last strides
+        return (out, codes, loss, {}) if return_stats else (out, codes, loss)
+
+
+def _quantizer_step(quantizer: torch.nn.Module, latent: torch.Tensor):
+    """The model's quantizer alone on its latent: forward with statistics (as the trainer calls it) + backward."""
+    upstream = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
+
+    def step():
+        z = latent.detach().requires_grad_()
+        out, codes, loss, _ = quantizer(z, return_stats=True)
+        ((out * upstream).sum() + loss).backward()
+        return codes
+
+    return step
 
 
 def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor):
@@ -274,8 +290,10 @@ def run_share(name: str, batch: int, settings: dict, log=print) -> list[dict]:
     identity = copy.deepcopy(model)
     identity.quantizer = IdentityQuantizer(fields["num_quantizers"])
     images = torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(settings["seed"]))
+    alone = copy.deepcopy(model.quantizer)
     with torch.no_grad():  # the reference answer: the search on the initial encoder's latents and codebooks
-        rows = model.encoder(images).movedim(1, -1).reshape(-1, fields.get("latent_dim", 4))
+        latent = model.encoder(images)
+        rows = latent.movedim(1, -1).reshape(-1, fields.get("latent_dim", 4))
     codebooks = model.quantizer.codebooks.detach().clone()
     check_codes = codes_checker("residual_quantize", rows, codebooks,
                                 fastrq.residual_quantize(rows, codebooks, backend="torch")[1], rows.shape[0])
@@ -285,11 +303,19 @@ def run_share(name: str, batch: int, settings: dict, log=print) -> list[dict]:
                           label=f"MNIST {fields['model']} {name}: full training step"),
         harness.Contender("identity", _train_step(identity, torch.optim.Adam(identity.parameters(), lr=1e-3), images),
                           label="the same network, quantizer replaced by an identity"),
+        harness.Contender("quantizer", _quantizer_step(alone, latent),
+                          lambda codes: check_codes(codes.reshape(rows.shape[0], -1)),
+                          label="the model's quantizer alone on the initial latent (forward with stats + backward)"),
     ]
     outcomes = harness.run(contenders, reps=settings["share_reps"], log=log)
     case = {"model": name, "batch": batch, "N": rows.shape[0], "D": rows.shape[1], "K": fields["codebook_size"],
             "L": fields["num_quantizers"]}
-    records = harness.timing_records(case, outcomes, [("identity", "model")])
+    records = harness.timing_records(case, outcomes, [("identity", "model"), ("quantizer", "model")])
+    alone = harness.ratio(outcomes, "quantizer", "model")
+    if alone is not None:  # the quantizer's own step / the model's step, per round
+        records.append({**case, "provider": "quantizer", "baseline": "model", "metric": "quantizer_alone_share",
+                        "unit": "fraction", "value": alone["value"], "p20": alone["p20"], "p80": alone["p80"],
+                        "rounds": alone["rounds"]})
     found = harness.ratio(outcomes, "identity", "model")
     if found is not None:  # share per round = 1 − t_identity / t_model
         records.append({**case, "provider": "model", "baseline": "identity", "metric": "quantizer_share",
@@ -343,14 +369,18 @@ def render_table(document: dict) -> str:
                      + " | ".join(ratios) + f" | {'–' if per_row is None else f'{per_row:,.0f}'} |")
     shares = harness.select(records, metric="quantizer_share")
     if shares:
-        lines += ["", "| MNIST model (batch) | rows N | training step ms | identity-quantizer step ms | quantizer share |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += ["", "| MNIST model (batch) | rows N | training step ms | identity-quantizer step ms "
+                  "| quantizer alone ms | share: 1 − identity / model | share: quantizer alone / model |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for r in shares:
             model = _value(records, "time_ms", model=r["model"], provider="model")
             ident = _value(records, "time_ms", model=r["model"], provider="identity")
+            alone = _value(records, "time_ms", model=r["model"], provider="quantizer")
+            alone_share = _value(records, "quantizer_alone_share", model=r["model"])
             busy = any(harness.contended(t) for t in harness.select(records, metric="time_ms", model=r["model"]))
             lines.append(f"| {r['model']} ({r['batch']}){' †' if busy else ''} | {r['N']:,} | {_ms(model)} | "
-                         f"{_ms(ident)} | {r['value']:.1%} |")
+                         f"{_ms(ident)} | {_ms(alone)} | {r['value']:.1%} | "
+                         f"{'–' if alone_share is None else f'{alone_share:.1%}'} |")
     if any(harness.contended(r) for r in records if r["metric"] == "time_ms"):
         lines += ["", "† contended: other processes took the cores during this row (its calls were preempted "
                   f"> {harness.CONTENDED_RATE:g} times a second and got < {harness.CONTENDED_CPU:g} CPU seconds per "

@@ -42,6 +42,11 @@ PRESETS = {
     # the issue's grid, bounded (≈ 30 minutes on 2 cores, dominated by vector-quantize-pytorch at K = 8192)
     "full": dict(ns=(65536,), dims=(4, 64, 256), ks=(256, 1024, 8192), levels=(1, 4, 8), reps=5, budget_s=12.0,
                  naive_rows=2048),
+    # issue 10's small-D floors (≈ 1 minute): nearest_code against faiss' fused kernel at every N (≤ 1.2×) and the
+    # flatness of the cost per row from N = 512 to 131,072 (worst ns/row over N ≥ 2,048 ≤ 1.5× the best)
+    "small-d": dict(ns=(512, 1024, 2048, 8192, 32768, 131072), dims=(4, 8, 16, 32), ks=(256, 1024), levels=(1,),
+                    reps=9, budget_s=1.0, naive_rows=256, ops=["nearest_code"],
+                    providers=["torch", "torch-pure", "faiss-fused", "faiss-flat"]),
 }
 BASELINE = "torch"
 
@@ -296,7 +301,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ops_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results/<date>)")
-    parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
+    parser.add_argument("--ops", nargs="+", choices=OPS, default=None, help="(preset default: all)")
     parser.add_argument("--providers", nargs="+", default=None, help="subset of: " +
                         " ".join(p.name for p in ALL_PROVIDERS))
     parser.add_argument("--n", type=int, nargs="+", help="rows of x, one or more (preset default)")
@@ -319,6 +324,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     preset = dict(PRESETS[args.preset])
     preset["n"] = preset.pop("ns")
+    preset.setdefault("ops", list(OPS))
+    preset.setdefault("providers", None)
     for key, value in preset.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)

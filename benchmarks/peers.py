@@ -10,6 +10,9 @@ Peers (optional ``bench`` extra; a missing one is skipped with a printed reason)
 
 - ``faiss-flat``: faiss-cpu ``IndexFlatL2.search(x, k=1)``; for RQ one index per level and the residual update in
   numpy (the obvious way to do greedy RQ with faiss' exact search).
+- ``faiss-fused``: the same with ``faiss.cvar.distance_compute_blas_threshold = 0`` for the duration of each call,
+  so faiss uses its fused register-blocked k = 1 kernel at every N (below its default threshold, ``nx · d <
+  128,000``, it falls back to a sequential kernel): issue 10's yardstick for D ≤ 32.
 - ``faiss-rq``: ``faiss.ResidualQuantizer`` with ``max_beam_size = 1`` (greedy), codebooks set from ours,
   ``compute_codes`` (returns packed codes only; no reconstruction: slightly less work than ours). K must be 2^b.
 - ``vqp``: vector-quantize-pytorch ``VectorQuantize`` (nearest_code) / ``ResidualVQ`` (residual_quantize), eval
@@ -119,6 +122,22 @@ def _prepare_faiss_flat(op: str, x: torch.Tensor, codebooks: torch.Tensor, setti
     return Prepared(call, lambda out: torch.from_numpy(out[1]), rows=x.shape[0])
 
 
+def _prepare_faiss_fused(op: str, x: torch.Tensor, codebooks: torch.Tensor, settings: dict) -> Prepared:
+    import faiss
+
+    flat = _prepare_faiss_flat(op, x, codebooks, settings)
+
+    def call():
+        threshold = faiss.cvar.distance_compute_blas_threshold
+        faiss.cvar.distance_compute_blas_threshold = 0
+        try:
+            return flat.call()
+        finally:
+            faiss.cvar.distance_compute_blas_threshold = threshold
+
+    return Prepared(call, flat.to_codes, rows=flat.rows)
+
+
 def _prepare_faiss_rq(op: str, x: torch.Tensor, codebooks: torch.Tensor, settings: dict) -> Prepared:
     import faiss
     import numpy as np
@@ -209,6 +228,8 @@ def _prepare_cdist(op: str, x: torch.Tensor, codebooks: torch.Tensor, settings: 
 PEERS: tuple[Provider, ...] = (
     Provider("faiss-flat", "faiss IndexFlatL2", ("nearest_code", "residual_quantize"), _missing("faiss"),
              _prepare_faiss_flat),
+    Provider("faiss-fused", "faiss IndexFlatL2, fused kernel at every N (blas threshold 0)",
+             ("nearest_code", "residual_quantize"), _missing("faiss"), _prepare_faiss_fused),
     Provider("faiss-rq", "faiss ResidualQuantizer (beam 1)", ("residual_quantize",), _missing("faiss"),
              _prepare_faiss_rq),
     Provider("vqp", "vector-quantize-pytorch (eval)", ("nearest_code", "residual_quantize"),

@@ -10,7 +10,7 @@ A block is written in the markdown as
     <!-- /results-table -->
 
 so every number in it comes from that file, and the file is cited under the table. Renderers: ``ops-rq`` (greedy
-RQ, optional ``L=``), ``ops-nearest``, ``module-step`` (module_step.json or train_step.json), ``sampling``,
+RQ, optional ``L=``), ``ops-nearest``, ``small-d``, ``module-step`` (module_step.json or train_step.json), ``sampling``,
 ``memory``.
 """
 
@@ -113,6 +113,31 @@ def ops_nearest(document: dict) -> str:
     return "\n".join([*lines, "", *ops.footnotes(), "fastrq / faiss < 1: fastrq is faster."])
 
 
+def small_d_table(document: dict) -> str:
+    """``ops_bench --preset small-d``: nearest_code, fastrq's time / faiss' fused kernel's at every N, and the
+    flatness of fastrq's cost per row (worst / best ns per row over N ≥ 2,048)."""
+    time = {(r["D"], r["K"], r["N"], r["provider"]): r["value"] for r in document["records"]
+            if r["metric"] == "time_ms" and r["op"] == "nearest_code" and r["value"] is not None}
+    ratio = {(r["D"], r["K"], r["N"], r["provider"]): r["value"] for r in document["records"]
+             if r["metric"] == "time_ratio" and r["op"] == "nearest_code" and r["baseline"] == "torch"}
+    ns = sorted({k[2] for k in time})
+    cases = sorted({k[:2] for k in time})
+    header = ["D", "K", *[f"N = {n:,}" for n in ns], "ns/row best … worst (N ≥ 2,048)", "worst / best"]
+    lines = ["| " + " | ".join(header) + " |", "|---:|---:|" + "---:|" * (len(header) - 2)]
+    for d, k in cases:
+        cells = []
+        for n in ns:
+            fused = ratio.get((d, k, n, "faiss-fused"))
+            cells.append("–" if fused is None else f"{1 / fused:.2f}")
+        per_row = [time[(d, k, n, "torch")] * 1e6 / n for n in ns if n >= 2048 and (d, k, n, "torch") in time]
+        flat = (f"{min(per_row):,.0f} … {max(per_row):,.0f}", f"{max(per_row) / min(per_row):.2f}") if per_row \
+            else ("–", "–")
+        lines.append(f"| {d} | {k:,} | " + " | ".join(cells) + f" | {flat[0]} | {flat[1]} |")
+    return "\n".join([*lines, "", "Cells: fastrq `nearest_code` time / faiss `IndexFlatL2` k = 1 with its fused "
+                      "kernel forced at every N (`distance_compute_blas_threshold = 0`), medians of per-round ratios "
+                      "(< 1: fastrq is faster). The last two columns: fastrq's own cost per row across N."])
+
+
 def module_step_table(document: dict) -> str:
     from .module_step import contention_line, render_table
 
@@ -137,7 +162,7 @@ def memory_table(document: dict) -> str:
 
 
 RENDERERS: dict[str, Callable[..., str]] = {
-    "ops-rq": ops_rq, "ops-nearest": ops_nearest, "module-step": module_step_table, "sampling": sampling_table,
+    "ops-rq": ops_rq, "ops-nearest": ops_nearest, "small-d": small_d_table, "module-step": module_step_table, "sampling": sampling_table,
     "memory": memory_table,
 }
 

@@ -207,11 +207,28 @@ def test_peer_adapters_agree_with_the_reference(n, d, log_k, levels, seed, cap):
                 residual = residual - book.double()[codes[:, level]]
 
 
+def _peer(name: str):
+    found = next(p for p in peers.PEERS if p.name == name)
+    if found.unavailable_reason() is not None:
+        pytest.skip(f"{name}: {found.unavailable_reason()}")
+    return found
+
+
 def test_faiss_rq_refuses_a_non_power_of_two_codebook():
-    if peers.PEERS[1].unavailable_reason() is not None:
-        pytest.skip("faiss is not installed")
     with pytest.raises(peers.NotApplicable, match="2\\^b"):
-        peers.PEERS[1].prepare("residual_quantize", torch.randn(4, 3), torch.randn(2, 100, 3), {"mem_cap_bytes": 1 << 30})
+        _peer("faiss-rq").prepare("residual_quantize", torch.randn(4, 3), torch.randn(2, 100, 3), {"mem_cap_bytes": 1 << 30})
+
+
+def test_faiss_fused_gives_faiss_flat_codes_and_restores_the_callers_threshold():
+    import faiss
+
+    x, codebooks = torch.randn(300, 8), torch.randn(2, 64, 8)
+    before = faiss.cvar.distance_compute_blas_threshold
+    for op in ("nearest_code", "residual_quantize"):
+        fused, flat = (_peer(name).prepare(op, x, codebooks, {"mem_cap_bytes": 1 << 30})
+                       for name in ("faiss-fused", "faiss-flat"))
+        assert torch.equal(fused.to_codes(fused.call()), flat.to_codes(flat.call()))
+        assert faiss.cvar.distance_compute_blas_threshold == before
 
 
 # ------------------------------------------------------------------------------------------ quick-preset smoke

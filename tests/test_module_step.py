@@ -9,6 +9,8 @@ import re
 import pytest
 import torch
 
+import fastrq
+
 from benchmarks import harness, module_step
 
 TINY = module_step.Shape("tiny RQ", 4, 16, 2)
@@ -37,7 +39,9 @@ def test_smoke_run_writes_the_results_and_the_table(tmp_path):
     (share,) = harness.select(records, metric="quantizer_share")
     assert share["model"] == "rq2x128" and share["N"] == 4 * 7 * 7 and share["value"] < 1
     assert {r["provider"]: r["status"] for r in harness.select(records, metric="time_ms", model="rq2x128")} == {
-        "model": "ok", "identity": "ok"}
+        "model": "ok", "identity": "ok", "quantizer": "ok"}
+    (alone,) = harness.select(records, metric="quantizer_alone_share")
+    assert alone["model"] == "rq2x128" and 0 < alone["value"]
 
     table = module_step.render_table(document)
     assert table == module_step.render_table(result)  # rendered from the file: the same as from the run
@@ -75,7 +79,9 @@ def test_memory_cap_skips_with_the_estimate_and_the_no_faiss_providers_set_their
 def test_identity_quantizer_keeps_the_latent():
     z = torch.randn(3, 4, 7, 7)
     out, codes, loss, stats = module_step.IdentityQuantizer(2)(z, return_stats=True)
-    assert out is z and codes.shape == (3, 7, 7, 2) and float(loss) == 0.0 and stats == {}
+    assert torch.equal(out, z) and codes.shape == (3, 7, 7, 2) and float(loss) == 0.0 and stats == {}
+    quantizer = fastrq.VectorQuantizer(4, 16, channel_first=True)
+    assert out.stride() == quantizer(z)[0].stride()  # the layout the decoder gets from the real quantizer
 
 
 def test_only_the_references_are_skipped_for_time():

@@ -24,8 +24,6 @@ MEASUREMENT = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?\s?(?:ms|µs|s|min|minute
 TABLE_NUMBER = re.compile(r"\|\s*\**\d[\d,]*\.\d+\**\*?\s*\|")
 # (README, the first words of the paragraph or table row block): measured numbers with no stored results file yet
 NOT_YET_BACKED = {
-    ("README.md", "| MNIST VAE / VQ-VAE / RQ-VAE"): "the quick reproduction's 6.5 min (no stored run)",
-    ("README.md", "Quick preset (`fastrq reproduce --preset quick`"): "quick-reproduction MSEs, 6.5 min, throughput",
     ("README.md", "`python -m pytest -q` runs about"): "test-suite size and duration",
     ("README.md", "The setting was chosen on the seed-1 sweep"): "an earlier prior run (26 min, 0.765, 4.0×): not stored",
 }

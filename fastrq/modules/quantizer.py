@@ -88,7 +88,8 @@ class ResidualQuantizer(nn.Module):
             uniform in ±√(3/D) (unit expected squared norm per code) with ``cluster_size = 1``,
             ``embed_sum = codebook``.
         dead_code_threshold: codes whose EMA cluster size falls below this are restarted from random residuals of
-            the current batch at their level (0: never; the README's codebook-health section measures 2 at small D).
+            the current batch at their level (0: never, the VQ-VAE default; the reference models use 4, and the
+            README's codebook-health section measures what it does).
         shared_codebook: one codebook for all levels (statistics of all levels accumulated, decay applied once).
         quantize_dropout: in training, a random number of leading levels runs (uniform in
             ``[quantize_dropout_cutoff_index + 1, L]``, rounded up to a multiple of ``quantize_dropout_multiple_of``),

@@ -104,6 +104,53 @@ def test_dead_code_restart_finds_every_cluster():
     assert torch.all(dist < 0.3), dist
 
 
+@pytest.mark.parametrize("options", [
+    dict(num_quantizers=2),
+    dict(num_quantizers=3, codebook_size=[16, 12, 8]),
+    dict(num_quantizers=2, shared_codebook=True),
+    dict(num_quantizers=2, ema=False),
+])
+def test_skipping_a_restart_without_dead_codes_changes_nothing(monkeypatch, options):
+    """On the CPU a step whose update cannot leave a code below the threshold skips the restart's candidates: the
+    state after a sequence of steps (some restarting, some not) is bitwise that of the full path."""
+    options = {"codebook_size": 16, **options}
+    torch.manual_seed(0)
+    fast = ResidualQuantizer(4, dead_code_threshold=2.0, decay=0.8, **options)
+    full = ResidualQuantizer(4, dead_code_threshold=2.0, decay=0.8, **options)
+    full.load_state_dict(fast.state_dict())
+    decisions = []
+    decide = codebook_state._may_have_dead_codes
+    monkeypatch.setattr(codebook_state, "_may_have_dead_codes", lambda *a: decisions.append(decide(*a)) or decisions[-1])
+    for step in range(12):
+        x = _rand(step, 600, 4)
+        if step % 6 == 0:  # now and then codes 8.. fall far away and below the threshold, in both modules alike
+            for module in (fast, full):
+                with torch.no_grad():
+                    module.codebook[:, 8:] = 1e3
+                    module.cluster_size[:, 8:] = 0.1
+                    if module.ema:
+                        module.embed_sum.copy_(module.codebook * module.cluster_size[..., None])
+        fast(x)
+        with monkeypatch.context() as patch:
+            patch.setattr(codebook_state, "_host_reads_are_free", lambda t: False)
+            full(x)
+        for key, value in fast.state_dict().items():
+            assert torch.equal(value, full.state_dict()[key]), (step, key)
+    assert True in decisions and False in decisions, decisions  # both kinds of step occurred
+
+
+def test_the_restart_is_skipped_only_when_no_code_can_be_dead():
+    cluster_size = torch.tensor([[5.0, 3.0, 0.0]])
+    counts = torch.tensor([[5.0, 3.0, 0.0]])
+    # the third code is beyond the level's size: it never counts
+    assert not codebook_state._may_have_dead_codes(cluster_size, counts, [2], False, 0.8, 2.0)
+    assert codebook_state._may_have_dead_codes(cluster_size, counts, [3], False, 0.8, 2.0)
+    # just at the threshold after the update (3·0.8 + 1.5·0.2 = 2.7 > 2; 2·0.8 + 2·0.2 = 2.0 is not below 2, but
+    # within the rounding margin it counts as possibly dead)
+    assert codebook_state._may_have_dead_codes(torch.tensor([[2.0]]), torch.tensor([[2.0]]), [1], False, 0.8, 2.0)
+    assert not codebook_state._may_have_dead_codes(torch.tensor([[3.0]]), torch.tensor([[1.5]]), [1], False, 0.8, 2.0)
+
+
 def test_dead_code_restart_resets_state_consistently():
     torch.manual_seed(0)
     rq = ResidualQuantizer(3, 8, 2, dead_code_threshold=0.5, decay=0.9)

@@ -207,6 +207,29 @@ def _dead_code_candidates(
     return torch.stack(cands), num_valid > 0
 
 
+def _host_reads_are_free(t: torch.Tensor) -> bool:
+    """Whether reading a value of ``t`` on the host costs no device sync and no graph break (CPU, eager)."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _may_have_dead_codes(cluster_size, counts, level_sizes, shared: bool, decay: float, threshold: float) -> bool:
+    """False when no code can fall below ``threshold`` in this step's update, so the restart (its candidates, ~50
+    small ops a level) can be skipped: the cluster sizes the update will compute, ``cs·decay + counts·(1 − decay)``,
+    predicted with a relative margin of 1e-4 that covers the rounding of the update's own arithmetic. Codes beyond
+    a level's size never count. Only where host reads are free (:func:`_host_reads_are_free`): the skipped
+    candidates are counter-based random draws, so skipping them changes no other draw."""
+    num_stored, num_codes = cluster_size.shape
+    step_counts = counts.to(cluster_size.dtype)
+    if shared:
+        step_counts = step_counts.sum(dim=0, keepdim=True)
+    predicted = cluster_size * decay + step_counts * (1.0 - decay)
+    low = predicted < threshold * (1.0 + 1e-4)
+    sizes = level_sizes[:num_stored]
+    if any(k != num_codes for k in sizes):
+        low &= torch.arange(num_codes) < torch.tensor(sizes)[:, None]
+    return bool(low.any())
+
+
 def _levels_kept(ok, level_active, device: torch.device):
     """Which stored levels take this step's update: True / False when the host knows (ok a Python bool and
     level_active a list), else a bool tensor [S]."""
@@ -278,6 +301,8 @@ def codebook_update_(
     restart = dead_code_threshold > 0
     dtype = cluster_size.dtype
     cands = None
+    if restart and not sync and _host_reads_are_free(cluster_size):
+        restart = _may_have_dead_codes(cluster_size, counts, level_sizes, shared, decay, dead_code_threshold)
     if restart:
         key = rng_state[0] * 7919 + rng_state[1]
         width = x.shape[1] // groups

@@ -67,6 +67,8 @@ def test_nearest_code_float32_is_near_optimal(variant, n, d, k, seed, scale):
         codes, sqdist = fastrq.nearest_code(x, codebook, backend=backend)
     assert sqdist.dtype == torch.float32
     assert_codes_near_optimal(x, codebook, codes, F32_TOL)
+    direct = (x.double() - codebook.double()[codes]).square().sum(-1)  # the direct difference of the chosen code
+    torch.testing.assert_close(sqdist.double(), direct, rtol=1e-5, atol=1e-30)
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)

@@ -38,8 +38,8 @@ _SIGNATURES = {
     "fastrq_max_dim": ([], ctypes.c_int),
     "fastrq_prepare_books": ([_P, _I, _I, _I, _P, _I, _P, _P, _P], None),
     "fastrq_openmp": ([], ctypes.c_int),
-    "fastrq_search_walk": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P], None),
-    "fastrq_search_walk_parallel": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P], None),
+    "fastrq_search_walk": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, _P], None),
+    "fastrq_search_walk_parallel": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, _P], None),
     "fastrq_statistics": ([_P, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P], None),
     "fastrq_ema_update": ([_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, ctypes.c_double, ctypes.c_double], None),
 }

@@ -59,12 +59,14 @@ def residual_pass(
     num_active: int,
     row_levels: torch.Tensor | None,
     training: bool,
+    with_sqdist: bool = False,
 ):
     """x ``[N, D]`` float32 (CPU), codebooks ``[L, K, D]`` float32, level l using its first ``level_sizes[l]`` rows
     (None: all K), levels ≥ ``num_active`` skipped, per row also levels ≥ ``row_levels[n]``.
 
-    Returns ``(quantized, codes)`` or, with ``training``, ``(quantized, codes, level_sqerr, commit_dir, counts,
-    sums)`` as in :mod:`fastrq.ops.training`."""
+    Returns ``(quantized, codes)``, with ``with_sqdist`` ``(quantized, codes, sqdist)`` where sqdist ``[N]`` is
+    ‖x − quantized‖² by the direct difference, or, with ``training``, ``(quantized, codes, level_sqerr,
+    commit_dir, counts, sums)`` as in :mod:`fastrq.ops.training`."""
     lib = library()
     n, dim = x.shape
     num_levels, num_codes, _ = codebooks.shape
@@ -82,17 +84,18 @@ def residual_pass(
         codes[:, num_active:] = -1
     quantized = torch.empty_like(x)
     commit = torch.empty_like(x) if training else None
+    sqdist = torch.empty(n) if with_sqdist and not training else None
     levels = None if row_levels is None else row_levels.to(torch.int64).contiguous()
     args = (
         x.data_ptr(), dim, books.data_ptr(), bookt, half, mu, num_levels, num_codes, kpad, num_active,
         None if levels is None else levels.data_ptr(), codes.data_ptr(), quantized.data_ptr(),
-        None if commit is None else commit.data_ptr(),
+        None if commit is None else commit.data_ptr(), None if sqdist is None else sqdist.data_ptr(),
     )
     pairs = n * num_codes * num_active
     if lib.fastrq_openmp():
         threads = max(1, min(torch.get_num_threads(), pairs // PAIRS_PER_THREAD))
         lib.fastrq_search_walk_parallel(args[0], n, threads, *args[1:])
-        return _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training)
+        return _finish(lib, x, books, codes, quantized, commit, sqdist, num_levels, num_codes, num_active, training)
     threads = min(torch.get_num_threads(), pairs // PYTHON_PAIRS_PER_THREAD)
     if threads <= 1 or n < 2 * ROWS:
         lib.fastrq_search_walk(args[0], 0, n, *args[1:])
@@ -101,14 +104,14 @@ def residual_pass(
         chunk = -(-per_thread // ROWS) * ROWS  # whole ROWS-row blocks per thread
         starts = range(0, n, chunk)
         list(_pool(threads).map(lambda r0: lib.fastrq_search_walk(args[0], r0, min(chunk, n - r0), *args[1:]), starts))
-    return _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training)
+    return _finish(lib, x, books, codes, quantized, commit, sqdist, num_levels, num_codes, num_active, training)
 
 
-def _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training):
+def _finish(lib, x, books, codes, quantized, commit, sqdist, num_levels, num_codes, num_active, training):
     """The walk's outputs, and with ``training`` its reductions (one sequential pass in row order)."""
     n, dim = x.shape
     if not training:
-        return quantized, codes
+        return (quantized, codes) if sqdist is None else (quantized, codes, sqdist)
     sqerr = torch.empty(num_levels)
     counts = torch.zeros(num_levels, num_codes)
     sums = torch.zeros(num_levels, num_codes, dim)

@@ -141,11 +141,13 @@ static void nearest_rows(float r[ROWS][MAX_DIM], int rows, int64_t dim, const fl
 /* Greedy residual quantization of rows [row0, row0 + count): for every level l < num_active (and, per row,
  * l < row_levels[n] when row_levels is not NULL) the nearest code c_l of the residual, r <- r - C_l[c_l].
  * Writes codes [n, num_levels] (-1 where skipped; levels >= num_active are left to the caller), quantized [n, dim]
- * = sum_l C_l[c_l] and, when commit is not NULL, commit [n, dim] = sum_l r_{l+1} over the row's levels. */
+ * = sum_l C_l[c_l], when commit is not NULL commit [n, dim] = sum_l r_{l+1} over the row's levels, and when sqdist
+ * is not NULL sqdist [n] = |r|^2 of the row's final residual r = x - quantized, by the direct difference (for one
+ * level: sum_d (x_d - e_d)^2, summed in order d = 0 .. dim-1). */
 void fastrq_search_walk(const float *x, int64_t row0, int64_t count, int64_t dim, const float *books,
                         const float *bookt, const float *half, const float *mu, int64_t num_levels, int64_t num_codes,
                         int64_t kpad, int64_t num_active, const int64_t *row_levels, int64_t *codes, float *quantized,
-                        float *commit) {
+                        float *commit, float *sqdist) {
     float r[ROWS][MAX_DIM];
     float centred[ROWS][MAX_DIM];
     float q[ROWS][MAX_DIM];
@@ -191,6 +193,11 @@ void fastrq_search_walk(const float *x, int64_t row0, int64_t count, int64_t dim
             int64_t n = b0 + i;
             memcpy(quantized + n * dim, q[i], dim * sizeof(float));
             if (commit) memcpy(commit + n * dim, cd[i], dim * sizeof(float));
+            if (sqdist) {
+                float total = 0.0f;
+                for (int64_t d = 0; d < dim; d++) total += r[i][d] * r[i][d];
+                sqdist[n] = total;
+            }
         }
     }
 }
@@ -201,7 +208,7 @@ void fastrq_search_walk(const float *x, int64_t row0, int64_t count, int64_t dim
 void fastrq_search_walk_parallel(const float *x, int64_t n, int64_t threads, int64_t dim, const float *books,
                                  const float *bookt, const float *half, const float *mu, int64_t num_levels,
                                  int64_t num_codes, int64_t kpad, int64_t num_active, const int64_t *row_levels,
-                                 int64_t *codes, float *quantized, float *commit) {
+                                 int64_t *codes, float *quantized, float *commit, float *sqdist) {
     int64_t blocks = (n + ROWS - 1) / ROWS;
     if (threads < 1) threads = 1;
     if (threads > blocks) threads = blocks > 0 ? blocks : 1;
@@ -214,7 +221,7 @@ void fastrq_search_walk_parallel(const float *x, int64_t n, int64_t threads, int
         if (r1 > n) r1 = n;
         if (r1 > r0)
             fastrq_search_walk(x, r0, r1 - r0, dim, books, bookt, half, mu, num_levels, num_codes, kpad, num_active,
-                               row_levels, codes, quantized, commit);
+                               row_levels, codes, quantized, commit, sqdist);
     }
 }
 

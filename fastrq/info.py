@@ -27,6 +27,12 @@ ENVIRONMENT_VARIABLES = (
 )
 
 
+def _native_threads(cpu_build) -> str:
+    """How the native kernel splits rows across threads here."""
+    return ("rows split on torch's OpenMP threads" if cpu_build.library().fastrq_openmp()
+            else "built without OpenMP: rows split on Python threads")
+
+
 def _version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
@@ -53,7 +59,8 @@ def report() -> str:
     native = cpu_build.unavailable_reason()
     lines.append(
         "torch backend on the CPU, float32, D ≤ 32: "
-        + ("native kernel (kernels/cpu)" if native is None else f"native kernel unavailable ({native}); ")
+        + (f"native kernel (kernels/cpu, {_native_threads(cpu_build)})" if native is None
+           else f"native kernel unavailable ({native}); ")
         + ("" if native is None else ("faiss' fused kernel" if torch_backend._faiss() is not None else "tiled torch GEMM"))
     )
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])

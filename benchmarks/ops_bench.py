@@ -46,7 +46,7 @@ PRESETS = {
     # flatness of the cost per row from N = 512 to 131,072 (worst ns/row over N ≥ 2,048 ≤ 1.5× the best)
     "small-d": dict(ns=(512, 1024, 2048, 8192, 32768, 131072), dims=(4, 8, 16, 32), ks=(256, 1024), levels=(1,),
                     reps=9, budget_s=1.0, naive_rows=256, ops=["nearest_code"],
-                    providers=["torch", "torch-pure", "faiss-fused", "faiss-flat"]),
+                    providers=["torch", "torch-tiled", "faiss-fused", "faiss-flat"]),
 }
 BASELINE = "torch"
 
@@ -79,9 +79,11 @@ def _fastrq_codes(op: str):
     return (lambda out: out[0]) if op == "nearest_code" else (lambda out: out[1])
 
 
-def _prepare_backend(backend: str, faiss_mode: str | None):
+def _prepare_backend(backend: str, faiss_mode: str | None, cpu_kernel: str | None = None):
     def prepare(op: str, x: torch.Tensor, codebooks: torch.Tensor, settings: dict) -> Prepared:
         env = {} if faiss_mode is None else {"FASTRQ_FAISS": faiss_mode}
+        if cpu_kernel is not None:
+            env["FASTRQ_CPU_KERNEL"] = cpu_kernel
         return Prepared(_fastrq_call(op, x, codebooks, backend), _fastrq_codes(op), rows=x.shape[0], env=env)
 
     return prepare
@@ -139,7 +141,11 @@ def _prepare_gemm_floor(op: str, x: torch.Tensor, codebooks: torch.Tensor, setti
 FASTRQ_PROVIDERS: tuple[Provider, ...] = (
     Provider("naive", "fastrq reference (naive)", OPS, lambda: None, _prepare_naive),
     Provider("torch", "fastrq torch", OPS, lambda: None, _prepare_backend("torch", "auto")),
+    # FASTRQ_FAISS=0 (no faiss: what `pip install fastrq` runs; the native kernel at D ≤ 32 since 2026-12-01, so
+    # older files' torch-pure columns are the tiled GEMM there)
     Provider("torch-pure", "fastrq torch, FASTRQ_FAISS=0", OPS, lambda: None, _prepare_backend("torch", "0")),
+    Provider("torch-tiled", "fastrq torch, FASTRQ_FAISS=0 FASTRQ_CPU_KERNEL=0 (pure PyTorch)", OPS, lambda: None,
+             _prepare_backend("torch", "0", "0")),
     Provider("triton", "fastrq triton (CUDA)", OPS, _triton_reason, _prepare_triton),
     Provider("gemm-floor", "float32 GEMM only (a floor, no answer)", OPS, lambda: None, _prepare_gemm_floor),
 )

@@ -122,20 +122,29 @@ def small_d_table(document: dict) -> str:
              if r["metric"] == "time_ratio" and r["op"] == "nearest_code" and r["baseline"] == "torch"}
     ns = sorted({k[2] for k in time})
     cases = sorted({k[:2] for k in time})
-    header = ["D", "K", *[f"N = {n:,}" for n in ns], "ns/row best … worst (N ≥ 2,048)", "worst / best"]
+    tiled = any(k[3] == "torch-tiled" for k in time)
+    header = ["D", "K", *[f"N = {n:,}" for n in ns], "ns/row best … worst (N ≥ 2,048)", "worst / best",
+              *(["pure PyTorch: worst / best"] if tiled else [])]
     lines = ["| " + " | ".join(header) + " |", "|---:|---:|" + "---:|" * (len(header) - 2)]
+
+    def flatness(provider, d, k):
+        per_row = [time[(d, k, n, provider)] * 1e6 / n for n in ns if n >= 2048 and (d, k, n, provider) in time]
+        return (f"{min(per_row):,.0f} … {max(per_row):,.0f}", f"{max(per_row) / min(per_row):.2f}") if per_row \
+            else ("–", "–")
+
     for d, k in cases:
         cells = []
         for n in ns:
             fused = ratio.get((d, k, n, "faiss-fused"))
             cells.append("–" if fused is None else f"{1 / fused:.2f}")
-        per_row = [time[(d, k, n, "torch")] * 1e6 / n for n in ns if n >= 2048 and (d, k, n, "torch") in time]
-        flat = (f"{min(per_row):,.0f} … {max(per_row):,.0f}", f"{max(per_row) / min(per_row):.2f}") if per_row \
-            else ("–", "–")
-        lines.append(f"| {d} | {k:,} | " + " | ".join(cells) + f" | {flat[0]} | {flat[1]} |")
+        flat = flatness("torch", d, k)
+        extra = f" {flatness('torch-tiled', d, k)[1]} |" if tiled else ""
+        lines.append(f"| {d} | {k:,} | " + " | ".join(cells) + f" | {flat[0]} | {flat[1]} |" + extra)
     return "\n".join([*lines, "", "Cells: fastrq `nearest_code` time / faiss `IndexFlatL2` k = 1 with its fused "
                       "kernel forced at every N (`distance_compute_blas_threshold = 0`), medians of per-round ratios "
-                      "(< 1: fastrq is faster). The last two columns: fastrq's own cost per row across N."])
+                      "(< 1: fastrq is faster). Then fastrq's own cost per row across N"
+                      + (", and that of the pure-PyTorch path (`FASTRQ_FAISS=0 FASTRQ_CPU_KERNEL=0`)." if tiled
+                         else ".")])
 
 
 def module_step_table(document: dict) -> str:

@@ -45,7 +45,7 @@ PRESETS = {
     # issue 10's small-D floors (≈ 1 minute): nearest_code against faiss' fused kernel at every N (≤ 1.2×) and the
     # flatness of the cost per row from N = 512 to 131,072 (worst ns/row over N ≥ 2,048 ≤ 1.5× the best)
     "small-d": dict(ns=(512, 1024, 2048, 8192, 32768, 131072), dims=(4, 8, 16, 32), ks=(256, 1024), levels=(1,),
-                    reps=9, budget_s=1.0, naive_rows=256, ops=["nearest_code"],
+                    reps=31, budget_s=2.0, naive_rows=256, ops=["nearest_code"],
                     providers=["torch", "torch-tiled", "faiss-fused", "faiss-flat"]),
 }
 BASELINE = "torch"

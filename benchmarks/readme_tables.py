@@ -91,8 +91,9 @@ def ops_rq(document: dict, L: int | None = None) -> str:
                  "–" if d <= SMALL_D else _x(ops.over("vqp", "gemm-floor", *c))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join([*lines, "", *ops.footnotes(), "**Bold**: ResidualVQ / fastrq below issue 2's 10×. "
-                      f"ResidualVQ / gemm-floor is left out at D ≤ {SMALL_D}: there fastrq searched with faiss' fused "
-                      "kernel (`FASTRQ_FAISS=auto`), not the GEMM, so the floor does not bound it."])
+                      f"ResidualVQ / gemm-floor is left out at D ≤ {SMALL_D}: there fastrq does not search with a GEMM "
+                      "(faiss' fused kernel in the files before 2026-12-01, the native CPU kernel since), so the "
+                      "floor does not bound it."])
 
 
 def ops_nearest(document: dict) -> str:

@@ -4,7 +4,8 @@
 
 Per revision: lines per Python file of the package (``fastrq/``, ``kernels/``, ``models/``) and of ``benchmarks/``
 (the largest files, and a histogram), the longest functions (lines from ``def`` to the end of the body, by ``ast``),
-and the package's internal import graph (edges between top-level subpackages / modules, cycles among modules).
+and the package's internal import graph (edges between top-level subpackages / modules, and an import cycle if there is one: the same reading of
+the imports as ``tests/test_architecture.py``, :mod:`benchmarks.import_graph`).
 Writes ``architecture.json`` / ``.md``. Test time is not measured here (it needs a run of the suite at each
 revision); the note that cites this report gives it.
 """
@@ -15,10 +16,10 @@ import argparse
 import ast
 import json
 import subprocess
-from collections import defaultdict
 from pathlib import Path
 
 from . import harness
+from .import_graph import find_cycle, module_imports
 
 ROOTS = ("fastrq/", "kernels/", "models/", "benchmarks/")
 
@@ -43,61 +44,10 @@ def _module(path: str) -> str:
     return ".".join(parts)
 
 
-def _imports(module: str, tree: ast.AST, is_package: bool, modules: dict[str, str]) -> set[str]:
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = module.split(".")
-                base = base[: len(base) - node.level + (1 if is_package else 0)]
-                target = ".".join([*base, *([node.module] if node.module else [])])
-            elif node.module:
-                target = node.module
-            else:
-                continue
-            # ``from package import module`` depends on that module (resolved by the caller), else on the target
-            found |= {f"{target}.{a.name}" if f"{target}.{a.name}" in modules else target for a in node.names}
-    return {f for f in found if f.startswith("fastrq")}
-
-
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan)."""
-    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
-
-    def visit(v):
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in graph.get(v, ()):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                out.append(sorted(component))
-
-    for v in list(graph):
-        if v not in index:
-            visit(v)
-    return out
-
-
 def analyse(rev: str) -> dict:
     files = _files(rev)
     lines = {n: len(text.splitlines()) for n, text in files.items()}
-    functions, graph = [], defaultdict(set)
+    functions, graph = [], {}
     modules = {_module(n): n for n in files if not n.startswith("benchmarks/")}
     for name, text in files.items():
         try:
@@ -110,11 +60,7 @@ def analyse(rev: str) -> dict:
         if name.startswith("benchmarks/"):
             continue
         module = _module(name)
-        for target in _imports(module, tree, name.endswith("__init__.py"), modules):
-            while target and target not in modules:
-                target = target.rpartition(".")[0]
-            if target and target != module:
-                graph[module].add(target)
+        graph[module] = module_imports(module, text, name.endswith("__init__.py"), modules)
     package = {n: c for n, c in lines.items() if not n.startswith("benchmarks/")}
 
     def layer(module: str) -> str:
@@ -130,7 +76,7 @@ def analyse(rev: str) -> dict:
         "longest_functions": sorted(functions, key=lambda r: -r["lines"])[:10],
         "functions_over_100_lines": sum(f["lines"] > 100 for f in functions),
         "layer_edges": [list(e) for e in edges],
-        "module_cycles": _cycles(graph),
+        "import_cycle": find_cycle(graph),
     }
 
 
@@ -142,7 +88,8 @@ def render(before: dict, after: dict) -> str:
                        ("package_lines", "their lines"), ("files_over_500_lines", "files over 500 lines (with benchmarks/)"),
                        ("functions_over_100_lines", "functions over 100 lines (with benchmarks/)")):
         out.append(f"| {label} | {before[key]:,} | {after[key]:,} |")
-    out.append(f"| module import cycles | {len(before['module_cycles'])} | {len(after['module_cycles'])} |")
+    cycle = lambda doc: "none" if doc["import_cycle"] is None else " → ".join(doc["import_cycle"])  # noqa: E731
+    out.append(f"| an import cycle between modules | {cycle(before)} | {cycle(after)} |")
     for title, key, cols in (("Largest files", "largest_files", ("file", "lines")),
                              ("Longest functions", "longest_functions", ("file", "function", "lines"))):
         for rev, doc in (("before", before), ("after", after)):
@@ -151,8 +98,7 @@ def render(before: dict, after: dict) -> str:
     for rev, doc in (("before", before), ("after", after)):
         out += ["", f"### Import edges between layers, {rev}", ""]
         out += [f"- `{a}` → `{b}`" for a, b in doc["layer_edges"]]
-        out += ["", "Module cycles: " + ("none" if not doc["module_cycles"] else
-                                          "; ".join(" ↔ ".join(c) for c in doc["module_cycles"]))]
+        out += ["", "Import cycle: " + ("none" if doc["import_cycle"] is None else " → ".join(doc["import_cycle"]))]
     return "\n".join(out) + "\n"
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.import_graph import find_cycle, module_imports
+
 
 def _package_root(name: str) -> Path:
     spec = importlib.util.find_spec(name)
@@ -41,34 +43,7 @@ def _is_package(path: Path) -> bool:
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The fastrq modules that ``name`` imports (``from x import y`` counts as x.y when that is a module)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = name if _is_package(path) else name.rpartition(".")[0]
-    found: set[str] = set()
-
-    def add(target: str) -> None:
-        while target and target not in modules:
-            target = target.rpartition(".")[0]
-        if target and target != name:
-            found.add(target)
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("fastrq"):
-                    add(alias.name)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            if not module.startswith("fastrq"):
-                continue
-            for alias in node.names:
-                candidate = f"{module}.{alias.name}"
-                add(candidate if candidate in modules else module)
-    return found
+    return module_imports(name, path.read_text(encoding="utf-8"), _is_package(path), modules)
 
 
 @pytest.fixture(scope="module")
@@ -165,21 +140,5 @@ def test_models_layers_import_only_downwards(graph):
 
 def test_import_graph_has_no_cycle(graph):
     """Imports inside functions count too: a lazy import that dodges a cycle is still a cycle of the design."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
-                pytest.fail("import cycle: " + " → ".join(cycle))
-            if nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module)
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " → ".join(cycle)

@@ -3,7 +3,6 @@ HiFi-Codec style)."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import torch
@@ -13,7 +12,7 @@ from ..autograd import ResidualStraightThrough
 from ..errors import InvalidArgumentError, ShapeError
 from ..ops import codebook_state, distributed, levels, search, training
 from ..ops import validation as check
-from .quantizer import ResidualQuantizer
+from .quantizer import ResidualQuantizer, _autocast_off
 
 __all__ = ["GroupedResidualQuantizer"]
 
@@ -71,8 +70,7 @@ class GroupedResidualQuantizer(ResidualQuantizer):
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, n_quantizers: int | None = None,
                 return_stats: bool = False):
         """As :meth:`ResidualQuantizer.forward`, with codes ``[..., G, L]`` and statistics ``[G, L]``."""
-        autocast = torch.is_autocast_enabled(x.device.type) if isinstance(x, torch.Tensor) else False
-        with torch.autocast(device_type=x.device.type, enabled=False) if autocast else contextlib.nullcontext():
+        with _autocast_off(x):
             return self._grouped_forward(x, mask, n_quantizers, return_stats)
 
     def _grouped_forward(self, x, mask, n_quantizers, return_stats):

@@ -67,6 +67,13 @@ def _reject_unknown_arguments(cls_name: str, unknown: dict) -> None:
     raise TypeError(f"{cls_name}.__init__() got an unexpected keyword argument {name!r}")
 
 
+def _autocast_off(x):
+    """A context in which autocast is off for x's device when it is on (codebook math runs in float32), else a
+    no-op (entering an autocast context costs more than checking)."""
+    on = isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type)
+    return torch.autocast(device_type=x.device.type, enabled=False) if on else contextlib.nullcontext()
+
+
 class ResidualQuantizer(nn.Module):
     """Residual vector quantizer with EMA or gradient-learned codebooks.
 
@@ -361,8 +368,7 @@ class ResidualQuantizer(nn.Module):
         ``perplexity`` (of the level's code distribution in this batch), ``dead_codes`` (codes whose EMA cluster
         size is below the restart threshold, or below 1 when no threshold is set). No host sync for the statistics.
         """
-        autocast = torch.is_autocast_enabled(x.device.type) if isinstance(x, torch.Tensor) else False
-        with torch.autocast(device_type=x.device.type, enabled=False) if autocast else contextlib.nullcontext():
+        with _autocast_off(x):
             return self._forward(x, mask, n_quantizers, return_stats)
 
     def _forward(self, x: torch.Tensor, mask, n_quantizers, return_stats: bool):

@@ -341,7 +341,7 @@ def quantize_for_training(
     row_levels: torch.Tensor | None = None,
 ):
     """The quantizer's forward pass in one walk: greedy codes, quantized rows, per-level errors, the commitment
-    gradient direction and the EMA statistics (the contract of :func:`fastrq.ops.quantizer_step.quantize_for_training`).
+    gradient direction and the EMA statistics (the contract of :func:`fastrq.ops.training.quantize_for_training`).
 
     x ``[N, D]``; codebooks ``[L, K, D]``, level l using its first ``level_sizes[l]`` rows; levels ≥ ``num_active``
     skipped, and for row n also levels ≥ ``row_levels[n]`` (0: the row takes no part). Returns ``(quantized [N, D],

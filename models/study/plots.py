@@ -36,6 +36,23 @@ def _pyplot():
     return plt
 
 
+def _legend_or_empty(ax) -> None:
+    """The axes' legend, or "no records" across it when nothing was plotted."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no records", transform=ax.transAxes, ha="center")
+
+
+def _save(plt, fig, path: str | os.PathLike, **options) -> Path:
+    """Write ``fig`` to ``path`` (its folder created) at 110 dpi and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, **options)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(runs: Mapping[str, str | os.PathLike], path: str | os.PathLike, key: str = "loss",
                 title: str = "total loss") -> Path:
     """``runs``: label → run folder (holding metrics.jsonl). Left: train ``key`` per logged step; right: test
@@ -56,16 +73,9 @@ def plot_curves(runs: Mapping[str, str | os.PathLike], path: str | os.PathLike, 
         ax.set_yscale("log")
         ax.set_title(f"{title}: {split}")
         ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no records", transform=ax.transAxes, ha="center")
+        _legend_or_empty(ax)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_residual_norms(norms: Mapping[str, Sequence[float]], path: str | os.PathLike) -> Path:
@@ -80,11 +90,7 @@ def plot_residual_norms(norms: Mapping[str, Sequence[float]], path: str | os.Pat
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_reconstructions(rows: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
@@ -103,11 +109,7 @@ def plot_reconstructions(rows: Mapping[str, torch.Tensor], path: str | os.PathLi
             if j == 0:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.subplots_adjust(left=0.15, wspace=0.05, hspace=0.05)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, bbox_inches="tight")
 
 
 def plot_codebooks(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -130,16 +132,9 @@ def plot_codebooks(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
         ax.set_ylabel(key)
         ax.set_title(f"codebook {key} per level")
         ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no records", transform=ax.transAxes, ha="center")
+        _legend_or_empty(ax)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ from fastrq.errors import InvalidArgumentError
 
 from ..networks.autoencoders import Autoencoder, ModelConfig, build_model
 from .checkpoint import Checkpoint, atomic_write_text
-from .data import ImageSplit, batch_indices, epoch_order, load_dataset
+from .data import ImageSplit, batch_indices, epoch_order, load_splits
 from .distributed import Distributed, state_digest
 from .evaluation import evaluate
 from .loop import LoopState, TrainingLoop, TrainingTask
@@ -206,10 +206,7 @@ def train_autoencoder(config: AutoencoderTrainConfig) -> dict[str, Any]:
 def _train(config: AutoencoderTrainConfig, dist: Distributed) -> dict[str, Any]:
     if not dist.main:
         dist.barrier()  # rank 0 loads (and with download=True fetches) first
-    train_split, test_split = (
-        load_dataset(config.dataset, data_dir=config.data_dir, train=train, download=config.download and dist.main,
-                     subset=(config.train_subset if train else config.test_subset) or None)
-        for train in (True, False))
+    train_split, test_split = load_splits(config, download=config.download and dist.main)
     if dist.main:
         dist.barrier()
     out = config.run_dir

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..networks.classifier import MNISTClassifier, predict
 from .checkpoint import atomic_write_text
-from .data import ImageSplit, batch_indices, epoch_order, load_dataset
+from .data import ImageSplit, batch_indices, epoch_order, load_splits
 from .loop import LoopState, TrainingLoop, TrainingTask
 from .metrics_log import MetricsLog
 
@@ -114,10 +114,7 @@ def train_classifier(config: ClassifierTrainConfig) -> dict[str, Any]:
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
-    train_split, test_split = (
-        load_dataset(config.dataset, data_dir=config.data_dir, train=train,
-                     subset=(config.train_subset if train else config.test_subset) or None)
-        for train in (True, False))
+    train_split, test_split = load_splits(config)
     metrics = MetricsLog(out / "metrics.jsonl")
     task = _ClassifierTask(config, train_split, test_split, metrics)
     loop = TrainingLoop(task, out=out, run_config={"model": "classifier", "train_config": asdict(config)},

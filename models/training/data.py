@@ -24,7 +24,7 @@ import torch
 
 from fastrq.errors import FastRQError, InvalidArgumentError
 
-__all__ = ["MissingDataError", "ImageSplit", "DATASETS", "default_data_dir", "load_dataset", "epoch_order",
+__all__ = ["MissingDataError", "ImageSplit", "DATASETS", "default_data_dir", "load_dataset", "load_splits", "epoch_order",
            "batch_indices"]
 
 MNIST_FILES = (
@@ -150,6 +150,15 @@ def load_dataset(
     else:
         raise InvalidArgumentError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return _subset(split, subset)
+
+
+def load_splits(config, *, download: bool = False) -> tuple[ImageSplit, ImageSplit]:
+    """The (train, test) splits a training config names: ``config.dataset``, ``config.data_dir`` and its first
+    ``config.train_subset`` / ``config.test_subset`` images (0: all)."""
+    return tuple(
+        load_dataset(config.dataset, data_dir=config.data_dir, train=train, download=download,
+                     subset=(config.train_subset if train else config.test_subset) or None)
+        for train in (True, False))
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

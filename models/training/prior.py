@@ -32,7 +32,7 @@ from fastrq.errors import InvalidArgumentError
 from ..networks.autoencoders import encode_images
 from ..networks.rq_transformer import PriorConfig, RQTransformer, flatten_codes
 from .checkpoint import Checkpoint, atomic_write_text
-from .data import batch_indices, epoch_order, load_dataset
+from .data import batch_indices, epoch_order, load_splits
 from .loaders import load_rqvae
 from .loop import LoopState, TrainingLoop, TrainingTask
 from .metrics_log import MetricsLog
@@ -162,10 +162,7 @@ def train_prior(config: PriorTrainConfig) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     rqvae = load_rqvae(config.rqvae)
-    train_split, test_split = (
-        load_dataset(config.dataset, data_dir=config.data_dir, train=train,
-                     subset=(config.train_subset if train else config.test_subset) or None)
-        for train in (True, False))
+    train_split, test_split = load_splits(config)
     tick = time.perf_counter()
     train_image_codes = encode_images(rqvae, train_split.images)
     test_codes = flatten_codes(encode_images(rqvae, test_split.images))

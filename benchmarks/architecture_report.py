@@ -16,7 +16,6 @@ import argparse
 import ast
 import json
 import subprocess
-from pathlib import Path
 
 from . import harness
 from .import_graph import find_cycle, module_imports

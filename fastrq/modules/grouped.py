@@ -10,7 +10,7 @@ import torch
 from .. import library, ops
 from ..autograd import ResidualStraightThrough
 from ..errors import InvalidArgumentError, ShapeError
-from ..ops import codebook_state, distributed, levels, search, training
+from ..ops import codebook_state, levels, search, training
 from ..ops import validation as check
 from .quantizer import ResidualQuantizer, _autocast_off
 
@@ -75,12 +75,7 @@ class GroupedResidualQuantizer(ResidualQuantizer):
 
     def _grouped_forward(self, x, mask, n_quantizers, return_stats):
         in_dtype = x.dtype
-        rows, lead = self._to_rows(x)
-        valid = self._row_mask(mask, lead, rows.device)
-        training_step = self.training and torch.is_grad_enabled()
-        update = training_step and not self.freeze_codebook
-        compiling = torch.compiler.is_compiling()
-        sync = distributed.should_sync(self.sync_distributed) if update else False
+        rows, lead, valid, training_step, update, compiling, sync = self._step_setup(x, mask)
         if update and not self._initted_known:
             self._grouped_kmeans_init(rows, valid, sync)
         active, row_levels = levels.draw_levels(

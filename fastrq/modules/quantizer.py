@@ -371,14 +371,21 @@ class ResidualQuantizer(nn.Module):
         with _autocast_off(x):
             return self._forward(x, mask, n_quantizers, return_stats)
 
-    def _forward(self, x: torch.Tensor, mask, n_quantizers, return_stats: bool):
-        in_dtype = x.dtype
+    def _step_setup(self, x: torch.Tensor, mask):
+        """What a forward decides before quantizing: the rows ``[N, D]`` and leading shape of x, the row mask,
+        whether this is a training step, whether it updates the state (not frozen), whether it is being compiled,
+        and whether it syncs across ranks."""
         rows, lead = self._to_rows(x)
         valid = self._row_mask(mask, lead, rows.device)
         training_step = self.training and torch.is_grad_enabled()
         update = training_step and not self.freeze_codebook
         compiling = torch.compiler.is_compiling()
         sync = distributed.should_sync(self.sync_distributed) if update else False
+        return rows, lead, valid, training_step, update, compiling, sync
+
+    def _forward(self, x: torch.Tensor, mask, n_quantizers, return_stats: bool):
+        in_dtype = x.dtype
+        rows, lead, valid, training_step, update, compiling, sync = self._step_setup(x, mask)
         z = rows if self.project_in is None else self.project_in(rows)
         if update and not self._initted_known:
             self._kmeans_init(z, valid, sync)

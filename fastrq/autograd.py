@@ -75,15 +75,17 @@ class ResidualStraightThrough(torch.autograd.Function):
         )
         numel = num_valid * x.shape[1] if isinstance(num_valid, int) else num_valid.to(x.dtype) * x.shape[1]
         numel = max(numel, 1) if isinstance(numel, int) else numel.clamp_min(1)
-        level_mse = level_sqerr / numel
-        loss = level_mse * (commitment_weight + (1.0 if learn_codebook else 0.0))
-        if not per_level_grad:
-            loss = loss.sum()
+        weight = commitment_weight + (1.0 if learn_codebook else 0.0)
+        if per_level_grad:
+            loss = level_sqerr * (weight / numel)
+        else:  # Σ_l first, then one scale (two small ops, not three)
+            loss = level_sqerr.sum() * (weight / numel)
         grad_codebooks = grad_base * (2.0 / numel) if learn_codebook else None
         ctx.save_for_backward(None if per_level_grad else commit_dir, grad_codebooks, residuals if per_level_grad else None)
         ctx.scale = (2.0 * commitment_weight) / numel
         ctx.learn_codebook = learn_codebook
         ctx.mark_non_differentiable(codes, level_sqerr, counts, sums)
+        ctx.set_materialize_grads(False)  # no zero tensors for the outputs without a gradient (~25 µs a step at N = 1k)
         return quantized, loss, codes, level_sqerr, counts, sums
 
     @staticmethod
@@ -91,13 +93,19 @@ class ResidualStraightThrough(torch.autograd.Function):
         commit_dir, grad_codebooks, residuals = ctx.saved_tensors
         grad_x = grad_codebook = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_quantized
+            grad_x = grad_quantized  # None when quantized took no part in the loss
             if grad_loss is not None:
                 if commit_dir is not None:  # the summed loss: ∂/∂x = (2β / M) · grad · Σ_l r_{l+1}
-                    direction, weight = commit_dir, grad_loss * ctx.scale
+                    direction, weight = commit_dir, grad_loss
                 else:  # per-level losses weighted by their own gradients: Σ_l g_l · r_{l+1}
-                    direction, weight = torch.einsum("l,lnd->nd", grad_loss, residuals), ctx.scale
-                grad_x = direction * weight if grad_x is None else grad_x + direction * weight
+                    direction, weight = torch.einsum("l,lnd->nd", grad_loss, residuals), grad_loss.new_ones(())
+                scale = ctx.scale
+                if grad_x is None:
+                    grad_x = direction * (weight * scale)
+                elif isinstance(scale, float):  # one op: grad_q + scale · weight · direction
+                    grad_x = torch.addcmul(grad_x, direction, weight, value=scale)
+                else:
+                    grad_x = torch.addcmul(grad_x, direction, weight * scale)
         if ctx.learn_codebook and ctx.needs_input_grad[1] and grad_loss is not None:
             grad_codebook = grad_codebooks * (grad_loss[:, None, None] if grad_loss.dim() else grad_loss)
         return grad_x, grad_codebook, None, None, None, None, None, None, None, None, None

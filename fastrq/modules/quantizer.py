@@ -11,6 +11,7 @@ know before changing state); ``"skip"`` decides on the device.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from typing import Sequence
 
@@ -309,10 +310,15 @@ class ResidualQuantizer(nn.Module):
                 stacklevel=4,
             )
         lead = tuple(x.shape[:-1])
-        return x.reshape(-1, self.dim).to(self.codebook.dtype).contiguous(), lead
+        rows = x if x.dim() == 2 else x.reshape(-1, self.dim)  # each no-op tensor call still costs ~1 µs
+        if rows.dtype != self.codebook.dtype:
+            rows = rows.to(self.codebook.dtype)
+        return (rows if rows.is_contiguous() else rows.contiguous()), lead
 
     def _from_rows(self, rows: torch.Tensor, lead: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        out = rows.reshape(*lead, self.dim).to(dtype)
+        out = rows if len(lead) == 1 else rows.reshape(*lead, self.dim)
+        if out.dtype != dtype:
+            out = out.to(dtype)
         return out.movedim(-1, 1) if self.channel_first else out
 
     def _row_mask(self, mask, lead: tuple[int, ...], device: torch.device) -> torch.Tensor | None:
@@ -421,7 +427,8 @@ class ResidualQuantizer(nn.Module):
         if valid is not None:
             out = torch.where(valid[:, None], out, rows)
         out = self._from_rows(out, lead, in_dtype)
-        codes = codes.reshape(*lead, self.num_quantizers)
+        if len(lead) != 1:
+            codes = codes.reshape(*lead, self.num_quantizers)
         if not return_stats:
             return out, codes, loss
         return out, codes, loss, self._stats(num_valid, level_sqerr, counts)
@@ -439,7 +446,8 @@ class ResidualQuantizer(nn.Module):
         active_arg = active if compiling else library.num_active(active, self.num_quantizers)
         update_(
             self._updated_codebook(),
-            self.cluster_size, self.embed_sum, self.rng_state, z.detach(), codes.reshape(-1, self.num_quantizers),
+            self.cluster_size, self.embed_sum, self.rng_state, z.detach(),
+            codes if codes.dim() == 2 else codes.reshape(-1, self.num_quantizers),
             counts, sums, finite, active_arg, self.level_sizes, self.decay, self.eps, self.dead_code_threshold,
             self.ema, sync,
         )
@@ -469,11 +477,15 @@ class ResidualQuantizer(nn.Module):
         non-finite level error (NaN and inf propagate through every residual)."""
         if compiling:
             return torch.ops.fastrq.check_finite(rows.detach(), self.on_nonfinite)
-        finite = torch.isfinite(level_sqerr).all()
-        if rows.device.type != "cpu" and self.on_nonfinite != "raise":
-            return finite
-        if bool(finite):
-            return True
+        if rows.device.type == "cpu":  # [L] values read on the host: cheaper than a tensor reduction and a read
+            if all(map(math.isfinite, level_sqerr.tolist())):
+                return True
+        else:
+            finite = torch.isfinite(level_sqerr).all()
+            if self.on_nonfinite != "raise":
+                return finite
+            if bool(finite):
+                return True
         if bool(torch.isfinite(rows).all()):
             library.raise_or_warn_nonfinite(
                 self.on_nonfinite, "the squared residuals of the quantizer input overflowed to infinity"

@@ -18,6 +18,8 @@ Two transitions, each all-or-nothing (the forward pass that produces their stati
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..kernels.cpu import launch as cpu_kernels
@@ -207,6 +209,20 @@ def _dead_code_candidates(
     return torch.stack(cands), num_valid > 0
 
 
+@functools.lru_cache(maxsize=16)
+def _step_increment(device: torch.device) -> torch.Tensor:
+    return torch.tensor([0, 1], dtype=torch.int64, device=device)
+
+
+def _advance_step_(rng_state: torch.Tensor) -> None:
+    """``rng_state[1] += 1`` in one op (an indexed ``+=`` is three: a view, the add and a copy back)."""
+    rng_state.add_(_step_increment(rng_state.device))
+
+
+def _as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _host_reads_are_free(t: torch.Tensor) -> bool:
     """Whether reading a value of ``t`` on the host costs no device sync and no graph break (CPU, eager)."""
     return t.device.type == "cpu" and not torch.compiler.is_compiling()
@@ -320,7 +336,7 @@ def codebook_update_(
             counts, sums, cands, finite, level_active, has_rows if restart else None, ema, dtype
         )
     else:
-        g_counts, g_sums, ok = counts.to(dtype), sums.to(dtype) if ema else None, finite
+        g_counts, g_sums, ok = _as_dtype(counts, dtype), _as_dtype(sums, dtype) if ema else None, finite
         cand_exists = has_rows if restart else True
     if shared:
         g_counts = g_counts.sum(dim=0, keepdim=True)
@@ -330,7 +346,7 @@ def codebook_update_(
     else:
         stored_active = _levels_kept(ok, level_active, cluster_size.device)
     if stored_active is False:  # nothing to learn from this batch (non-finite input)
-        rng_state[1] += 1
+        _advance_step_(rng_state)
         return
 
     sizes = level_sizes[:num_stored]
@@ -364,6 +380,9 @@ def codebook_update_(
         new_cs = torch.where(dead, torch.full_like(new_cs, dead_code_threshold), new_cs)
         if ema:
             new_es = torch.where(dead[..., None], cands * dead_code_threshold, new_es)
+    if in_place and not restart:  # the native step wrote everything already
+        _advance_step_(rng_state)
+        return
     with torch.no_grad():
         if (ema or restart) and new_cb is not codebooks.detach() and new_cb.data_ptr() != codebooks.data_ptr():
             codebooks.copy_(new_cb)
@@ -371,7 +390,7 @@ def codebook_update_(
             cluster_size.copy_(new_cs)
         if ema and new_es is not embed_sum:
             embed_sum.copy_(new_es)
-        rng_state[1] += 1
+        _advance_step_(rng_state)
 
 
 def _all_reduce_statistics(counts, sums, cands, finite, level_active, has_rows, ema, dtype):

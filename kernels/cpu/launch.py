@@ -44,6 +44,11 @@ def _int_tensor(values: tuple[int, ...], dtype: torch.dtype = torch.int64) -> to
     return torch.tensor(values, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=4)
+def _openmp(lib) -> bool:
+    return bool(lib.fastrq_openmp())
+
+
 def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
@@ -92,7 +97,7 @@ def residual_pass(
         None if commit is None else commit.data_ptr(), None if sqdist is None else sqdist.data_ptr(),
     )
     pairs = n * num_codes * num_active
-    if lib.fastrq_openmp():
+    if _openmp(lib):
         threads = max(1, min(torch.get_num_threads(), pairs // PAIRS_PER_THREAD))
         lib.fastrq_search_walk_parallel(args[0], n, threads, *args[1:])
         return _finish(lib, x, books, codes, quantized, commit, sqdist, num_levels, num_codes, num_active, training)
@@ -113,13 +118,19 @@ def _finish(lib, x, books, codes, quantized, commit, sqdist, num_levels, num_cod
     if not training:
         return (quantized, codes) if sqdist is None else (quantized, codes, sqdist)
     sqerr = torch.empty(num_levels)
-    counts = torch.zeros(num_levels, num_codes)
-    sums = torch.zeros(num_levels, num_codes, dim)
+    counts = torch.empty(num_levels, num_codes)  # zeroed by the kernel
+    sums = torch.empty(num_levels, num_codes, dim)
     lib.fastrq_statistics(
         x.data_ptr(), n, dim, books.data_ptr(), num_levels, num_codes, num_active, codes.data_ptr(),
         sqerr.data_ptr(), counts.data_ptr(), sums.data_ptr(),
     )
     return quantized, codes, sqerr, commit, counts, sums
+
+
+def _float32_contiguous(t: torch.Tensor) -> torch.Tensor:
+    if t.dtype != torch.float32:
+        t = t.to(torch.float32)
+    return t if t.is_contiguous() else t.contiguous()
 
 
 def can_update(codebooks: torch.Tensor, cluster_size: torch.Tensor, embed_sum: torch.Tensor) -> bool:
@@ -135,10 +146,9 @@ def ema_update_(codebooks, cluster_size, embed_sum, counts, sums, level_sizes: l
     """The EMA step (:func:`fastrq.ops.ema_step`) of every stored codebook s with ``active[s]``, in place:
     codebooks / embed_sum ``[S, K, D]``, cluster_size ``[S, K]``, counts ``[S, K]``, sums ``[S, K, D]``."""
     num_stored, num_codes, dim = codebooks.shape
-    counts = counts.to(torch.float32).contiguous()
-    sums = sums.to(torch.float32).contiguous()
+    counts, sums = _float32_contiguous(counts), _float32_contiguous(sums)
     sizes = _int_tensor(tuple(level_sizes))
-    mask = _int_tensor(tuple(bool(a) for a in active), torch.uint8)
+    mask = _int_tensor(tuple(map(bool, active)), torch.uint8)
     library().fastrq_ema_update(
         codebooks.data_ptr(), cluster_size.data_ptr(), embed_sum.data_ptr(), counts.data_ptr(), sums.data_ptr(),
         num_stored, num_codes, dim, sizes.data_ptr(), mask.data_ptr(), float(decay), float(eps),

@@ -6,6 +6,7 @@ provably picks wrong codes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from unittest import mock
@@ -24,11 +25,35 @@ F32_TOL = 2e-6  # as tests/test_ops.py
 # the GEMM path at every D (not faiss, not the native small-D kernel), with and without the certified search
 ALWAYS = {"FASTRQ_BF16_SEARCH": "1", "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}
 NEVER = {"FASTRQ_BF16_SEARCH": "0", "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}
+NATIVE_AVAILABLE = certified.cpu_kernels.certified_available()
+
+
+@contextlib.contextmanager
+def _environment(env, native: bool):
+    """``env``; with ``native`` the certified search's native row passes (rq_cpu.c) instead of its tensor ops: the
+    native library stays loaded, but the small-D native search is kept out so that the GEMM path runs at every D."""
+    if not native:
+        with mock.patch.dict(os.environ, env):
+            yield
+        return
+    native_env = {key: value for key, value in env.items() if key != "FASTRQ_CPU_KERNEL"}
+    with mock.patch.dict(os.environ, native_env):
+        os.environ.pop("FASTRQ_CPU_KERNEL", None)
+        with mock.patch.object(torch_backend.cpu_kernels, "available", lambda *args: False):
+            yield
 
 
 def _codes(x, codebook, env):
-    with mock.patch.dict(os.environ, env):
-        return fastrq.nearest_code(x, codebook, backend="torch")[0]
+    """Codes of the torch backend under ``env``; for the certified search (ALWAYS) by both row passes, which must
+    agree index for index (the search statistics are those of the native run, the one that runs by default)."""
+    with _environment(env, native=False):
+        codes = fastrq.nearest_code(x, codebook, backend="torch")[0]
+    if env is ALWAYS and NATIVE_AVAILABLE:
+        certified.reset_search_stats()
+        with _environment(env, native=True):
+            native = fastrq.nearest_code(x, codebook, backend="torch")[0]
+        assert torch.equal(native, codes), "the native and the tensor row passes disagree"
+    return codes
 
 
 def _level(codebook: torch.Tensor) -> tuple[certified.CertifiedLevel, torch.Tensor]:
@@ -155,10 +180,11 @@ def test_exact_data_matches_the_float32_path_index_for_index(n, d, k, seed, dupl
     assert torch.equal(_codes(x, codebook, NEVER), expected)
     assert torch.equal(_codes(x, codebook, ALWAYS), expected)
     levels = torch.randint(-2, 3, (3, k, d), generator=gen).float()
-    with mock.patch.dict(os.environ, ALWAYS):
-        quantized, codes = fastrq.residual_quantize(x, levels, backend="torch")
     want_quantized, want_codes = reference.residual_quantize(x.double(), levels.double())
-    assert torch.equal(codes, want_codes) and torch.equal(quantized.double(), want_quantized)
+    for native in (False, True) if NATIVE_AVAILABLE else (False,):
+        with _environment(ALWAYS, native):
+            quantized, codes = fastrq.residual_quantize(x, levels, backend="torch")
+        assert torch.equal(codes, want_codes) and torch.equal(quantized.double(), want_quantized)
 
 
 def _first_argmin(rows: torch.Tensor, level: certified.CertifiedLevel) -> torch.Tensor:
@@ -167,15 +193,18 @@ def _first_argmin(rows: torch.Tensor, level: certified.CertifiedLevel) -> torch.
     return scores.argmin(dim=1)
 
 
-@given(n=st.integers(1, 150), d=st.sampled_from([1, 3, 8]), k=st.integers(1, 300), seed=seeds)
-def test_tiles_and_sub_blocks_match_the_reference(n, d, k, seed):
+@pytest.mark.parametrize("native", [False, True] if NATIVE_AVAILABLE else [False])
+@given(n=st.integers(1, 150), d=st.sampled_from([1, 3, 8, 40]), k=st.integers(1, 300), seed=seeds)
+def test_tiles_and_sub_blocks_match_the_reference(native, n, d, k, seed):
     """Tiles shrunk so that one call crosses several code tiles (group minima merged over tiles, codes offset by
-    the tile) and row sub-blocks (the stored outputs reused): exact data, codes index for index."""
+    the tile; in the native pass also tiles whose width is not a multiple of its 32-output vectors) and row
+    sub-blocks (the stored outputs reused): exact data, codes index for index, by both row passes."""
     gen = torch.Generator().manual_seed(seed)
     codebook = torch.randint(-2, 3, (k, d), generator=gen).float()
     codebook[3::4] = codebook[:1]
     x = torch.randint(-3, 4, (n, d), generator=gen).float()
-    with mock.patch.multiple(certified, CODE_TILE=128, STORE_ELEMENTS=64 * 128):
+    with mock.patch.multiple(certified, CODE_TILE=128, STORE_ELEMENTS=64 * 128), \
+            mock.patch.object(certified.cpu_kernels, "certified_available", lambda: native):
         level, shift = _level(codebook)
         assert level.tiles == -(-k // 128)
         first = torch_backend.first_equal_rows(codebook[None])[0]
@@ -282,10 +311,10 @@ def test_level_sizes_exclude_padding_rows():
     codebooks = torch.randint(-2, 3, (2, 300, 64), generator=gen).float()
     codebooks[:, 40:] = 0.0  # rows past level_sizes: nearer than any real code for x ≈ 0, and must not be chosen
     outs = []
-    for env in (ALWAYS, NEVER):
-        with mock.patch.dict(os.environ, env):
+    for env, native in [(NEVER, False), (ALWAYS, False)] + ([(ALWAYS, True)] if NATIVE_AVAILABLE else []):
+        with _environment(env, native):
             outs.append(torch_backend.quantize_for_training(x, codebooks, [40, 17], 2)[1])
-    assert torch.equal(outs[0], outs[1])
+    assert all(torch.equal(out, outs[0]) for out in outs)
     assert int(outs[0][:, 0].max()) < 40 and int(outs[0][:, 1].max()) < 17
 
 
@@ -317,3 +346,36 @@ def test_search_stats_report_rates():
     assert stats["rows"] == 500 and stats["candidates"] >= 500
     assert stats["mean_candidates"] == stats["candidates"] / 500
     assert 0 <= stats["exact_rate"] <= stats["rescore_rate"] + stats["exact_rate"] <= 1
+
+
+@pytest.mark.skipif(not NATIVE_AVAILABLE, reason="the native library does not build here (covered by the tensor path)")
+@pytest.mark.parametrize("kind", ["gaussian", "integers", "wide-range", "nan", "huge"])
+@given(k=st.sampled_from([1, 3, 100, 1025]), d=st.sampled_from([1, 33, 64, 128]), seed=seeds)
+@settings(max_examples=10)
+def test_native_code_operands_match_the_tensor_ones(kind, k, d, seed):
+    """CertifiedLevel's bf16 code operands bitwise, and the bound's maxima to float64 rounding (the slack covers
+    either summation order), from the native pass and from tensor ops; non-finite or huge codebooks: invalid in
+    both."""
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "integers":
+        codebook = torch.randint(-3, 4, (k, d), generator=gen).float()
+    else:
+        codebook = torch.randn(k, d, generator=gen)
+    if kind == "wide-range":
+        codebook = codebook * torch.exp2(torch.randint(-60, 40, (1, d), generator=gen).float())
+    if kind == "nan":
+        codebook[k // 2, 0] = float("nan")
+    if kind == "huge":
+        codebook = codebook * 2.0**70
+    half_norms = 0.5 * codebook.square().sum(1)
+    native = certified.CertifiedLevel(codebook, half_norms)
+    with mock.patch.object(certified.cpu_kernels, "certified_available", lambda: False):
+        tensor = certified.CertifiedLevel(codebook, half_norms)
+    assert native.valid == tensor.valid
+    if not tensor.valid:
+        assert kind in ("nan", "huge", "wide-range")
+        return
+    assert torch.equal(native.codes_aug.view(torch.int16), tensor.codes_aug.view(torch.int16))
+    for name in ("beta", "bhat", "bnorm", "hmax", "hsplit"):
+        a, b = getattr(native, name), getattr(tensor, name)
+        assert a == pytest.approx(b, rel=1e-12, abs=0.0), name

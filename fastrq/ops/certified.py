@@ -82,6 +82,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import InvalidArgumentError
+from ..kernels.cpu import launch as cpu_kernels
 
 __all__ = [
     "ENV_VAR",
@@ -114,10 +115,14 @@ CODE_TILE = 1024  # codes per bf16 GEMM
 STORE_ELEMENTS = 1 << 22  # bf16 outputs kept per row sub-block (8 MiB)
 MAX_CANDIDATES = 64  # rows with more candidates are searched again by the exact float32 path
 BUFFER_SHAPES = 2  # per-thread buffer sets kept between calls
-# auto mode: where the bf16 pass pays off (measured on AVX-512-BF16, benchmarks/certified_search.py)
+THRESHOLD_SCALE = (1.0 + 2.0**-22) / (1.0 - U_OUT)  # W⁺ → T: the inverse of d ↦ d − u_o·|d|, with a margin
+# auto mode: where the bf16 pass pays off (measured on AVX-512-BF16, benchmarks/certified_search.py): with the
+# tensor-op row passes from D = 64, K = 512; with the native ones (2026-12-01, N = 512 and 4,096, D = 33 … 256:
+# certified / float32 0.28–0.99 from K = 128, 0.56–1.23 at K = 64) from K = 128 at any D the GEMM path serves
 AUTO_MIN_DIM = 64
 AUTO_MIN_CODES = 512
 AUTO_MIN_ROWS = 512
+AUTO_MIN_CODES_NATIVE = 128
 
 
 def gamma(n: int) -> float:
@@ -187,8 +192,13 @@ def float32_accumulation_verified(width: int) -> bool:
 
 
 def pays_off(num_rows: int, dim: int, num_codes: int) -> bool:
-    """auto mode: the problem sizes where the bf16 pass beats the float32 GEMM (measured crossover)."""
-    return dim >= AUTO_MIN_DIM and num_codes >= AUTO_MIN_CODES and num_rows >= AUTO_MIN_ROWS
+    """auto mode: the problem sizes where the bf16 pass beats the float32 GEMM (measured crossover, for the row
+    passes that will run: native where the library builds, else tensor ops)."""
+    if num_rows < AUTO_MIN_ROWS:
+        return False
+    if cpu_kernels.certified_available():
+        return num_codes >= AUTO_MIN_CODES_NATIVE
+    return dim >= AUTO_MIN_DIM and num_codes >= AUTO_MIN_CODES
 
 
 # ------------------------------------------------------------------------------------------------ operands
@@ -212,22 +222,14 @@ class CertifiedLevel:
         self.tile = -(-num_codes // (tiles * GROUPS)) * GROUPS
         self.tiles = tiles
         self.padded = self.tile * tiles
-        rounded = centred.bfloat16()
-        c64, r64 = centred.double(), rounded.double()
+        self.centred_rows = centred.contiguous()  # [K, D] row-major (a view of the caller's centred codes)
+        if cpu_kernels.certified_available() and num_codes > 0:
+            aug, maxima = self._operands_native()
+        else:
+            aug, maxima = self._operands_torch()
         slack = 1.0 + 2.0**-40  # float64 evaluation of these maxima
-        self.beta = float((r64 - c64).norm(dim=1).max()) * slack
-        self.bhat = float(r64.norm(dim=1).max()) * slack
-        self.bnorm = float(c64.norm(dim=1).max()) * slack
-        h_hi = half_norms.bfloat16()
-        h_lo = (half_norms - h_hi.float()).bfloat16()
-        self.hmax = float(half_norms.double().max())
-        self.hsplit = float((half_norms.double() - h_hi.double() - h_lo.double()).abs().max()) * slack
-        aug = torch.zeros(self.padded, dim + EXTRA_COLUMNS, dtype=torch.bfloat16)
-        aug[:num_codes, :dim] = -rounded
-        aug[:num_codes, dim] = h_hi
-        aug[:num_codes, dim + 1] = h_lo
-        aug[:num_codes, dim + 2] = 1.0
-        aug[num_codes:, dim] = float("inf")  # padding codes: output +inf, never a candidate
+        beta, bhat, bnorm, self.hmax, hsplit = maxima
+        self.beta, self.bhat, self.bnorm, self.hsplit = beta * slack, bhat * slack, bnorm * slack, hsplit * slack
         self.codes_aug = aug
         self.coefficients = slack_coefficients(self)
         k_row, k_rounding, k_constant, k_zero = self.coefficients
@@ -235,6 +237,32 @@ class CertifiedLevel:
         self.offset = 2 * k_zero
         self.member_offsets = torch.arange(0, self.tile, GROUPS)
         self.tile_offsets = torch.arange(self.tiles)
+
+    def _operands_torch(self) -> tuple[torch.Tensor, list[float]]:
+        """codes_aug and (β*, b̂*, b*, H, λ) before the slack, in tensor ops."""
+        centred, half_norms, num_codes, dim = self.centred, self.half_norms, self.num_codes, self.dim
+        rounded = centred.bfloat16()
+        c64, r64 = centred.double(), rounded.double()
+        h_hi = half_norms.bfloat16()
+        h_lo = (half_norms - h_hi.float()).bfloat16()
+        maxima = [
+            float((r64 - c64).norm(dim=1).max()), float(r64.norm(dim=1).max()), float(c64.norm(dim=1).max()),
+            float(half_norms.double().max()), float((half_norms.double() - h_hi.double() - h_lo.double()).abs().max()),
+        ]
+        aug = torch.zeros(self.padded, dim + EXTRA_COLUMNS, dtype=torch.bfloat16)
+        aug[:num_codes, :dim] = -rounded
+        aug[:num_codes, dim] = h_hi
+        aug[:num_codes, dim + 1] = h_lo
+        aug[:num_codes, dim + 2] = 1.0
+        aug[num_codes:, dim] = float("inf")  # padding codes: output +inf, never a candidate
+        return aug, maxima
+
+    def _operands_native(self) -> tuple[torch.Tensor, list[float]]:
+        """The same in one native pass over the codes (``rq_cpu.c``; the maxima summed in its order)."""
+        aug = torch.empty(self.padded, self.dim + EXTRA_COLUMNS, dtype=torch.bfloat16)
+        maxima = torch.empty(5, dtype=torch.float64)
+        cpu_kernels.certified_codes(self.centred_rows, self.half_norms.contiguous(), self.padded, aug, maxima)
+        return aug, maxima.tolist()
 
     @property
     def valid(self) -> bool:
@@ -433,7 +461,7 @@ def _threshold_keys(terms: torch.Tensor, weights: torch.Tensor, offset: float) -
     subnormals), then to bf16 (a carry into the upper half of the float32 pattern whenever its lower half is not
     zero). NaN or inf come out ≥ 0x7F80."""
     w = torch.mv(terms, weights).add_(offset).clamp_(min=0.0)
-    t32 = w.mul_((1.0 + 2.0**-22) / (1.0 - U_OUT)).add_(2.0**-140).float()
+    t32 = w.mul_(THRESHOLD_SCALE).add_(2.0**-140).float()
     return t32.view(torch.int32).add_(0xFFFF).bitwise_right_shift_(16).to(torch.int16)
 
 
@@ -446,10 +474,46 @@ def certified_codes(
     num_rows = rows.shape[0]
     block = max(64, STORE_ELEMENTS // level.padded)
     buffers = _buffers(min(block, num_rows), level.dim, level.tile, level.tiles)
+    run = _native_block if cpu_kernels.certified_available() else _certified_block
+    rows = rows.contiguous()
     if num_rows <= block:
-        return _certified_block(rows, level, exact, buffers)
-    parts = [_certified_block(rows[r0 : r0 + block], level, exact, buffers) for r0 in range(0, num_rows, block)]
+        return run(rows, level, exact, buffers)
+    parts = [run(rows[r0 : r0 + block], level, exact, buffers) for r0 in range(0, num_rows, block)]
     return torch.cat(parts)
+
+
+def _native_block(rows: torch.Tensor, level: CertifiedLevel, exact, buffers) -> torch.Tensor:
+    """:func:`_certified_block` with its row work native (``rq_cpu.c``): the augmented rows and their terms in one
+    pass, the GEMM(s) here, then one pass per row over its outputs for v, T, the candidates and their exact
+    re-score (the same bound and the same rules; the re-score sums in the kernel's order, which the bound allows)."""
+    num_rows = rows.shape[0]
+    tile, tiles = level.tile, level.tiles
+    aug_buf, _, _, store, _ = buffers
+    aug = aug_buf[:num_rows]
+    terms = torch.empty(num_rows, 3, dtype=torch.float64)
+    cpu_kernels.certified_rows(rows, aug, terms)
+    tile_size = num_rows * tile
+    for t in range(tiles):
+        scores = store[t * tile_size : (t + 1) * tile_size].view(num_rows, tile)
+        torch.mm(aug, level.codes_aug[t * tile : (t + 1) * tile].t(), out=scores)
+    codes = torch.empty(num_rows, dtype=torch.long)
+    status = torch.empty(num_rows, dtype=torch.uint8)
+    counters = torch.zeros(3, dtype=torch.int64)
+    cpu_kernels.certified_select(
+        store, num_rows, tile, tiles, level.num_codes, terms, level.weights, level.offset, THRESHOLD_SCALE,
+        MAGNITUDE_LIMIT, rows, level.centred_rows, level.half_norms, MAX_CANDIDATES, codes, status, counters,
+    )
+    rescored, exact_rows, candidates = counters.tolist()
+    if exact_rows:
+        exact_index = (status == 2).nonzero().view(-1)
+        codes[exact_index] = exact(rows.index_select(0, exact_index))
+    with _STATS.lock:
+        _STATS.calls += 1
+        _STATS.rows += num_rows
+        _STATS.rescored_rows += rescored
+        _STATS.exact_rows += exact_rows
+        _STATS.candidates += candidates
+    return codes
 
 
 def _certified_block(rows: torch.Tensor, level: CertifiedLevel, exact, buffers) -> torch.Tensor:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels.cpu import launch as cpu_kernels
+
 __all__ = [
     "centring_shift",
     "centring_shifts",
@@ -39,8 +41,11 @@ def _hash_weights(dim: int, device: torch.device) -> torch.Tensor:
 def row_hashes(codebooks: torch.Tensor) -> torch.Tensor:
     """int64 ``[..., K]``: a random-weighted sum of each row's bit patterns (int64 arithmetic wraps, exactly).
     Equal rows hash equal; distinct rows collide with probability about 2⁻⁶⁴."""
+    weights = _hash_weights(codebooks.shape[-1], codebooks.device)
+    if cpu_kernels.hashes_available(codebooks):  # one native pass (no [..., K, D] int64 temporary)
+        return cpu_kernels.row_hashes(codebooks, weights)
     bits = codebooks.view(torch.int64 if codebooks.element_size() == 8 else torch.int32)
-    return (bits.to(torch.int64) * _hash_weights(codebooks.shape[-1], codebooks.device)).sum(dim=-1)
+    return (bits.to(torch.int64) * weights).sum(dim=-1)
 
 
 def centring_shifts(codebooks: torch.Tensor) -> torch.Tensor:
@@ -81,8 +86,11 @@ def first_equal_rows(codebooks: torch.Tensor, hashes: torch.Tensor | None = None
     and one host sync). ``hashes``: :func:`row_hashes` of the codebooks if already computed."""
     if hashes is None:
         hashes = row_hashes(codebooks)
-    ordered = hashes.sort(dim=-1).values
-    repeated = (ordered[:, 1:] == ordered[:, :-1]).any(dim=-1).tolist()
+    if cpu_kernels.hashes_available(codebooks) and hashes.is_contiguous():  # a hash table per level, no sort
+        repeated = cpu_kernels.repeated_hashes(hashes, [codebooks.shape[-2]] * codebooks.shape[0])
+    else:
+        ordered = hashes.sort(dim=-1).values
+        repeated = (ordered[:, 1:] == ordered[:, :-1]).any(dim=-1).tolist()
     return [_exact_first_equal_row(codebooks[level]) if dup else None for level, dup in enumerate(repeated)]
 
 

@@ -33,6 +33,7 @@ OPENMP_FLAGS = ("-fopenmp",)
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
+_D = ctypes.c_double
 _SIGNATURES = {
     "fastrq_lanes": ([], ctypes.c_int),
     "fastrq_max_dim": ([], ctypes.c_int),
@@ -42,6 +43,13 @@ _SIGNATURES = {
     "fastrq_search_walk_parallel": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, _P], None),
     "fastrq_statistics": ([_P, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P], None),
     "fastrq_ema_update": ([_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, ctypes.c_double, ctypes.c_double], None),
+    "fastrq_certified_rows": ([_P, _I, _I, _P, _P, _I], None),
+    "fastrq_certified_codes": ([_P, _P, _I, _I, _I, _P, _P], None),
+    "fastrq_row_hashes": ([_P, _I, _I, _P, _P], None),
+    "fastrq_repeated_hashes": ([_P, _I, _I, _P, _P, _I, _P], None),
+    "fastrq_certified_select": (
+        [_P, _I, _I, _I, _I, _P, _P, _D, _D, _D, _P, _I, _P, _P, _I, _P, _P, _P, _I], None
+    ),
 }
 
 

@@ -21,7 +21,10 @@ import torch
 
 from .build import library
 
-__all__ = ["available", "residual_pass", "can_update", "ema_update_", "MAX_DIM", "PAIRS_PER_THREAD"]
+__all__ = [
+    "available", "residual_pass", "can_update", "ema_update_", "certified_available", "certified_codes", "certified_rows",
+    "certified_select", "row_hashes", "repeated_hashes", "MAX_DIM", "PAIRS_PER_THREAD",
+]
 
 MAX_DIM = 32
 LANES = 16
@@ -153,3 +156,79 @@ def ema_update_(codebooks, cluster_size, embed_sum, counts, sums, level_sizes: l
         codebooks.data_ptr(), cluster_size.data_ptr(), embed_sum.data_ptr(), counts.data_ptr(), sums.data_ptr(),
         num_stored, num_codes, dim, sizes.data_ptr(), mask.data_ptr(), float(decay), float(eps),
     )
+
+
+# ---------------------------------------------------------------------------------------------- certified search
+CERTIFIED_ROWS_PER_THREAD = 256  # rows of the selection pass per OpenMP thread (each scans its K outputs)
+
+
+def certified_available() -> bool:
+    """Whether the certified search's native row passes can run (the library builds here)."""
+    return library() is not None
+
+
+def _row_threads(num_rows: int) -> int:
+    lib = library()
+    if not _openmp(lib):
+        return 1
+    return max(1, min(torch.get_num_threads(), num_rows // CERTIFIED_ROWS_PER_THREAD))
+
+
+def certified_codes(codes: torch.Tensor, half_norms: torch.Tensor, padded: int, aug: torch.Tensor, maxima: torch.Tensor) -> None:
+    """Centred float32 codes ``[K, D]`` and half norms ``[K]`` (contiguous) → the certified search's bf16 code
+    operands ``aug`` ``[padded, D + 4]`` and ``maxima`` float64 ``[5]`` (β*, b̂*, b*, H, λ before the slack) of
+    :class:`fastrq.ops.certified.CertifiedLevel`."""
+    num_codes, dim = codes.shape
+    library().fastrq_certified_codes(codes.data_ptr(), half_norms.data_ptr(), num_codes, dim, padded, aug.data_ptr(), maxima.data_ptr())
+
+
+def certified_rows(rows: torch.Tensor, aug: torch.Tensor, terms: torch.Tensor) -> None:
+    """Centred float32 rows ``[R, D]`` (contiguous) → the augmented bf16 rows ``aug`` ``[R, D + 4]`` (contiguous)
+    and ``terms`` float64 ``[R, 3]`` = (‖a‖, ‖α‖, ĉ) (:func:`fastrq.ops.certified._row_terms`' contract)."""
+    num_rows, dim = rows.shape
+    library().fastrq_certified_rows(rows.data_ptr(), num_rows, dim, aug.data_ptr(), terms.data_ptr(), _row_threads(num_rows))
+
+
+def certified_select(store, num_rows, tile, tiles, num_codes, terms, weights, offset, scale, magnitude_limit, rows,
+                     centred, half_norms, max_candidates, codes, status, counters) -> None:
+    """The candidate selection and exact re-score of :mod:`fastrq.ops.certified` for ``num_rows`` rows whose bf16
+    outputs are in ``store`` (tile after tile, ``[tiles, R, tile]``): writes codes int64 ``[R]`` and status uint8
+    ``[R]`` (0 decided by the bf16 pass, 1 re-scored, 2 left to the exact path) and adds (re-scored rows, exact
+    rows, candidates) to ``counters`` int64 ``[3]``. ``centred`` ``[K, D]`` and ``half_norms`` ``[K]`` float32,
+    contiguous; ``terms`` float64 ``[R, 3]``, ``weights`` float64 ``[5]``."""
+    library().fastrq_certified_select(
+        store.data_ptr(), num_rows, tile, tiles, num_codes, terms.data_ptr(), weights.data_ptr(), offset, scale,
+        magnitude_limit, rows.data_ptr(), rows.shape[1], centred.data_ptr(), half_norms.data_ptr(), max_candidates,
+        codes.data_ptr(), status.data_ptr(), counters.data_ptr(), _row_threads(num_rows),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- codebook preparation
+def hashes_available(codebooks: torch.Tensor) -> bool:
+    """Whether :func:`row_hashes` / :func:`repeated_hashes` can run on these codebooks (contiguous float32 CPU)."""
+    return (
+        codebooks.device.type == "cpu" and codebooks.dtype == torch.float32 and codebooks.is_contiguous()
+        and library() is not None
+    )
+
+
+def row_hashes(codebooks: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """int64 ``[..., K]``: Σ_d bits(C[..., k, d]) · weights[d] in wrapping int64 arithmetic (exactly
+    :func:`fastrq.ops.codebook_prep.row_hashes`) of contiguous float32 codebooks ``[..., K, D]``."""
+    dim = codebooks.shape[-1]
+    hashes = torch.empty(codebooks.shape[:-1], dtype=torch.int64)
+    library().fastrq_row_hashes(codebooks.data_ptr(), hashes.numel(), dim, weights.data_ptr(), hashes.data_ptr())
+    return hashes
+
+
+def repeated_hashes(hashes: torch.Tensor, level_sizes: list[int]) -> list[bool]:
+    """For hashes int64 ``[L, K]`` (contiguous): whether two of level l's first ``level_sizes[l]`` are equal."""
+    num_levels, num_codes = hashes.shape
+    slots = 1 << max(4, (2 * num_codes - 1).bit_length())
+    scratch = torch.empty(slots + slots // 8 + 1, dtype=torch.int64)  # slots int64 + slots bytes of flags
+    flags = torch.empty(num_levels, dtype=torch.uint8)
+    sizes = _int_tensor(tuple(level_sizes))
+    library().fastrq_repeated_hashes(
+        hashes.data_ptr(), num_levels, num_codes, sizes.data_ptr(), scratch.data_ptr(), slots, flags.data_ptr()
+    )
+    return [bool(v) for v in flags.tolist()]

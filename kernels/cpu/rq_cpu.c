@@ -38,6 +38,9 @@
 
 typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(LANES * sizeof(int32_t))));
+typedef uint32_t vu __attribute__((vector_size(LANES * sizeof(uint32_t))));
+typedef uint16_t vh __attribute__((vector_size(LANES * sizeof(uint16_t))));
+typedef int16_t vs __attribute__((vector_size(2 * LANES * sizeof(int16_t))));
 
 static inline vf select_f(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 static inline vi select_i(vi mask, vi a, vi b) { return (a & mask) | (b & ~mask); }
@@ -324,6 +327,319 @@ void fastrq_ema_update(float *codebooks, float *cluster_size, float *embed_sum, 
             float smoothed = (cs[k] + epsf) / denominator * total;
             if (smoothed < 1.17549435e-38f) smoothed = 1.17549435e-38f;
             for (int64_t d = 0; d < dim; d++) cb[k * dim + d] = es[k * dim + d] / smoothed;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------------------------
+ * The certified bf16 search's row work (fastrq.ops.certified, whose docstring holds the bound and its proof): the
+ * augmented bf16 rows before its GEMM, and the candidate selection and exact float32 re-score after it, one pass
+ * per row instead of some forty tensor ops per row block.
+ * ---------------------------------------------------------------------------------------------------------------- */
+
+/* float32 -> bfloat16 bits, rounded to nearest even (NaN -> the quiet NaN 0x7FC0), as torch converts. */
+static inline uint16_t bf16_bits(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof(bits));
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+static inline float bf16_value(uint16_t bits) {
+    uint32_t wide = (uint32_t)bits << 16;
+    float value;
+    memcpy(&value, &wide, sizeof(value));
+    return value;
+}
+
+/* For centred float32 rows a [R, D]: the augmented bf16 rows aug [R, D + 4] = (bf16(a), 1, 1, c, 0) with
+ * c = bf16(1/2 fl(sum_d a_d^2)), and terms [R, 3] (float64) = (|a|, |alpha|, c): the norms as float32 computes them,
+ * fl(sqrt(fl(sum_d fl(v_d^2)))) in any order, with alpha = bf16(a) - a (exact in float32). */
+void fastrq_certified_rows(const float *rows, int64_t num_rows, int64_t dim, uint16_t *aug, double *terms,
+                           int64_t threads) {
+    if (threads < 1) threads = 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)threads) schedule(static) if (threads > 1)
+#endif
+    for (int64_t n = 0; n < num_rows; n++) {
+        const float *a = rows + n * dim;
+        uint16_t *out = aug + n * (dim + 4);
+        /* LANES partial sums (the norms may be summed in any order), the conversion without branches */
+        vf squares = {0}, rounding = {0};
+        int64_t d = 0;
+        for (; d + LANES <= dim; d += LANES) {
+            vu bits;
+            vf v;
+            memcpy(&bits, a + d, sizeof(bits));
+            memcpy(&v, a + d, sizeof(v));
+            vi nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+            vu rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+            vu top = (vu)select_i(nan, (vi)(bits * 0u + 0x7FC00000u), (vi)rounded);
+            vf b;
+            memcpy(&b, &top, sizeof(b));
+            vf alpha = b - v;
+            squares += v * v;
+            rounding += alpha * alpha;
+            vh halves = __builtin_convertvector(top >> 16, vh);
+            memcpy(out + d, &halves, sizeof(halves));
+        }
+        float sq = 0.0f, sr = 0.0f;
+        for (int k = 0; k < LANES; k++) {
+            sq += squares[k];
+            sr += rounding[k];
+        }
+        for (; d < dim; d++) {
+            uint16_t b = bf16_bits(a[d]);
+            float alpha = bf16_value(b) - a[d];
+            out[d] = b;
+            sq += a[d] * a[d];
+            sr += alpha * alpha;
+        }
+        uint16_t constant = bf16_bits(0.5f * sq);
+        out[dim] = out[dim + 1] = 0x3F80; /* 1.0 */
+        out[dim + 2] = constant;
+        out[dim + 3] = 0;
+        terms[n * 3] = (double)sqrtf(sq);
+        terms[n * 3 + 1] = (double)sqrtf(sr);
+        terms[n * 3 + 2] = (double)bf16_value(constant);
+    }
+}
+
+/* The sum of the lanes of v, as a tree (any order: the bounds that use it allow it). */
+static inline float sum_lanes(vf v) {
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    return v[0];
+}
+
+/* a . b in float32, summed in LANES partial sums (the re-score's bound holds for any order) */
+static inline float dot_any_order(const float *a, const float *b, int64_t dim) {
+    vf acc = {0};
+    int64_t d = 0;
+    for (; d + LANES <= dim; d += LANES) {
+        vf u, v;
+        memcpy(&u, a + d, sizeof(u));
+        memcpy(&v, b + d, sizeof(v));
+        acc += u * v;
+    }
+    float dot = sum_lanes(acc);
+    for (; d < dim; d++) dot += a[d] * b[d];
+    return dot;
+}
+
+#define STRIDE (2 * LANES) /* int16 outputs per vector */
+
+/* Lane j of the result: the smallest of p[j], p[j + STRIDE], ... over the whole vectors of p[0, width); the tail
+ * (width mod STRIDE outputs) is left to the caller. */
+static inline vs strided_minima(const int16_t *p, int64_t width) {
+    vs least;
+    for (int k = 0; k < STRIDE; k++) least[k] = INT16_MAX;
+    for (int64_t j = 0; j + STRIDE <= width; j += STRIDE) {
+        vs chunk;
+        memcpy(&chunk, p + j, sizeof(chunk));
+        vs less = chunk < least;
+        least = (less & chunk) | (~less & least);
+    }
+    return least;
+}
+
+/* After the GEMM: per row n, from its bf16 outputs (stored tile after tile: output of code t*tile + j at
+ * store[(t*R + n)*tile + j], read as int16 patterns, whose order is the values' for outputs >= 0; negative outputs,
+ * which only rounding makes, sort below every other and are always candidates):
+ *   v = the smallest output, W = w0 |a| + w1 |alpha| + w2 c + w3 v + w4 |v| + offset (the weights fold in the bound's
+ *   constants), T = W+ (1 + 2^-22) / (1 - u_o) + 2^-140 rounded to float32, then up to a bf16 pattern;
+ *   candidates = codes k < num_codes whose pattern is <= T's.
+ * One candidate: it is the code. 2 .. max_candidates: re-scored exactly, s_k = half[k] - fl32(a . b_k), the smallest
+ * s_k and among equal ones the smallest k. Rows with more, with none, or out of range (|a| > magnitude_limit, T not
+ * finite) get status 2: the caller searches them again with the float32 path. counters [3] (+=): re-scored rows,
+ * rows left to the exact path, candidates. */
+void fastrq_certified_select(const uint16_t *store, int64_t num_rows, int64_t tile, int64_t tiles, int64_t num_codes,
+                             const double *terms, const double *weights, double offset, double scale,
+                             double magnitude_limit, const float *rows, int64_t dim, const float *centred,
+                             const float *half, int64_t max_candidates, int64_t *codes, uint8_t *status,
+                             int64_t *counters, int64_t threads) {
+    int64_t rescored = 0, exact = 0, candidates = 0;
+    enum { MAX_PICK = 130 };
+    if (max_candidates > MAX_PICK - 2) max_candidates = MAX_PICK - 2; /* more: the exact path, still correct */
+    if (threads < 1) threads = 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)threads) schedule(static) if (threads > 1) \
+    reduction(+ : rescored, exact, candidates)
+#endif
+    for (int64_t n = 0; n < num_rows; n++) {
+        /* pass 1: per tile the strided minima (lane j: outputs j, j + 32, ... of the tile's whole vectors) and
+         * the row's smallest output v (tails included) */
+        enum { MAX_TILES = 64 };
+        vs minima[MAX_TILES];
+        int16_t smallest = INT16_MAX;
+        for (int64_t t = 0; t < tiles; t++) {
+            const int16_t *p = (const int16_t *)store + (t * num_rows + n) * tile;
+            int64_t width = num_codes - t * tile < tile ? num_codes - t * tile : tile;
+            vs least = strided_minima(p, width);
+            if (t < MAX_TILES) minima[t] = least;
+            for (int k = 0; k < STRIDE; k++) smallest = least[k] < smallest ? least[k] : smallest;
+            for (int64_t j = width - width % STRIDE; j < width; j++) smallest = p[j] < smallest ? p[j] : smallest;
+        }
+        double v = (double)bf16_value((uint16_t)smallest);
+        const double *term = terms + n * 3;
+        double w = weights[0] * term[0] + weights[1] * term[1] + weights[2] * term[2] + weights[3] * v +
+                   weights[4] * fabs(v) + offset;
+        if (w < 0.0) w = 0.0; /* NaN stays NaN and fails the range check below */
+        float t32 = (float)(w * scale + 0x1p-140);
+        uint32_t bits;
+        memcpy(&bits, &t32, sizeof(bits));
+        int32_t limit = (int32_t)((bits + 0xFFFFu) >> 16);
+        if (!(term[0] <= magnitude_limit) || limit < 0 || limit >= 0x7F80) {
+            status[n] = 2;
+            codes[n] = 0;
+            exact++;
+            continue;
+        }
+        /* pass 2: the candidates, in increasing code order per tile: only the lanes whose minimum passes, and the
+         * tail; each re-scored exactly as it is found */
+        int64_t found = 0, first = 0, best_code = -1;
+        float best = INFINITY;
+        const float *a = rows + n * dim;
+        for (int64_t t = 0; t < tiles && found <= max_candidates; t++) {
+            const int16_t *p = (const int16_t *)store + (t * num_rows + n) * tile;
+            int64_t width = num_codes - t * tile < tile ? num_codes - t * tile : tile;
+            int64_t whole = width - width % STRIDE;
+            vs least = t < MAX_TILES ? minima[t] : strided_minima(p, width);
+            int64_t lane_codes[STRIDE];
+            int lanes = 0;
+            for (int k = 0; k < STRIDE; k++) if (least[k] <= limit) lane_codes[lanes++] = k;
+            /* codes of the passing lanes in increasing order: merge the lanes' strided sequences */
+            int64_t picked[MAX_PICK];
+            int count = 0;
+            for (int64_t j0 = 0; j0 < whole && count <= max_candidates; j0 += STRIDE)
+                for (int q = 0; q < lanes; q++)
+                    if (p[j0 + lane_codes[q]] <= limit && count <= max_candidates) picked[count++] = j0 + lane_codes[q];
+            for (int64_t j = whole; j < width && count <= max_candidates; j++)
+                if (p[j] <= limit) picked[count++] = j;
+            for (int c = 0; c < count; c++) {
+                int64_t k = t * tile + picked[c];
+                found++;
+                if (found == 1) first = k;
+                if (found > max_candidates) break;
+                float score = half[k] - dot_any_order(a, centred + k * dim, dim);
+                if (score < best || best_code < 0) { /* codes ascend: strict < keeps the smallest among ties */
+                    best = score;
+                    best_code = k;
+                }
+            }
+        }
+        candidates += found;
+        if (found == 0 || found > max_candidates || best_code < 0) {
+            status[n] = 2;
+            codes[n] = 0;
+            exact++;
+        } else if (found == 1) {
+            status[n] = 0;
+            codes[n] = first;
+        } else {
+            status[n] = 1;
+            codes[n] = best_code;
+            rescored++;
+        }
+    }
+    counters[0] += rescored;
+    counters[1] += exact;
+    counters[2] += candidates;
+}
+
+/* The certified search's codebook operands (fastrq.ops.certified.CertifiedLevel) of centred float32 codes b [K, D]
+ * with half norms h [K]: aug [padded, D + 4] bf16 = (-bf16(b_k), hi(h_k), lo(h_k), 1, 0) for k < K (hi = bf16(h),
+ * lo = bf16(h - hi)) and (0, .., 0, +inf, 0, 0, 0) for the padding codes; constants [5] (float64, before the
+ * caller's slack) = (max_k |bf16(b_k) - b_k|, max_k |bf16(b_k)|, max_k |b_k|, max_k h_k, max_k |h_k - hi - lo|). */
+void fastrq_certified_codes(const float *codes, const float *half, int64_t num_codes, int64_t dim, int64_t padded,
+                            uint16_t *aug, double *constants) {
+    double beta = 0.0, bhat = 0.0, bnorm = 0.0, hmax = -INFINITY, hsplit = 0.0;
+    int nonfinite = 0;
+    const int64_t width = dim + 4;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (num_codes * dim >= (1 << 16)) \
+    reduction(max : beta, bhat, bnorm, hmax, hsplit) reduction(| : nonfinite)
+#endif
+    for (int64_t k = 0; k < num_codes; k++) {
+        const float *b = codes + k * dim;
+        uint16_t *out = aug + k * width;
+        double rounding = 0.0, rounded = 0.0, exact = 0.0;
+        for (int64_t d = 0; d < dim; d++) {
+            uint16_t bits = bf16_bits(b[d]);
+            double r = (double)bf16_value(bits), e = (double)b[d];
+            out[d] = bits ^ 0x8000u; /* -bf16(b): negation is exact */
+            rounding += (r - e) * (r - e);
+            rounded += r * r;
+            exact += e * e;
+        }
+        uint16_t hi = bf16_bits(half[k]);
+        uint16_t lo = bf16_bits(half[k] - bf16_value(hi));
+        out[dim] = hi;
+        out[dim + 1] = lo;
+        out[dim + 2] = 0x3F80; /* 1.0 */
+        out[dim + 3] = 0;
+        double split = fabs((double)half[k] - (double)bf16_value(hi) - (double)bf16_value(lo));
+        rounding = sqrt(rounding), rounded = sqrt(rounded), exact = sqrt(exact);
+        beta = rounding > beta ? rounding : beta;
+        bhat = rounded > bhat ? rounded : bhat;
+        bnorm = exact > bnorm ? exact : bnorm;
+        hmax = (double)half[k] > hmax ? (double)half[k] : hmax;
+        hsplit = split > hsplit ? split : hsplit;
+        /* NaN anywhere must reach the caller's validity check (a max reduction would drop it) */
+        nonfinite |= rounding != rounding || rounded != rounded || exact != exact || half[k] != half[k];
+    }
+    if (nonfinite) beta = NAN;
+    for (int64_t k = num_codes; k < padded; k++) {
+        uint16_t *out = aug + k * width;
+        memset(out, 0, (size_t)width * sizeof(uint16_t));
+        out[dim] = 0x7F80; /* +inf: the padding codes' output, never a candidate */
+    }
+    constants[0] = beta;
+    constants[1] = bhat;
+    constants[2] = bnorm;
+    constants[3] = hmax;
+    constants[4] = hsplit;
+}
+
+/* Row hashes of codebooks viewed as int32 bit patterns [rows, dim]: hashes[r] = sum_d bits[r][d] * weights[d] in
+ * wrapping int64 arithmetic, exactly fastrq.ops.codebook_prep.row_hashes. */
+void fastrq_row_hashes(const int32_t *bits, int64_t num_rows, int64_t dim, const int64_t *weights, int64_t *hashes) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (num_rows * dim >= (1 << 16))
+#endif
+    for (int64_t r = 0; r < num_rows; r++) {
+        uint64_t total = 0;
+        const int32_t *row = bits + r * dim;
+        for (int64_t d = 0; d < dim; d++) total += (uint64_t)(int64_t)row[d] * (uint64_t)weights[d];
+        hashes[r] = (int64_t)total;
+    }
+}
+
+/* repeated[l] = 1 when two of the first sizes[l] hashes of level l (hashes [L, K]) are equal: an open-addressing
+ * table of 2^b >= 2 K_l slots per level (scratch: at least that many int64). */
+void fastrq_repeated_hashes(const int64_t *hashes, int64_t num_levels, int64_t num_codes, const int64_t *sizes,
+                            int64_t *scratch, int64_t slots, uint8_t *repeated) {
+    for (int64_t l = 0; l < num_levels; l++) {
+        const int64_t *h = hashes + l * num_codes;
+        uint8_t *used = (uint8_t *)(scratch + slots);
+        memset(used, 0, (size_t)slots);
+        repeated[l] = 0;
+        for (int64_t k = 0; k < sizes[l] && !repeated[l]; k++) {
+            uint64_t slot = ((uint64_t)h[k] * 0x9E3779B97F4A7C15ull) >> 32;
+            for (;; slot++) {
+                slot &= (uint64_t)(slots - 1);
+                if (!used[slot]) {
+                    used[slot] = 1;
+                    scratch[slot] = h[k];
+                    break;
+                }
+                if (scratch[slot] == h[k]) {
+                    repeated[l] = 1;
+                    break;
+                }
+            }
         }
     }
 }

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels.cpu import launch as cpu_kernels
+
 __all__ = ["hash_uniform_int", "hash_uniform_float", "hash_permutation_prefix"]
 
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64
@@ -38,7 +40,12 @@ def _hash(key: torch.Tensor, stream: int, count: int) -> torch.Tensor:
 
 def hash_uniform_int(key: torch.Tensor, stream: int, count: int, high: int | torch.Tensor) -> torch.Tensor:
     """int64 ``[count]`` uniform-ish in ``[0, high)`` (with replacement); ``high`` ≥ 1 (an int, or a 0-d int64
-    tensor when it is only known on the device)."""
+    tensor when it is only known on the device). On the CPU in eager mode (host reads free) one native call
+    computes the same bits."""
+    if key.device.type == "cpu" and not torch.compiler.is_compiling() and cpu_kernels.library() is not None:
+        bound = int(high)
+        if bound >= 1:
+            return cpu_kernels.hash_uniform_int(int(key.reshape(())), stream, count, bound)
     return _hash(key, stream, count) % high
 
 

@@ -23,7 +23,7 @@ from .build import library
 
 __all__ = [
     "available", "residual_pass", "can_update", "ema_update_", "certified_available", "certified_codes", "certified_rows",
-    "certified_select", "row_hashes", "repeated_hashes", "MAX_DIM", "PAIRS_PER_THREAD",
+    "certified_select", "row_hashes", "repeated_hashes", "hash_uniform_int", "MAX_DIM", "PAIRS_PER_THREAD",
 ]
 
 MAX_DIM = 32
@@ -232,3 +232,11 @@ def repeated_hashes(hashes: torch.Tensor, level_sizes: list[int]) -> list[bool]:
         hashes.data_ptr(), num_levels, num_codes, sizes.data_ptr(), scratch.data_ptr(), slots, flags.data_ptr()
     )
     return [bool(v) for v in flags.tolist()]
+
+
+def hash_uniform_int(key: int, stream: int, count: int, high: int) -> torch.Tensor:
+    """int64 ``[count]``: :func:`fastrq.ops.counter_random.hash_uniform_int` for a host-known key and bound
+    (``high`` ≥ 1), bit for bit, in one native call."""
+    out = torch.empty(count, dtype=torch.int64)
+    library().fastrq_hash_uniform_int(key, stream, count, high, out.data_ptr())
+    return out

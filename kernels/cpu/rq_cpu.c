@@ -643,3 +643,20 @@ void fastrq_repeated_hashes(const int64_t *hashes, int64_t num_levels, int64_t n
         }
     }
 }
+
+/* fastrq.ops.counter_random's hash, bit for bit: z = splitmix64(key * 0x2545F491 + stream), then for position p
+ * out[p] = (splitmix64(z + p * 0x632BE5AB) & (2^62 - 1)) % high (high >= 1), in wrapping 64-bit arithmetic. */
+static inline uint64_t splitmix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void fastrq_hash_uniform_int(int64_t key, int64_t stream, int64_t count, int64_t high, int64_t *out) {
+    uint64_t z = splitmix64((uint64_t)key * 0x2545F491ull + (uint64_t)stream);
+    for (int64_t p = 0; p < count; p++) {
+        uint64_t h = splitmix64(z + (uint64_t)p * 0x632BE5ABull) & ((1ull << 62) - 1);
+        out[p] = (int64_t)(h % (uint64_t)high);
+    }
+}

@@ -20,6 +20,7 @@ usable, else torch; the environment variable ``FASTRQ_BACKEND`` overrides ``"aut
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from types import ModuleType
@@ -62,6 +63,11 @@ def _load(name: str) -> ModuleType:
     return importlib.import_module(_MODULES[name])
 
 
+@functools.lru_cache(maxsize=1)
+def _torch_backend() -> ModuleType:
+    return _load("torch")
+
+
 def resolve_backend(backend: str, device: torch.device) -> ModuleType:
     """The backend module that runs on ``device``.
 
@@ -72,6 +78,8 @@ def resolve_backend(backend: str, device: torch.device) -> ModuleType:
     if backend == "auto":
         backend = os.environ.get("FASTRQ_BACKEND", "auto") or "auto"
         if backend == "auto":
+            if device.type == "cpu":
+                return _torch_backend()
             if device.type == "cuda" and triton_unavailable_reason(device) is None:
                 return _load("triton")
             return _load("torch")

@@ -46,10 +46,12 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, backend: str = "aut
     dtype = check.compute_dtype(x.dtype, codebook.dtype)
     impl = resolve_backend(backend, x.device)
     rows = check.as_rows(x, dtype)
-    table = codebook.to(dtype).contiguous()
-    codes, sqdist = impl.nearest_code(rows.detach(), table.detach())
+    codes, sqdist = impl.nearest_code(rows.detach() if rows.requires_grad else rows, check.as_table(codebook, dtype))
     if _wants_grad(x, codebook):  # the same direct difference, differentiable in x and the codebook
+        table = codebook.to(dtype)
         sqdist = (rows - table.index_select(0, codes)).square().sum(dim=1)
+    if x.dim() == 2:
+        return codes, sqdist
     lead = x.shape[:-1]
     return codes.reshape(lead), sqdist.reshape(lead)
 

@@ -300,10 +300,9 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
     n = x.shape[0]
     if n == 0:
         return torch.empty(0, dtype=torch.long, device=x.device), x.new_empty(0)
-    codebooks = codebook.unsqueeze(0)
     if cpu_kernels.available(x, x.shape[1]):  # the kernel also returns the direct-difference sqdist
-        _, codes, sqdist = cpu_kernels.residual_pass(x, codebooks, None, 1, None, False, with_sqdist=True)
-        return codes[:, 0], sqdist
+        return cpu_kernels.nearest_code(x, codebook)
+    codebooks = codebook.unsqueeze(0)
     prep = prepare_levels(codebooks)
     work = TileWorkspace(n, codebook.shape[0], x.shape[1], x.dtype, x.device, prep.for_faiss)
     if work.rows >= n:

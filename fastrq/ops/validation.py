@@ -7,7 +7,7 @@ import torch
 
 from ..errors import CodeRangeError, DTypeError, EmptyCodebookError, ShapeError
 
-__all__ = ["compute_dtype", "check_vectors", "check_codebook", "check_codebooks", "check_codes", "as_rows"]
+__all__ = ["compute_dtype", "check_vectors", "check_codebook", "check_codebooks", "check_codes", "as_rows", "as_table"]
 
 
 def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
@@ -56,8 +56,8 @@ def check_codebooks(codebooks: torch.Tensor, name: str = "codebooks") -> None:
 
 
 def check_same_device(*named: tuple[str, torch.Tensor]) -> None:
-    devices = {t.device for _, t in named}
-    if len(devices) > 1:
+    first = named[0][1].device
+    if any(t.device != first for _, t in named[1:]):
         desc = ", ".join(f"{n} on {t.device}" for n, t in named)
         raise ShapeError(f"tensors must be on one device: {desc}")
 
@@ -80,5 +80,18 @@ def check_codes(codes: torch.Tensor, codebook_size: int, *, allow_skip: bool, na
 
 
 def as_rows(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """View x [..., D] as contiguous rows [N, D] in ``dtype`` (copies only when it must)."""
-    return x.reshape(-1, x.shape[-1]).to(dtype).contiguous()
+    """View x [..., D] as contiguous rows [N, D] in ``dtype`` (copies only when it must; no call at all where
+    nothing changes: each no-op tensor call still costs about a microsecond)."""
+    rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+    if rows.dtype != dtype:
+        rows = rows.to(dtype)
+    return rows if rows.is_contiguous() else rows.contiguous()
+
+
+def as_table(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` contiguous in ``dtype``, detached (the search's operand; copies only when it must)."""
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    if not t.is_contiguous():
+        t = t.contiguous()
+    return t.detach() if t.requires_grad else t

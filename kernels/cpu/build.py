@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["library", "unavailable_reason", "ENV_VAR"]
+__all__ = ["library", "loaded_library", "unavailable_reason", "ENV_VAR"]
 
 ENV_VAR = "FASTRQ_CPU_KERNEL"
 SOURCE = Path(__file__).with_name("rq_cpu.c")
@@ -140,6 +140,12 @@ def library() -> ctypes.CDLL | None:
 
         raise BackendUnavailableError(f"{ENV_VAR}=1 but the native CPU kernel is unavailable: {reason}")
     return lib
+
+
+def loaded_library() -> ctypes.CDLL | None:
+    """The loaded library without reading ``FASTRQ_CPU_KERNEL`` again: for launchers whose caller has just
+    checked :func:`library` (the environment read costs about a microsecond a call)."""
+    return _load()[0]
 
 
 def unavailable_reason() -> str | None:

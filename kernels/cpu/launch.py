@@ -19,17 +19,17 @@ import threading
 
 import torch
 
-from .build import library
+from .build import library, loaded_library
 
 __all__ = [
-    "available", "residual_pass", "can_update", "ema_update_", "certified_available", "certified_codes", "certified_rows",
+    "available", "residual_pass", "nearest_code", "can_update", "ema_update_", "certified_available", "certified_codes", "certified_rows",
     "certified_select", "row_hashes", "repeated_hashes", "hash_uniform_int", "MAX_DIM", "PAIRS_PER_THREAD",
 ]
 
 MAX_DIM = 32
 LANES = 16
 ROWS = 8
-PAIRS_PER_THREAD = 1 << 17  # OpenMP build: waking torch's team costs microseconds (measured: 2 threads pay from ~2^17)
+PAIRS_PER_THREAD = 1 << 16  # OpenMP build: waking torch's team costs microseconds (2 threads pay from ~2^16, measured 2026-12-01)
 PYTHON_PAIRS_PER_THREAD = 1 << 22  # without OpenMP: a Python thread pool
 
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
@@ -74,8 +74,8 @@ def residual_pass(
 
     Returns ``(quantized, codes)``, with ``with_sqdist`` ``(quantized, codes, sqdist)`` where sqdist ``[N]`` is
     ‖x − quantized‖² by the direct difference, or, with ``training``, ``(quantized, codes, level_sqerr,
-    commit_dir, counts, sums)`` as in :mod:`fastrq.ops.training`."""
-    lib = library()
+    commit_dir, counts, sums)`` as in :mod:`fastrq.ops.training`. The caller has checked :func:`available`."""
+    lib = loaded_library()
     n, dim = x.shape
     num_levels, num_codes, _ = codebooks.shape
     x = x.contiguous()
@@ -113,6 +113,29 @@ def residual_pass(
         starts = range(0, n, chunk)
         list(_pool(threads).map(lambda r0: lib.fastrq_search_walk(args[0], r0, min(chunk, n - r0), *args[1:]), starts))
     return _finish(lib, x, books, codes, quantized, commit, sqdist, num_levels, num_codes, num_active, training)
+
+
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x ``[N, D]`` and codebook ``[K, D]`` float32 (CPU, contiguous) → (codes int64 ``[N]``, sqdist ``[N]`` by the
+    direct difference): :func:`residual_pass` for one level with only what ``nearest_code`` returns (its fixed
+    cost per call is what small N pays). The caller has checked :func:`available`."""
+    lib = loaded_library()
+    n, dim = x.shape
+    num_codes = codebook.shape[0]
+    kpad = -(-num_codes // LANES) * LANES
+    scratch = torch.empty(dim * kpad + kpad + dim)
+    base, step = scratch.data_ptr(), scratch.element_size()
+    bookt, half, mu = base, base + dim * kpad * step, base + (dim + 1) * kpad * step
+    books = codebook.data_ptr()
+    lib.fastrq_prepare_books(books, 1, num_codes, dim, _int_tensor((num_codes,)).data_ptr(), kpad, bookt, half, mu)
+    codes = torch.empty(n, dtype=torch.long)
+    sqdist = torch.empty(n)
+    threads = max(1, min(torch.get_num_threads(), n * num_codes // PAIRS_PER_THREAD)) if _openmp(lib) else 1
+    lib.fastrq_search_walk_parallel(
+        x.data_ptr(), n, threads, dim, books, bookt, half, mu, 1, num_codes, kpad, 1, None, codes.data_ptr(), None,
+        None, sqdist.data_ptr(),
+    )
+    return codes, sqdist
 
 
 def _finish(lib, x, books, codes, quantized, commit, sqdist, num_levels, num_codes, num_active, training):

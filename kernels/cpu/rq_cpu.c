@@ -144,8 +144,8 @@ static inline __attribute__((always_inline)) void nearest_rows(float r[ROWS][MAX
 
 /* Greedy residual quantization of rows [row0, row0 + count): for every level l < num_active (and, per row,
  * l < row_levels[n] when row_levels is not NULL) the nearest code c_l of the residual, r <- r - C_l[c_l].
- * Writes codes [n, num_levels] (-1 where skipped; levels >= num_active are left to the caller), quantized [n, dim]
- * = sum_l C_l[c_l], when commit is not NULL commit [n, dim] = sum_l r_{l+1} over the row's levels, and when sqdist
+ * Writes codes [n, num_levels] (-1 where skipped; levels >= num_active are left to the caller), when quantized is
+ * not NULL quantized [n, dim] = sum_l C_l[c_l], when commit is not NULL commit [n, dim] = sum_l r_{l+1} over the row's levels, and when sqdist
  * is not NULL sqdist [n] = |r|^2 of the row's final residual r = x - quantized, by the direct difference (for one
  * level: sum_d (x_d - e_d)^2, summed in order d = 0 .. dim-1). */
 static inline __attribute__((always_inline)) void search_walk(
@@ -194,7 +194,7 @@ static inline __attribute__((always_inline)) void search_walk(
         }
         for (int i = 0; i < rows; i++) {
             int64_t n = b0 + i;
-            memcpy(quantized + n * dim, q[i], dim * sizeof(float));
+            if (quantized) memcpy(quantized + n * dim, q[i], dim * sizeof(float));
             if (commit) memcpy(commit + n * dim, cd[i], dim * sizeof(float));
             if (sqdist) {
                 float total = 0.0f;

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastrq.ops import codebook_state, training
+import fastrq
+from fastrq.ops import codebook_state, reference, training
 from tests.strategies import backend_env, seeds
 
 VARIANTS = ["reference", "torch", "torch-native", "torch-pure", "torch-faiss", pytest.param("triton", marks=pytest.mark.triton)]
@@ -179,3 +180,23 @@ def test_native_kernel_row_chunks_on_threads_match_one_call(monkeypatch, pool, t
             torch.set_num_threads(before)
     for a, b in zip(one, split):
         assert torch.equal(a, b)
+
+@pytest.mark.parametrize("variant", ["torch", "torch-pure"])
+@settings(max_examples=20)
+@given(n=st.integers(1, 300), d=st.sampled_from([33, 40]), k=st.sampled_from([5, 16, 33]),
+       levels=st.sampled_from([1, 3]), ragged=st.booleans(), seed=seeds)
+def test_row_blocks_of_the_gemm_path_match_the_reference(variant, n, d, k, levels, ragged, seed):
+    """D > 32 (the GEMM path: with the native library its walk runs natively, level by level) with the tiles shrunk
+    so that one call crosses many row blocks, whose statistics and errors accumulate across blocks: exact on
+    small-integer data."""
+    from unittest import mock
+
+    from fastrq.ops import torch_backend
+
+    x, codebooks, sizes, num_active, _ = _draw_problem(seed, n, d, k, levels, ragged, False, True)
+    with mock.patch.multiple(torch_backend, CODE_BLOCK=16, TILE_ELEMENTS=64 * 16), backend_env(variant) as backend:
+        out = training.quantize_for_training(x, codebooks, sizes, num_active, None, backend)
+        quantized, codes = fastrq.residual_quantize(x, codebooks, backend=backend)
+    _check_against_reference(x, codebooks, sizes, num_active, None, out, exact=True)
+    expected_quantized, expected_codes = reference.residual_quantize(x.double(), codebooks.double())
+    assert torch.equal(codes, expected_codes) and torch.equal(quantized.double(), expected_quantized)

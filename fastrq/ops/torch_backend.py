@@ -153,13 +153,17 @@ class PreparedLevels:
         self.level_sizes = list(level_sizes)
         self.uniform = all(k == num_codes for k in self.level_sizes)
         self.for_faiss = for_faiss
-        if self.uniform:
+        half_norms = None
+        if cpu_kernels.walk_available(codebooks) and codebooks.is_contiguous():  # one native pass per level
+            centred, half_norms, shifts = cpu_kernels.prepare_centred(codebooks, self.level_sizes)
+        elif self.uniform:
             shifts = centring_shifts(codebooks)
         else:
             shifts = torch.stack([centring_shifts(codebooks[l, :k]) for l, k in enumerate(self.level_sizes)])
         self.shifts = shifts
         self.shifted = shifts.ne(0).any(dim=-1).tolist() if on_cpu else [True] * num_levels
-        centred = codebooks - shifts[:, None, :] if any(self.shifted) else codebooks
+        if half_norms is None:
+            centred = codebooks - shifts[:, None, :] if any(self.shifted) else codebooks
         if on_cpu and self.uniform:
             self.firsts = first_equal_rows(codebooks, hashes)
         elif on_cpu:
@@ -170,12 +174,13 @@ class PreparedLevels:
         if for_faiss:
             self.faiss_books = [centred[l, :k].contiguous().numpy() for l, k in enumerate(self.level_sizes)]
         else:
-            half_norms = 0.5 * centred.square().sum(dim=-1)
-            if not self.uniform:
-                padding = torch.arange(num_codes, device=codebooks.device) >= torch.tensor(
-                    self.level_sizes, device=codebooks.device
-                )[:, None]
-                half_norms = half_norms.masked_fill(padding, float("inf"))
+            if half_norms is None:
+                half_norms = 0.5 * centred.square().sum(dim=-1)
+                if not self.uniform:
+                    padding = torch.arange(num_codes, device=codebooks.device) >= torch.tensor(
+                        self.level_sizes, device=codebooks.device
+                    )[:, None]
+                    half_norms = half_norms.masked_fill(padding, float("inf"))
             self.half_norms = half_norms
             self.centred_t = centred.transpose(1, 2)
             # bf16 operands of the certified search (fastrq.ops.certified), built per level on first use
@@ -359,9 +364,45 @@ def _residual_pass(x, codebooks, level_sizes, num_active, row_levels, *, trainin
         return cpu_kernels.residual_pass(x, codebooks, level_sizes, num_active, row_levels, training)
     prep = prepare_levels(codebooks[:num_active], None if level_sizes is None else level_sizes[:num_active])
     work = TileWorkspace(n, codebooks.shape[1], dim, x.dtype, x.device, prep.for_faiss)
+    if row_levels is None and cpu_kernels.walk_available(x):
+        return _native_walk_pass(x, codebooks, prep, work, num_active, training)
     if work.rows >= n:
         return _single_block_pass(x, codebooks, prep, work, num_active, row_levels, training)
     return _blocked_pass(x, codebooks, prep, work, num_active, row_levels, training)
+
+
+def _native_walk_pass(x, codebooks, prep, work, num_active, training):
+    """Row blocks outside, levels inside (as :func:`_blocked_pass`), each level's search here and its walk and
+    statistics in one native call (:func:`fastrq.kernels.cpu.launch.walk_level`: about seven tensor ops per level
+    otherwise). Float32 on the CPU, every row taking every active level."""
+    n, dim = x.shape
+    num_levels, num_codes, _ = codebooks.shape
+    codes = torch.empty(n, num_levels, dtype=torch.long)
+    if num_active < num_levels:
+        codes[:, num_active:] = -1
+    quantized = torch.empty_like(x)
+    commit = torch.empty_like(x) if training else None
+    sums = x.new_zeros(num_levels, num_codes, dim) if training else None
+    counts = x.new_zeros(num_levels, num_codes) if training else None
+    sqerr = torch.zeros(num_levels, dtype=torch.float64) if training else None
+    books = [codebooks[level].contiguous() for level in range(num_active)]
+    residual_buf = torch.empty(min(n, work.rows), dim, dtype=x.dtype)
+    for r0 in range(0, n, work.rows):
+        rows = min(work.rows, n - r0)
+        residual = residual_buf[:rows].copy_(x[r0 : r0 + rows])
+        block_quantized = quantized[r0 : r0 + rows]
+        block_commit = None if commit is None else commit[r0 : r0 + rows]
+        for level in range(num_active):
+            level_code = level_codes(residual, codebooks, prep, level, work).contiguous()
+            cpu_kernels.walk_level(
+                level_code, books[level], residual, block_quantized, block_commit,
+                None if sums is None else sums[level], None if counts is None else counts[level], sqerr, level,
+                first=level == 0,
+            )
+            codes[r0 : r0 + rows, level] = level_code
+    if not training:
+        return quantized, codes
+    return quantized, codes, sqerr.to(x.dtype), commit, counts, sums
 
 
 def _level_activity(row_levels: torch.Tensor | None, level: int) -> torch.Tensor | None:

@@ -23,7 +23,8 @@ from .build import library, loaded_library
 
 __all__ = [
     "available", "residual_pass", "nearest_code", "can_update", "ema_update_", "certified_available", "certified_codes", "certified_rows",
-    "certified_select", "row_hashes", "repeated_hashes", "hash_uniform_int", "MAX_DIM", "PAIRS_PER_THREAD",
+    "certified_select", "row_hashes", "repeated_hashes", "hash_uniform_int", "walk_available", "walk_level",
+    "MAX_DIM", "PAIRS_PER_THREAD",
 ]
 
 MAX_DIM = 32
@@ -263,3 +264,39 @@ def hash_uniform_int(key: int, stream: int, count: int, high: int) -> torch.Tens
     out = torch.empty(count, dtype=torch.int64)
     library().fastrq_hash_uniform_int(key, stream, count, high, out.data_ptr())
     return out
+
+
+# ---------------------------------------------------------------------------------------------- the GEMM path's walk
+def walk_available(x: torch.Tensor) -> bool:
+    """Whether :func:`walk_level` can run on rows like ``x`` (float32 on the CPU, the library builds here)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and library() is not None
+
+
+def walk_level(codes: torch.Tensor, book: torch.Tensor, residual: torch.Tensor, quantized: torch.Tensor,
+               commit: torch.Tensor | None, sums: torch.Tensor | None, counts: torch.Tensor | None,
+               sqerr: torch.Tensor | None, level: int, first: bool) -> None:
+    """One level of the walk in place, for codes int64 ``[R]`` found by another search: rows ``residual`` ``[R, D]``
+    ← r − C[c]; ``quantized`` (``first``: =, else +=) C[c]; with ``commit``: ``commit`` (=, +=) the new residual and
+    ``sqerr[level]`` (float64) += its squared norm; with ``sums``: ``sums`` ``[K, D]`` / ``counts`` ``[K]`` +=
+    the statistics of the residual before the step. All contiguous float32 CPU tensors but ``sqerr``."""
+    num_rows, dim = residual.shape
+    loaded_library().fastrq_walk_level(
+        codes.data_ptr(), num_rows, dim, book.data_ptr(), residual.data_ptr(), quantized.data_ptr(),
+        None if commit is None else commit.data_ptr(), None if sums is None else sums.data_ptr(),
+        None if counts is None else counts.data_ptr(),
+        None if sqerr is None else sqerr.data_ptr() + level * sqerr.element_size(), int(first),
+    )
+
+
+def prepare_centred(codebooks: torch.Tensor, level_sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Contiguous float32 CPU codebooks ``[L, K, D]`` → (centred ``[L, K, D]``, half norms ``[L, K]`` (+inf past each
+    level's size), shifts ``[L, D]``): the torch backend's preparation in one native pass per level."""
+    num_levels, num_codes, dim = codebooks.shape
+    centred = torch.empty_like(codebooks)
+    half = torch.empty(num_levels, num_codes)
+    shifts = torch.empty(num_levels, dim)
+    loaded_library().fastrq_prepare_centred(
+        codebooks.data_ptr(), num_levels, num_codes, dim, _int_tensor(tuple(level_sizes)).data_ptr(),
+        centred.data_ptr(), half.data_ptr(), shifts.data_ptr(),
+    )
+    return centred, half, shifts

@@ -41,6 +41,8 @@ typedef int32_t vi __attribute__((vector_size(LANES * sizeof(int32_t))));
 typedef uint32_t vu __attribute__((vector_size(LANES * sizeof(uint32_t))));
 typedef uint16_t vh __attribute__((vector_size(LANES * sizeof(uint16_t))));
 typedef int16_t vs __attribute__((vector_size(2 * LANES * sizeof(int16_t))));
+typedef double vd __attribute__((vector_size(LANES / 2 * sizeof(double))));
+typedef float vhf __attribute__((vector_size(LANES / 2 * sizeof(float))));
 
 static inline vf select_f(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 static inline vi select_i(vi mask, vi a, vi b) { return (a & mask) | (b & ~mask); }
@@ -565,11 +567,33 @@ void fastrq_certified_codes(const float *codes, const float *half, int64_t num_c
     for (int64_t k = 0; k < num_codes; k++) {
         const float *b = codes + k * dim;
         uint16_t *out = aug + k * width;
+        /* float64 sums in LANES partial sums (any order: the caller's slack covers float64 evaluation) */
+        vd rounding_v = {0}, rounded_v = {0}, exact_v = {0};
+        int64_t d = 0;
+        for (; d + LANES / 2 <= dim; d += LANES / 2) {
+            uint16_t bits[LANES / 2];
+            vhf e32, r32;
+            for (int j = 0; j < LANES / 2; j++) {
+                bits[j] = bf16_bits(b[d + j]);
+                e32[j] = b[d + j];
+                r32[j] = bf16_value(bits[j]);
+                out[d + j] = bits[j] ^ 0x8000u; /* -bf16(b): negation is exact */
+            }
+            vd e = __builtin_convertvector(e32, vd), r = __builtin_convertvector(r32, vd);
+            rounding_v += (r - e) * (r - e);
+            rounded_v += r * r;
+            exact_v += e * e;
+        }
         double rounding = 0.0, rounded = 0.0, exact = 0.0;
-        for (int64_t d = 0; d < dim; d++) {
+        for (int j = 0; j < LANES / 2; j++) {
+            rounding += rounding_v[j];
+            rounded += rounded_v[j];
+            exact += exact_v[j];
+        }
+        for (; d < dim; d++) {
             uint16_t bits = bf16_bits(b[d]);
             double r = (double)bf16_value(bits), e = (double)b[d];
-            out[d] = bits ^ 0x8000u; /* -bf16(b): negation is exact */
+            out[d] = bits ^ 0x8000u;
             rounding += (r - e) * (r - e);
             rounded += r * r;
             exact += e * e;
@@ -658,5 +682,78 @@ void fastrq_hash_uniform_int(int64_t key, int64_t stream, int64_t count, int64_t
     for (int64_t p = 0; p < count; p++) {
         uint64_t h = splitmix64(z + (uint64_t)p * 0x632BE5ABull) & ((1ull << 62) - 1);
         out[p] = (int64_t)(h % (uint64_t)high);
+    }
+}
+
+/* One level of the walk for codes found by another search (the GEMM path of the torch backend), over rows
+ * r [n, dim] in place: with e = book[codes[i]], in row order,
+ *   sums[codes[i]] += r_i and counts[codes[i]] += 1   (when sums is not NULL; the statistics of r_l)
+ *   r_i -= e;  quantized_i (= or +=) e;  commit_i (= or +=) r_i;  *sqerr += |r_i|^2 (double; when commit is not NULL)
+ * where "=" is for the first level (first != 0) and "+=" after it. Sequential, so every sum is in row order. */
+void fastrq_walk_level(const int64_t *codes, int64_t n, int64_t dim, const float *book, float *residual,
+                       float *quantized, float *commit, float *sums, float *counts, double *sqerr, int64_t first) {
+    double total = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float *e = book + codes[i] * dim;
+        float *r = residual + i * dim;
+        float *q = quantized + i * dim;
+        if (sums) {
+            float *s = sums + codes[i] * dim;
+            for (int64_t d = 0; d < dim; d++) s[d] += r[d];
+            counts[codes[i]] += 1.0f;
+        }
+        for (int64_t d = 0; d < dim; d++) r[d] -= e[d];
+        if (first) memcpy(q, e, (size_t)dim * sizeof(float));
+        else for (int64_t d = 0; d < dim; d++) q[d] += e[d];
+        if (commit) {
+            float *c = commit + i * dim;
+            if (first) memcpy(c, r, (size_t)dim * sizeof(float));
+            else for (int64_t d = 0; d < dim; d++) c[d] += r[d];
+            total += (double)dot_any_order(r, r, dim); /* each row in float32 partial sums, rows in float64 */
+        }
+    }
+    if (commit) *sqerr += total;
+}
+
+/* The torch backend's codebook preparation (fastrq.ops.torch_backend.PreparedLevels) for float32 codebooks
+ * [L, K, D], level l using its first sizes[l] codes: the shift mu_l by the rule of fastrq_prepare_books (mean of
+ * the level's codes, rounded to a multiple of the largest power of two not above their spread; a constant level:
+ * its first code), the centred codes centred[l][k] = C_l[k] - mu_l for every k < K, and the half norms
+ * half[l][k] = 1/2 fl(sum_d centred^2) for k < K_l, +inf beyond (padding codes are never chosen). */
+void fastrq_prepare_centred(const float *books, int64_t num_levels, int64_t num_codes, int64_t dim,
+                            const int64_t *level_sizes, float *centred, float *half, float *shifts) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (num_levels > 1 && num_codes * dim >= (1 << 15))
+#endif
+    for (int64_t l = 0; l < num_levels; l++) {
+        const float *book = books + l * num_codes * dim;
+        const int64_t size = level_sizes[l];
+        float *shift = shifts + l * dim;
+        double total[dim > 0 ? dim : 1];
+        float mean[dim > 0 ? dim : 1];
+        for (int64_t d = 0; d < dim; d++) total[d] = 0.0;
+        for (int64_t k = 0; k < size; k++)
+            for (int64_t d = 0; d < dim; d++) total[d] += book[k * dim + d];
+        for (int64_t d = 0; d < dim; d++) mean[d] = (float)(total[d] / (double)size);
+        float spread = 0.0f;
+        for (int64_t k = 0; k < size; k++)
+            for (int64_t d = 0; d < dim; d++) {
+                float dev = fabsf(book[k * dim + d] - mean[d]);
+                if (dev > spread) spread = dev;
+            }
+        if (spread > 0.0f) {
+            float step = exp2f(floorf(log2f(spread)));
+            for (int64_t d = 0; d < dim; d++) shift[d] = nearbyintf(mean[d] / step) * step;
+        } else {
+            for (int64_t d = 0; d < dim; d++) shift[d] = book[d];
+        }
+        float *out = centred + l * num_codes * dim;
+        float *norm = half + l * num_codes;
+        for (int64_t k = 0; k < num_codes; k++) {
+            for (int64_t d = 0; d < dim; d++) out[k * dim + d] = book[k * dim + d] - shift[d];
+            /* any summation order: both searches read these same half norms */
+            float sq = dot_any_order(out + k * dim, out + k * dim, dim);
+            norm[k] = k < size ? 0.5f * sq : INFINITY;
+        }
     }
 }

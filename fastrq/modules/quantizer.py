@@ -11,6 +11,7 @@ know before changing state); ``"skip"`` decides on the device.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 from typing import Sequence
@@ -66,6 +67,24 @@ def _reject_unknown_arguments(cls_name: str, unknown: dict) -> None:
             "See docs/migrating-from-vector-quantize-pytorch.md"
         )
     raise TypeError(f"{cls_name}.__init__() got an unexpected keyword argument {name!r}")
+
+
+def _level_size_tensors(sizes: tuple[int, ...], num_codes: int, device: torch.device, dtype: torch.dtype):
+    """(level sizes ``[L]`` in ``dtype``, the padding mask ``[L, K]`` of codes within each level's size, or None
+    when every level has all K), built once per value outside torch.compile."""
+    if torch.compiler.is_compiling():
+        return _build_level_size_tensors(sizes, num_codes, device, dtype)
+    return _cached_level_size_tensors(sizes, num_codes, device, dtype)
+
+
+def _build_level_size_tensors(sizes, num_codes, device, dtype):
+    values = torch.tensor(sizes, dtype=dtype, device=device)
+    if all(k == num_codes for k in sizes):
+        return values, None
+    return values, torch.arange(num_codes, device=device)[None, :] < values[:, None]
+
+
+_cached_level_size_tensors = functools.lru_cache(maxsize=64)(_build_level_size_tensors)
 
 
 def _autocast_off(x):
@@ -503,17 +522,22 @@ class ResidualQuantizer(nn.Module):
         return search.search_codes(rows, self._search_codebooks(), self.level_sizes, num, self.beam_size, self.backend)
 
     def _stats(self, num_valid, level_sqerr: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
-        sizes = torch.tensor(self.level_sizes, dtype=counts.dtype, device=counts.device)
-        probs = counts / counts.sum(-1, keepdim=True).clamp_min(1)
-        entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
+        """mse, usage, perplexity and dead codes per level ``[L]`` (``forward``'s docstring), in about a dozen
+        small ops (the trainer asks for them at every step)."""
+        sizes, padding = _level_size_tensors(tuple(self.level_sizes), self.codebook_size, counts.device, counts.dtype)
+        entropy = torch.special.entr(counts / counts.sum(-1, keepdim=True).clamp_min(1)).sum(-1)  # −Σ p log p
         threshold = self.dead_code_threshold if self.dead_code_threshold > 0 else DEAD_STATS_FLOOR
-        padding = torch.arange(self.codebook_size, device=counts.device)[None, :] < sizes[:, None]
-        dead = ((self.cluster_size.expand(self.num_quantizers, -1) < threshold) & padding).sum(-1)
+        dead_mask = self.cluster_size < threshold  # [S, K]
+        if padding is not None:
+            dead_mask = dead_mask & padding
+        dead = dead_mask.sum(-1)
+        if dead.shape[0] != self.num_quantizers:  # a shared codebook: the same count at every level
+            dead = dead.expand(self.num_quantizers)
         numel = num_valid * self.codebook_dim
         numel = max(numel, 1) if isinstance(numel, int) else numel.clamp_min(1)
         return {
             "mse": level_sqerr / numel,
-            "usage": (counts > 0).sum(-1).to(counts.dtype) / sizes,
+            "usage": (counts > 0).sum(-1) / sizes,
             "perplexity": torch.exp(entropy),
             "dead_codes": dead.to(counts.dtype),
         }

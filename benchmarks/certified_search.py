@@ -5,9 +5,12 @@
 Per case (N rows of x ~ N(0, 1), a codebook [K, D] ~ N(0, 1), fixed seed) and in interleaved rounds (round r runs
 the providers in an order rotated by r), medians over ``reps`` rounds of:
 
-- ``float32``: ``fastrq.nearest_code(backend="torch")`` with ``FASTRQ_BF16_SEARCH=0`` (and ``FASTRQ_FAISS=0``,
-  ``FASTRQ_CPU_KERNEL=0``: the GEMM path);
-- ``certified``: the same with ``FASTRQ_BF16_SEARCH=1`` (:mod:`fastrq.ops.certified`);
+- ``float32``: ``fastrq.nearest_code(backend="torch")`` with ``FASTRQ_BF16_SEARCH=0`` (and ``FASTRQ_FAISS=0``:
+  the GEMM path, which every D > 32 takes; its walk native where the library builds, as by default);
+- ``certified``: the same with ``FASTRQ_BF16_SEARCH=1`` (:mod:`fastrq.ops.certified`; its row passes native, as
+  by default where the library builds);
+- ``certified-tensor-ops``: the certified search with ``FASTRQ_CPU_KERNEL=0`` (its row passes in tensor ops:
+  what runs where no C compiler is available);
 - ``gemm-floor``: only the float32 ``torch.mm`` x·Cᵀ in the torch backend's tiles (as ``benchmarks.ops_bench``'s
   provider of that name): no answer, a floor for any float32-GEMM search;
 - ``bf16-mm``: the same bare GEMM in bfloat16 (bf16 output): a floor for any search with a bf16 first pass.
@@ -46,7 +49,7 @@ PRESETS = {
     "full": dict(ns=(1024, 4800, 65536), dims=(64, 128, 256), ks=(256, 1024, 8192), reps=5),
     "quick": dict(ns=(1024, 4800), dims=(64, 128), ks=(256, 1024), reps=3),
 }
-PROVIDERS = ("float32", "certified", "gemm-floor", "bf16-mm")
+PROVIDERS = ("float32", "certified", "certified-tensor-ops", "gemm-floor", "bf16-mm")
 # residual_quantize cases (N, D, K, L): the EnCodec-like shape of issue 10 and a D = 256 one
 RQ_CASES = {
     "full": ((4800, 128, 1024, 8), (1024, 128, 1024, 8), (4096, 256, 1024, 4)),
@@ -64,13 +67,14 @@ def _inputs(n: int, dim: int, num_codes: int, seed: int = 0, clustered: bool = F
     return x, codebook
 
 
-def _search(x, codebook, mode: str, row_block_factor: int = 1):
-    """nearest_code on the GEMM path; ``row_block_factor`` > 1 scales the torch backend's row blocks (a what-if for
-    the certified path, whose per-block costs amortise over more rows)."""
+def _search(x, codebook, mode: str, row_block_factor: int = 1, native: bool = True):
+    """nearest_code on the GEMM path (D > 32); ``row_block_factor`` > 1 scales the torch backend's row blocks (a
+    what-if for the certified path, whose per-block costs amortise over more rows); ``native`` False: no native
+    library (``FASTRQ_CPU_KERNEL=0``)."""
     tiles = {"TILE_ELEMENTS": torch_backend.TILE_ELEMENTS * row_block_factor}
 
     def call():
-        env = {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}
+        env = {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0", **({} if native else {"FASTRQ_CPU_KERNEL": "0"})}
         with mock.patch.dict(os.environ, env), mock.patch.multiple(torch_backend, **tiles):
             return fastrq.nearest_code(x, codebook, backend="torch")[0]
 
@@ -124,6 +128,7 @@ def run_case(n: int, dim: int, num_codes: int, reps: int, row_block_factor: int 
     calls = {
         "float32": _search(x, codebook, "0"),
         "certified": _search(x, codebook, "1"),
+        "certified-tensor-ops": _search(x, codebook, "1", native=False),
         "gemm-floor": _bare_gemm(x, codebook, torch.float32),
         "bf16-mm": _bare_gemm(x, codebook, torch.bfloat16),
     }
@@ -156,6 +161,7 @@ def run_case(n: int, dim: int, num_codes: int, reps: int, row_block_factor: int 
         "float32_over_floor": medians["float32"] / floor,
         "bf16mm_over_floor": medians["bf16-mm"] / floor,
         "certified_over_float32": medians["certified"] / medians["float32"],
+        "tensor_ops_over_floor": medians["certified-tensor-ops"] / floor,
         "certified_over_floor_of_minima": min(times["certified"]) / min(times["gemm-floor"]),
         **({f"certified_rows×{row_block_factor}_over_floor": medians[f"certified-rows×{row_block_factor}"] / floor}
            if row_block_factor > 1 else {}),
@@ -172,7 +178,7 @@ def run_rq_case(n: int, dim: int, num_codes: int, levels: int, reps: int) -> dic
 
     def call(mode):
         def run():
-            env = {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0", "FASTRQ_CPU_KERNEL": "0"}
+            env = {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0"}
             with mock.patch.dict(os.environ, env):
                 return fastrq.residual_quantize(x, books, backend="torch")[1]
 
@@ -270,16 +276,19 @@ def _markdown(meta: dict, records: list[dict], rq_records: list[dict], alternati
         f"machine is shared: compare the ratios; medians of {records[0]['reps']} interleaved rounds, and the ratio "
         "of the fastest rounds, which contention disturbs least).",
         "",
-        "| N | D | K | float32 ms | certified ms | gemm-floor ms | bf16-mm ms | certified / floor | (of minima) "
+        "| N | D | K | float32 ms | certified ms | tensor-op passes ms | gemm-floor ms | bf16-mm ms "
+        "| certified / floor | (of minima) | tensor-op passes / floor "
         "| float32 / floor | certified / float32 | re-scored rows | exact rows | candidates / row "
         "| clustered: re-scored, exact, cand. | rows ≠ float32 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in records:
         ms, g, c = r["ms"], r["rates_gaussian"], r["rates_clustered"]
         lines.append(
             f"| {r['N']:,} | {r['D']} | {r['K']:,} | {ms['float32']:.2f} | {ms['certified']:.2f} | "
+            f"{ms['certified-tensor-ops']:.2f} | "
             f"{ms['gemm-floor']:.2f} | {ms['bf16-mm']:.2f} | **{r['certified_over_floor']:.2f}** | "
+            f"{r['certified_over_floor_of_minima']:.2f} | {r['tensor_ops_over_floor']:.2f} | "
             f"{r['certified_over_floor_of_minima']:.2f} | "
             f"{r['float32_over_floor']:.2f} | {r['certified_over_float32']:.2f} | {g['rescore_rate']:.1%} | "
             f"{g['exact_rate']:.2%} | {g['mean_candidates']:.2f} | {c['rescore_rate']:.1%}, {c['exact_rate']:.2%}, "
@@ -328,6 +337,8 @@ def main(argv=None) -> None:
     parser.add_argument("--row-block-factor", type=int, default=1,
                         help="also time the certified path with the torch backend's row blocks this many times larger")
     args = parser.parse_args(argv)
+    if args.dims and min(args.dims) <= 32:
+        parser.error("--dims must be > 32: at D <= 32 the native small-D kernel, not the GEMM path, runs")
     preset = PRESETS[args.preset]
     torch.set_num_threads(args.threads)
     ns, dims, ks = args.ns or preset["ns"], args.dims or preset["dims"], args.ks or preset["ks"]

@@ -77,7 +77,7 @@ SHAPES = {
 }
 PRESETS = {
     # ≈ 10 minutes on 2 cores
-    "full": dict(shapes=tuple(SHAPES), ns=(1024, 6272, 65536), reps=5, budget_s=20.0),
+    "full": dict(shapes=tuple(SHAPES), ns=(1024, 6272, 65536), reps=21, budget_s=8.0),
     # CI-sized smoke run: a few seconds
     "quick": dict(shapes=("mnist-vq", "mnist-rq2", "dac", "encodec"), ns=(1024,), reps=3, budget_s=1.0),
 }

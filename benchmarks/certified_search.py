@@ -289,7 +289,6 @@ def _markdown(meta: dict, records: list[dict], rq_records: list[dict], alternati
             f"{ms['certified-tensor-ops']:.2f} | "
             f"{ms['gemm-floor']:.2f} | {ms['bf16-mm']:.2f} | **{r['certified_over_floor']:.2f}** | "
             f"{r['certified_over_floor_of_minima']:.2f} | {r['tensor_ops_over_floor']:.2f} | "
-            f"{r['certified_over_floor_of_minima']:.2f} | "
             f"{r['float32_over_floor']:.2f} | {r['certified_over_float32']:.2f} | {g['rescore_rate']:.1%} | "
             f"{g['exact_rate']:.2%} | {g['mean_candidates']:.2f} | {c['rescore_rate']:.1%}, {c['exact_rate']:.2%}, "
             f"{c['mean_candidates']:.2f} | {r['rows_differing_from_float32']} |"
@@ -336,7 +335,15 @@ def main(argv=None) -> None:
     parser.add_argument("--name", default="certified_search", help="file name stem of the outputs")
     parser.add_argument("--row-block-factor", type=int, default=1,
                         help="also time the certified path with the torch backend's row blocks this many times larger")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="write the markdown of a stored results file next to it, and exit")
     args = parser.parse_args(argv)
+    if args.render:
+        payload = json.loads(args.render.read_text())
+        args.render.with_suffix(".md").write_text(
+            _markdown(payload["meta"], payload["records"], payload["residual_quantize"], payload["alternatives_ms"])
+        )
+        return
     if args.dims and min(args.dims) <= 32:
         parser.error("--dims must be > 32: at D <= 32 the native small-D kernel, not the GEMM path, runs")
     preset = PRESETS[args.preset]

@@ -100,9 +100,15 @@ class _TinyModel(torch.nn.Module):
     ids=["ema-kmeans-dead", "learned-dead", "rotation-cosine-dim", "mask-kmeans-dead-per-level", "frozen-learned",
          "dropout-per-sample", "grouped"],
 )
-def test_compile_fullgraph_matches_eager(kwargs, monkeypatch):
-    # quantizer dropout draws from torch's generator: the compiled graph must draw the same numbers as eager
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+def test_compile_fullgraph_matches_eager(kwargs):
+    # quantizer dropout draws from torch's generator: the compiled graph must draw the same numbers as eager.
+    # (torch's own config.patch: pytest ≥ 9.2's monkeypatch deletes a module __getattr__ attribute on undo, which
+    # removed the option from torch._inductor.config for every later test)
+    with torch._inductor.config.patch(fallback_random=True):
+        _compile_fullgraph_matches_eager(kwargs)
+
+
+def _compile_fullgraph_matches_eager(kwargs):
     torch._dynamo.reset()
     torch.manual_seed(0)
     eager = _TinyModel(**kwargs)

@@ -520,6 +520,12 @@ void fastrq_certified_select(const uint16_t *store, int64_t num_rows, int64_t ti
                     if (p[j0 + lane_codes[q]] <= limit && count <= max_candidates) picked[count++] = j0 + lane_codes[q];
             for (int64_t j = whole; j < width && count <= max_candidates; j++)
                 if (p[j] <= limit) picked[count++] = j;
+            /* the candidates' float32 rows are scattered over the codebook: request them all before the first
+             * dot product, so that their cache misses overlap */
+            for (int c = 0; c < count && c <= max_candidates; c++) {
+                const char *row = (const char *)(centred + (t * tile + picked[c]) * dim);
+                for (int64_t byte = 0; byte < dim * (int64_t)sizeof(float); byte += 64) __builtin_prefetch(row + byte);
+            }
             for (int c = 0; c < count; c++) {
                 int64_t k = t * tile + picked[c];
                 found++;

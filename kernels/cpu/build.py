@@ -48,7 +48,7 @@ _SIGNATURES = {
     "fastrq_row_hashes": ([_P, _I, _I, _P, _P], None),
     "fastrq_hash_uniform_int": ([_I, _I, _I, _I, _P], None),
     "fastrq_walk_level": ([_P, _I, _I, _P, _P, _P, _P, _P, _P, _P, _I], None),
-    "fastrq_prepare_centred": ([_P, _I, _I, _I, _P, _P, _P, _P], None),
+    "fastrq_prepare_centred": ([_P, _I, _I, _I, _P, _P, _P, _P], _I),
     "fastrq_repeated_hashes": ([_P, _I, _I, _P, _P, _I, _P], None),
     "fastrq_certified_select": (
         [_P, _I, _I, _I, _I, _P, _P, _D, _D, _D, _P, _I, _P, _P, _I, _P, _P, _P, _I], None

@@ -295,8 +295,10 @@ def prepare_centred(codebooks: torch.Tensor, level_sizes: list[int]) -> tuple[to
     centred = torch.empty_like(codebooks)
     half = torch.empty(num_levels, num_codes)
     shifts = torch.empty(num_levels, dim)
-    loaded_library().fastrq_prepare_centred(
+    status = loaded_library().fastrq_prepare_centred(
         codebooks.data_ptr(), num_levels, num_codes, dim, _int_tensor(tuple(level_sizes)).data_ptr(),
         centred.data_ptr(), half.data_ptr(), shifts.data_ptr(),
     )
+    if status != 0:
+        raise MemoryError(f"the native codebook preparation could not allocate its scratch (D = {dim})")
     return centred, half, shifts

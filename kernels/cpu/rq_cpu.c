@@ -27,6 +27,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -726,17 +727,23 @@ void fastrq_walk_level(const int64_t *codes, int64_t n, int64_t dim, const float
  * the level's codes, rounded to a multiple of the largest power of two not above their spread; a constant level:
  * its first code), the centred codes centred[l][k] = C_l[k] - mu_l for every k < K, and the half norms
  * half[l][k] = 1/2 fl(sum_d centred^2) for k < K_l, +inf beyond (padding codes are never chosen). */
-void fastrq_prepare_centred(const float *books, int64_t num_levels, int64_t num_codes, int64_t dim,
-                            const int64_t *level_sizes, float *centred, float *half, float *shifts) {
+int64_t fastrq_prepare_centred(const float *books, int64_t num_levels, int64_t num_codes, int64_t dim,
+                               const int64_t *level_sizes, float *centred, float *half, float *shifts) {
+    int64_t failed = 0; /* a level whose scratch could not be allocated: the caller raises, nothing is used */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (num_levels > 1 && num_codes * dim >= (1 << 15))
+#pragma omp parallel for schedule(static) if (num_levels > 1 && num_codes * dim >= (1 << 15)) reduction(| : failed)
 #endif
     for (int64_t l = 0; l < num_levels; l++) {
         const float *book = books + l * num_codes * dim;
         const int64_t size = level_sizes[l];
         float *shift = shifts + l * dim;
-        double total[dim > 0 ? dim : 1];
-        float mean[dim > 0 ? dim : 1];
+        /* per-level scratch on the heap: D is unbounded here and OpenMP threads have small stacks */
+        double *total = malloc((size_t)(dim > 0 ? dim : 1) * (sizeof(double) + sizeof(float)));
+        if (!total) {
+            failed = 1;
+            continue;
+        }
+        float *mean = (float *)(total + dim);
         for (int64_t d = 0; d < dim; d++) total[d] = 0.0;
         for (int64_t k = 0; k < size; k++)
             for (int64_t d = 0; d < dim; d++) total[d] += book[k * dim + d];
@@ -753,6 +760,7 @@ void fastrq_prepare_centred(const float *books, int64_t num_levels, int64_t num_
         } else {
             for (int64_t d = 0; d < dim; d++) shift[d] = book[d];
         }
+        free(total);
         float *out = centred + l * num_codes * dim;
         float *norm = half + l * num_codes;
         for (int64_t k = 0; k < num_codes; k++) {
@@ -762,4 +770,5 @@ void fastrq_prepare_centred(const float *books, int64_t num_levels, int64_t num_
             norm[k] = k < size ? 0.5f * sq : INFINITY;
         }
     }
+    return failed ? -1 : 0;
 }

@@ -1,4 +1,6 @@
-"""Launchers of the native CPU kernels (``rq_cpu.c``): float32 rows on the CPU with D ≤ ``MAX_DIM``.
+"""Launchers of the native CPU kernels (``rq_cpu.c``), float32 on the CPU: the small-D search and walk (D ≤
+``MAX_DIM``) with its statistics and EMA step, and (sections below) the certified search's row passes, the GEMM
+path's codebook preparation and per-level walk, row hashes and the counter-based draws.
 
 :func:`residual_pass` is the search-and-walk of every level in one native call per row chunk, plus (for training)
 one sequential native pass for the reductions; it implements the training contract of

@@ -1,5 +1,12 @@
-/* Fused nearest-code search and residual quantization for small D on the CPU (float32).
+/* Native CPU kernels of fastrq (float32), one translation unit:
+ *   1. the fused nearest-code search and residual quantization for small D (this comment, down to "Threads");
+ *   2. the sequential statistics pass and the EMA step;
+ *   3. the certified bf16 search's row passes (its bound and proof: fastrq/ops/certified.py);
+ *   4. the GEMM path's codebook preparation and per-level walk (fastrq/ops/torch_backend.py), row hashes, and the
+ *      counter-based draws (fastrq/ops/counter_random.py), each bit for bit or within the contract its Python
+ *      counterpart states.
  *
+ * 1. Fused nearest-code search and residual quantization for small D.
  * The CPU counterpart of the Triton search kernel, for the sizes a training step has (N of 1k-100k rows, D <= 32):
  * one call runs every level of a row block while its residual sits in registers.
  *

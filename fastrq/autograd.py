@@ -95,13 +95,16 @@ class ResidualStraightThrough(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = grad_quantized  # None when quantized took no part in the loss
             if grad_loss is not None:
+                scale = ctx.scale  # 2β / M: a float, or a 0-d tensor when M counts the rows a mask keeps
                 if commit_dir is not None:  # the summed loss: ∂/∂x = (2β / M) · grad · Σ_l r_{l+1}
                     direction, weight = commit_dir, grad_loss
                 else:  # per-level losses weighted by their own gradients: Σ_l g_l · r_{l+1}
-                    direction, weight = torch.einsum("l,lnd->nd", grad_loss, residuals), grad_loss.new_ones(())
-                scale = ctx.scale
+                    direction = torch.einsum("l,lnd->nd", grad_loss * scale, residuals)
+                    weight = scale = None
                 if grad_x is None:
-                    grad_x = direction * (weight * scale)
+                    grad_x = direction if weight is None else direction * (weight * scale)
+                elif weight is None:
+                    grad_x = grad_x + direction
                 elif isinstance(scale, float):  # one op: grad_q + scale · weight · direction
                     grad_x = torch.addcmul(grad_x, direction, weight, value=scale)
                 else:

@@ -24,9 +24,10 @@ import torch
 from .build import library, loaded_library
 
 __all__ = [
-    "available", "residual_pass", "nearest_code", "can_update", "ema_update_", "certified_available", "certified_codes", "certified_rows",
-    "certified_select", "row_hashes", "repeated_hashes", "hash_uniform_int", "walk_available", "walk_level",
-    "MAX_DIM", "PAIRS_PER_THREAD",
+    "available", "residual_pass", "nearest_code", "can_update", "ema_update_",
+    "certified_available", "certified_codes", "certified_rows", "certified_select",
+    "walk_available", "walk_level", "prepare_centred", "hashes_available", "row_hashes", "repeated_hashes",
+    "hash_uniform_int", "MAX_DIM", "PAIRS_PER_THREAD",
 ]
 
 MAX_DIM = 32
@@ -63,6 +64,20 @@ def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
         return _POOL
 
 
+def _prepared_books(lib, books: torch.Tensor, num_active: int, sizes: tuple[int, ...]):
+    """The small-D kernel's operands of the first ``num_active`` levels of contiguous codebooks ``[L, K, D]``: one
+    scratch tensor (kept alive by the caller) holding the centred transposed codes ``[A, D, kpad]``, half norms
+    ``[A, kpad]`` and shifts ``[A, D]``, and (scratch, kpad, their three addresses)."""
+    num_codes, dim = books.shape[1], books.shape[2]
+    kpad = -(-num_codes // LANES) * LANES
+    scratch = torch.empty(num_active * (dim * kpad + kpad + dim))
+    base, step = scratch.data_ptr(), scratch.element_size()
+    bookt, half, mu = base, base + num_active * dim * kpad * step, base + num_active * (dim + 1) * kpad * step
+    lib.fastrq_prepare_books(books.data_ptr(), num_active, num_codes, dim, _int_tensor(sizes).data_ptr(), kpad, bookt,
+                             half, mu)
+    return scratch, kpad, bookt, half, mu
+
+
 def residual_pass(
     x: torch.Tensor,
     codebooks: torch.Tensor,
@@ -70,43 +85,35 @@ def residual_pass(
     num_active: int,
     row_levels: torch.Tensor | None,
     training: bool,
-    with_sqdist: bool = False,
 ):
     """x ``[N, D]`` float32 (CPU), codebooks ``[L, K, D]`` float32, level l using its first ``level_sizes[l]`` rows
     (None: all K), levels ≥ ``num_active`` skipped, per row also levels ≥ ``row_levels[n]``.
 
-    Returns ``(quantized, codes)``, with ``with_sqdist`` ``(quantized, codes, sqdist)`` where sqdist ``[N]`` is
-    ‖x − quantized‖² by the direct difference, or, with ``training``, ``(quantized, codes, level_sqerr,
-    commit_dir, counts, sums)`` as in :mod:`fastrq.ops.training`. The caller has checked :func:`available`."""
+    Returns ``(quantized, codes)`` or, with ``training``, ``(quantized, codes, level_sqerr, commit_dir, counts,
+    sums)`` as in :mod:`fastrq.ops.training`. The caller has checked :func:`available`."""
     lib = loaded_library()
     n, dim = x.shape
     num_levels, num_codes, _ = codebooks.shape
     x = x.contiguous()
     books = codebooks.contiguous()
-    kpad = -(-num_codes // LANES) * LANES
-    sizes = _int_tensor(tuple(level_sizes) if level_sizes is not None else (num_codes,) * num_levels)
-    # one scratch allocation: centred transposed codes [A, D, kpad], half norms [A, kpad], shifts [A, D]
-    scratch = torch.empty(num_active * (dim * kpad + kpad + dim))
-    base, step = scratch.data_ptr(), scratch.element_size()
-    bookt, half, mu = base, base + num_active * dim * kpad * step, base + num_active * (dim + 1) * kpad * step
-    lib.fastrq_prepare_books(books.data_ptr(), num_active, num_codes, dim, sizes.data_ptr(), kpad, bookt, half, mu)
+    sizes = tuple(level_sizes) if level_sizes is not None else (num_codes,) * num_levels
+    scratch, kpad, bookt, half, mu = _prepared_books(lib, books, num_active, sizes)
     codes = torch.empty(n, num_levels, dtype=torch.long)
     if num_active < num_levels:
         codes[:, num_active:] = -1
     quantized = torch.empty_like(x)
     commit = torch.empty_like(x) if training else None
-    sqdist = torch.empty(n) if with_sqdist and not training else None
     levels = None if row_levels is None else row_levels.to(torch.int64).contiguous()
     args = (
         x.data_ptr(), dim, books.data_ptr(), bookt, half, mu, num_levels, num_codes, kpad, num_active,
         None if levels is None else levels.data_ptr(), codes.data_ptr(), quantized.data_ptr(),
-        None if commit is None else commit.data_ptr(), None if sqdist is None else sqdist.data_ptr(),
+        None if commit is None else commit.data_ptr(), None,
     )
     pairs = n * num_codes * num_active
     if _openmp(lib):
         threads = max(1, min(torch.get_num_threads(), pairs // PAIRS_PER_THREAD))
         lib.fastrq_search_walk_parallel(args[0], n, threads, *args[1:])
-        return _finish(lib, x, books, codes, quantized, commit, sqdist, num_levels, num_codes, num_active, training)
+        return _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training)
     threads = min(torch.get_num_threads(), pairs // PYTHON_PAIRS_PER_THREAD)
     if threads <= 1 or n < 2 * ROWS:
         lib.fastrq_search_walk(args[0], 0, n, *args[1:])
@@ -115,7 +122,7 @@ def residual_pass(
         chunk = -(-per_thread // ROWS) * ROWS  # whole ROWS-row blocks per thread
         starts = range(0, n, chunk)
         list(_pool(threads).map(lambda r0: lib.fastrq_search_walk(args[0], r0, min(chunk, n - r0), *args[1:]), starts))
-    return _finish(lib, x, books, codes, quantized, commit, sqdist, num_levels, num_codes, num_active, training)
+    return _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training)
 
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,27 +132,22 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
     lib = loaded_library()
     n, dim = x.shape
     num_codes = codebook.shape[0]
-    kpad = -(-num_codes // LANES) * LANES
-    scratch = torch.empty(dim * kpad + kpad + dim)
-    base, step = scratch.data_ptr(), scratch.element_size()
-    bookt, half, mu = base, base + dim * kpad * step, base + (dim + 1) * kpad * step
-    books = codebook.data_ptr()
-    lib.fastrq_prepare_books(books, 1, num_codes, dim, _int_tensor((num_codes,)).data_ptr(), kpad, bookt, half, mu)
+    scratch, kpad, bookt, half, mu = _prepared_books(lib, codebook[None], 1, (num_codes,))
     codes = torch.empty(n, dtype=torch.long)
     sqdist = torch.empty(n)
     threads = max(1, min(torch.get_num_threads(), n * num_codes // PAIRS_PER_THREAD)) if _openmp(lib) else 1
     lib.fastrq_search_walk_parallel(
-        x.data_ptr(), n, threads, dim, books, bookt, half, mu, 1, num_codes, kpad, 1, None, codes.data_ptr(), None,
-        None, sqdist.data_ptr(),
+        x.data_ptr(), n, threads, dim, codebook.data_ptr(), bookt, half, mu, 1, num_codes, kpad, 1, None,
+        codes.data_ptr(), None, None, sqdist.data_ptr(),
     )
     return codes, sqdist
 
 
-def _finish(lib, x, books, codes, quantized, commit, sqdist, num_levels, num_codes, num_active, training):
+def _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training):
     """The walk's outputs, and with ``training`` its reductions (one sequential pass in row order)."""
     n, dim = x.shape
     if not training:
-        return (quantized, codes) if sqdist is None else (quantized, codes, sqdist)
+        return quantized, codes
     sqerr = torch.empty(num_levels)
     counts = torch.empty(num_levels, num_codes)  # zeroed by the kernel
     sums = torch.empty(num_levels, num_codes, dim)
@@ -194,8 +196,7 @@ def certified_available() -> bool:
 
 
 def _row_threads(num_rows: int) -> int:
-    lib = library()
-    if not _openmp(lib):
+    if not _openmp(loaded_library()):
         return 1
     return max(1, min(torch.get_num_threads(), num_rows // CERTIFIED_ROWS_PER_THREAD))
 
@@ -232,10 +233,7 @@ def certified_select(store, num_rows, tile, tiles, num_codes, terms, weights, of
 # ---------------------------------------------------------------------------------------------- codebook preparation
 def hashes_available(codebooks: torch.Tensor) -> bool:
     """Whether :func:`row_hashes` / :func:`repeated_hashes` can run on these codebooks (contiguous float32 CPU)."""
-    return (
-        codebooks.device.type == "cpu" and codebooks.dtype == torch.float32 and codebooks.is_contiguous()
-        and library() is not None
-    )
+    return codebooks.is_contiguous() and walk_available(codebooks)
 
 
 def row_hashes(codebooks: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,29 @@ int fastrq_openmp(void) { return 1; }
 int fastrq_openmp(void) { return 0; }
 #endif
 
+/* The centring shift mu of one level's first `size` codes book [size, dim] (scratch: total [dim] doubles, mean
+ * [dim] floats): the mean (summed in float64, rounded to float32), rounded to a multiple of the largest power of
+ * two not above the spread max |e - mean| (the rule of fastrq.ops.codebook_prep.centring_shifts); a constant level
+ * is shifted by its first code. */
+static void centring_shift(const float *book, int64_t size, int64_t dim, double *total, float *mean, float *shift) {
+    for (int64_t d = 0; d < dim; d++) total[d] = 0.0;
+    for (int64_t k = 0; k < size; k++)
+        for (int64_t d = 0; d < dim; d++) total[d] += book[k * dim + d];
+    for (int64_t d = 0; d < dim; d++) mean[d] = (float)(total[d] / (double)size);
+    float spread = 0.0f;
+    for (int64_t k = 0; k < size; k++)
+        for (int64_t d = 0; d < dim; d++) {
+            float dev = fabsf(book[k * dim + d] - mean[d]);
+            if (dev > spread) spread = dev;
+        }
+    if (spread > 0.0f) {
+        float step = exp2f(floorf(log2f(spread)));
+        for (int64_t d = 0; d < dim; d++) shift[d] = nearbyintf(mean[d] / step) * step;
+    } else {
+        for (int64_t d = 0; d < dim; d++) shift[d] = book[d];
+    }
+}
+
 /* Per level l (K_l = level_sizes[l] codes): the shift mu[l][d], the centred transposed codes
  * bookt[l][d][k] = books[l][k][d] - mu[l][d] and half[l][k] = 1/2 |books[l][k] - mu[l]|^2 for k < K_l; for k in
  * [K_l, kpad) the codes are 0 and the half norms +inf (never chosen). */
@@ -74,26 +97,11 @@ void fastrq_prepare_books(const float *books, int64_t num_levels, int64_t num_co
         float *out = bookt + l * dim * kpad;
         float *shift = mu + l * dim;
         float *norm = half + l * kpad;
-        /* the mean in float32 (as torch's mean), then the spread max |e - mean|; loops run along memory (row by row,
-         * and the transposed output d by d: a stride of kpad floats between stores thrashes the L1 cache's sets) */
-        float spread = 0.0f;
-        float mean[MAX_DIM];
+        /* loops run along memory (row by row, and the transposed output d by d: a stride of kpad floats between
+         * stores thrashes the L1 cache's sets) */
         double total[MAX_DIM];
-        for (int64_t d = 0; d < dim; d++) total[d] = 0.0;
-        for (int64_t k = 0; k < size; k++)
-            for (int64_t d = 0; d < dim; d++) total[d] += book[k * dim + d];
-        for (int64_t d = 0; d < dim; d++) mean[d] = (float)(total[d] / (double)size);
-        for (int64_t k = 0; k < size; k++)
-            for (int64_t d = 0; d < dim; d++) {
-                float dev = fabsf(book[k * dim + d] - mean[d]);
-                if (dev > spread) spread = dev;
-            }
-        if (spread > 0.0f) {
-            float step = exp2f(floorf(log2f(spread)));
-            for (int64_t d = 0; d < dim; d++) shift[d] = nearbyintf(mean[d] / step) * step;
-        } else {
-            for (int64_t d = 0; d < dim; d++) shift[d] = book[d];
-        }
+        float mean[MAX_DIM];
+        centring_shift(book, size, dim, total, mean, shift);
         /* half norms summed over d in order 0..dim-1 for every code alike (identical rows, identical scores) */
         for (int64_t k = 0; k < kpad; k++) norm[k] = 0.0f;
         for (int64_t d = 0; d < dim; d++) {
@@ -730,9 +738,8 @@ void fastrq_walk_level(const int64_t *codes, int64_t n, int64_t dim, const float
 }
 
 /* The torch backend's codebook preparation (fastrq.ops.torch_backend.PreparedLevels) for float32 codebooks
- * [L, K, D], level l using its first sizes[l] codes: the shift mu_l by the rule of fastrq_prepare_books (mean of
- * the level's codes, rounded to a multiple of the largest power of two not above their spread; a constant level:
- * its first code), the centred codes centred[l][k] = C_l[k] - mu_l for every k < K, and the half norms
+ * [L, K, D], level l using its first sizes[l] codes: the shift mu_l (centring_shift), the centred codes
+ * centred[l][k] = C_l[k] - mu_l for every k < K, and the half norms
  * half[l][k] = 1/2 fl(sum_d centred^2) for k < K_l, +inf beyond (padding codes are never chosen). */
 int64_t fastrq_prepare_centred(const float *books, int64_t num_levels, int64_t num_codes, int64_t dim,
                                const int64_t *level_sizes, float *centred, float *half, float *shifts) {
@@ -750,23 +757,7 @@ int64_t fastrq_prepare_centred(const float *books, int64_t num_levels, int64_t n
             failed = 1;
             continue;
         }
-        float *mean = (float *)(total + dim);
-        for (int64_t d = 0; d < dim; d++) total[d] = 0.0;
-        for (int64_t k = 0; k < size; k++)
-            for (int64_t d = 0; d < dim; d++) total[d] += book[k * dim + d];
-        for (int64_t d = 0; d < dim; d++) mean[d] = (float)(total[d] / (double)size);
-        float spread = 0.0f;
-        for (int64_t k = 0; k < size; k++)
-            for (int64_t d = 0; d < dim; d++) {
-                float dev = fabsf(book[k * dim + d] - mean[d]);
-                if (dev > spread) spread = dev;
-            }
-        if (spread > 0.0f) {
-            float step = exp2f(floorf(log2f(spread)));
-            for (int64_t d = 0; d < dim; d++) shift[d] = nearbyintf(mean[d] / step) * step;
-        } else {
-            for (int64_t d = 0; d < dim; d++) shift[d] = book[d];
-        }
+        centring_shift(book, size, dim, total, (float *)(total + dim), shift);
         free(total);
         float *out = centred + l * num_codes * dim;
         float *norm = half + l * num_codes;

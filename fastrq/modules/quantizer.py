@@ -328,11 +328,7 @@ class ResidualQuantizer(nn.Module):
                 UserWarning,
                 stacklevel=4,
             )
-        lead = tuple(x.shape[:-1])
-        rows = x if x.dim() == 2 else x.reshape(-1, self.dim)  # each no-op tensor call still costs ~1 µs
-        if rows.dtype != self.codebook.dtype:
-            rows = rows.to(self.codebook.dtype)
-        return (rows if rows.is_contiguous() else rows.contiguous()), lead
+        return check.as_rows(x, self.codebook.dtype), tuple(x.shape[:-1])
 
     def _from_rows(self, rows: torch.Tensor, lead: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         out = rows if len(lead) == 1 else rows.reshape(*lead, self.dim)

@@ -393,6 +393,15 @@ class _Stats:
     def reset(self):
         self.rows = self.rescored_rows = self.exact_rows = self.candidates = self.calls = 0
 
+    def record(self, rows: int, rescored: int, exact: int, candidates: int) -> None:
+        """One row block's counts (either row pass)."""
+        with self.lock:
+            self.calls += 1
+            self.rows += rows
+            self.rescored_rows += rescored
+            self.exact_rows += exact
+            self.candidates += candidates
+
 
 _STATS = _Stats()
 
@@ -507,12 +516,7 @@ def _native_block(rows: torch.Tensor, level: CertifiedLevel, exact, buffers) -> 
     if exact_rows:
         exact_index = (status == 2).nonzero().view(-1)
         codes[exact_index] = exact(rows.index_select(0, exact_index))
-    with _STATS.lock:
-        _STATS.calls += 1
-        _STATS.rows += num_rows
-        _STATS.rescored_rows += rescored
-        _STATS.exact_rows += exact_rows
-        _STATS.candidates += candidates
+    _STATS.record(num_rows, rescored, exact_rows, candidates)
     return codes
 
 
@@ -575,10 +579,5 @@ def _certified_block(rows: torch.Tensor, level: CertifiedLevel, exact, buffers) 
     if exact_index.numel():
         codes[exact_index] = exact(rows.index_select(0, exact_index))
     rescored = int(multi.sum()) if pick.numel() else 0
-    with _STATS.lock:
-        _STATS.calls += 1
-        _STATS.rows += num_rows
-        _STATS.rescored_rows += rescored
-        _STATS.exact_rows += int(exact_index.numel())
-        _STATS.candidates += int(cand_row.numel())
+    _STATS.record(num_rows, rescored, int(exact_index.numel()), int(cand_row.numel()))
     return codes

@@ -315,3 +315,37 @@ def test_empty_batch_changes_no_codebook():
     # every code is below the threshold now: without rows to sample from, none may be replaced (e.g. by zeros)
     assert torch.all(rq.cluster_size < 100.0)
     assert (rq.codebook - initialised).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.9])
+def test_native_ema_step_matches_the_formula_and_ignores_the_thread_count(decay):
+    """The native EMA step (kernels/cpu, elementwise over codes, OpenMP from 2^16 elements a level) against
+    fastrq.ops.ema_step, on levels large enough for its parallel branch and one left empty (n = 0 keeps it)."""
+    from fastrq.kernels.cpu import launch
+
+    levels, k, d = 3, 1024, 64
+    codebooks, embed_sum = _rand(1, levels, k, d), _rand(2, levels, k, d)
+    cluster_size = _rand(3, levels, k).abs()
+    cluster_size[2] = 0.0  # with decay 0 and no counts, level 2 has no mass: its codebook stays
+    counts = torch.randint(0, 4, (levels, k), generator=torch.Generator().manual_seed(4)).float()
+    counts[2] = 0.0
+    sums = _rand(5, levels, k, d)
+    if not launch.can_update(codebooks, cluster_size, embed_sum):
+        pytest.skip("the native library does not build here")
+    want = fastrq.ops.ema_step(codebooks, cluster_size, embed_sum, counts, sums, decay=decay, eps=1e-5)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            state = [codebooks.clone(), cluster_size.clone(), embed_sum.clone()]
+            launch.ema_update_(*state, counts, sums, [k] * levels, [True] * levels, decay, 1e-5)
+            results.append(state)
+    finally:
+        torch.set_num_threads(threads)
+    for got, expected in zip(results[0], (want[2], want[0], want[1])):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
+    if decay == 0.0:
+        assert torch.equal(results[0][0][2], codebooks[2])

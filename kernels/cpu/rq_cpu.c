@@ -67,17 +67,31 @@ int fastrq_openmp(void) { return 0; }
  * [dim] floats): the mean (summed in float64, rounded to float32), rounded to a multiple of the largest power of
  * two not above the spread max |e - mean| (the rule of fastrq.ops.codebook_prep.centring_shifts); a constant level
  * is shifted by its first code. */
-static void centring_shift(const float *book, int64_t size, int64_t dim, double *total, float *mean, float *shift) {
+static void centring_shift(const float *restrict book, int64_t size, int64_t dim, double *restrict total,
+                           float *restrict mean, float *restrict shift) {
     for (int64_t d = 0; d < dim; d++) total[d] = 0.0;
     for (int64_t k = 0; k < size; k++)
         for (int64_t d = 0; d < dim; d++) total[d] += book[k * dim + d];
     for (int64_t d = 0; d < dim; d++) mean[d] = (float)(total[d] / (double)size);
+    /* the spread: a maximum in LANES lanes (a NaN deviation is never taken, as the scalar `dev > spread`) */
+    vf widest = {0};
     float spread = 0.0f;
-    for (int64_t k = 0; k < size; k++)
-        for (int64_t d = 0; d < dim; d++) {
-            float dev = fabsf(book[k * dim + d] - mean[d]);
+    for (int64_t k = 0; k < size; k++) {
+        const float *e = book + k * dim;
+        int64_t d = 0;
+        for (; d + LANES <= dim; d += LANES) {
+            vf v, m;
+            memcpy(&v, e + d, sizeof(v));
+            memcpy(&m, mean + d, sizeof(m));
+            vf dev = (vf)((vi)(v - m) & 0x7FFFFFFF); /* |v - m| */
+            widest = select_f(dev > widest, dev, widest);
+        }
+        for (; d < dim; d++) {
+            float dev = fabsf(e[d] - mean[d]);
             if (dev > spread) spread = dev;
         }
+    }
+    for (int j = 0; j < LANES; j++) spread = widest[j] > spread ? widest[j] : spread;
     if (spread > 0.0f) {
         float step = exp2f(floorf(log2f(spread)));
         for (int64_t d = 0; d < dim; d++) shift[d] = nearbyintf(mean[d] / step) * step;
@@ -334,17 +348,26 @@ void fastrq_ema_update(float *codebooks, float *cluster_size, float *embed_sum, 
         for (int64_t k = 0; k < size; k++) total += cs[k];
         float *es = embed_sum + s * num_codes * dim;
         const float *sm = sums + s * num_codes * dim;
-        for (int64_t i = 0; i < size * dim; i++) {
-            float a = es[i] * keep, b = sm[i] * take;
-            es[i] = a + b;
-        }
-        if (!(total > 0.0f)) continue;
-        const float denominator = total + (float)size * epsf;
         float *cb = codebooks + s * num_codes * dim;
+        const int refresh = total > 0.0f;
+        const float denominator = total + (float)size * epsf;
+        /* per code: its embed_sum row, then (n > 0) its codebook row from it, in one pass; elementwise, so the
+         * result does not depend on the thread count */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (size * dim >= (1 << 16))
+#endif
         for (int64_t k = 0; k < size; k++) {
+            float *e = es + k * dim;
+            const float *m = sm + k * dim;
+            for (int64_t d = 0; d < dim; d++) {
+                float a = e[d] * keep, b = m[d] * take;
+                e[d] = a + b;
+            }
+            if (!refresh) continue;
             float smoothed = (cs[k] + epsf) / denominator * total;
             if (smoothed < 1.17549435e-38f) smoothed = 1.17549435e-38f;
-            for (int64_t d = 0; d < dim; d++) cb[k * dim + d] = es[k * dim + d] / smoothed;
+            float *c = cb + k * dim;
+            for (int64_t d = 0; d < dim; d++) c[d] = e[d] / smoothed;
         }
     }
 }
@@ -589,19 +612,31 @@ void fastrq_certified_codes(const float *codes, const float *half, int64_t num_c
     for (int64_t k = 0; k < num_codes; k++) {
         const float *b = codes + k * dim;
         uint16_t *out = aug + k * width;
-        /* float64 sums in LANES partial sums (any order: the caller's slack covers float64 evaluation) */
+        /* float64 sums in LANES / 2 partial sums (any order: the caller's slack covers float64 evaluation); the
+         * conversion without branches, LANES codes' coordinates at a time (as fastrq_certified_rows) */
         vd rounding_v = {0}, rounded_v = {0}, exact_v = {0};
         int64_t d = 0;
-        for (; d + LANES / 2 <= dim; d += LANES / 2) {
-            uint16_t bits[LANES / 2];
-            vhf e32, r32;
-            for (int j = 0; j < LANES / 2; j++) {
-                bits[j] = bf16_bits(b[d + j]);
-                e32[j] = b[d + j];
-                r32[j] = bf16_value(bits[j]);
-                out[d + j] = bits[j] ^ 0x8000u; /* -bf16(b): negation is exact */
-            }
-            vd e = __builtin_convertvector(e32, vd), r = __builtin_convertvector(r32, vd);
+        for (; d + LANES <= dim; d += LANES) {
+            vu bits;
+            vf e32;
+            memcpy(&bits, b + d, sizeof(bits));
+            memcpy(&e32, b + d, sizeof(e32));
+            vi nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+            vu rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+            vu top = (vu)select_i(nan, (vi)(bits * 0u + 0x7FC00000u), (vi)rounded);
+            vf r32;
+            memcpy(&r32, &top, sizeof(r32));
+            vh halves = __builtin_convertvector((top >> 16) ^ 0x8000u, vh); /* -bf16(b): negation is exact */
+            memcpy(out + d, &halves, sizeof(halves));
+            vhf e_lo = __builtin_shufflevector(e32, e32, 0, 1, 2, 3, 4, 5, 6, 7);
+            vhf e_hi = __builtin_shufflevector(e32, e32, 8, 9, 10, 11, 12, 13, 14, 15);
+            vhf r_lo = __builtin_shufflevector(r32, r32, 0, 1, 2, 3, 4, 5, 6, 7);
+            vhf r_hi = __builtin_shufflevector(r32, r32, 8, 9, 10, 11, 12, 13, 14, 15);
+            vd e = __builtin_convertvector(e_lo, vd), r = __builtin_convertvector(r_lo, vd);
+            rounding_v += (r - e) * (r - e);
+            rounded_v += r * r;
+            exact_v += e * e;
+            e = __builtin_convertvector(e_hi, vd), r = __builtin_convertvector(r_hi, vd);
             rounding_v += (r - e) * (r - e);
             rounded_v += r * r;
             exact_v += e * e;
@@ -759,10 +794,11 @@ int64_t fastrq_prepare_centred(const float *books, int64_t num_levels, int64_t n
         }
         centring_shift(book, size, dim, total, (float *)(total + dim), shift);
         free(total);
-        float *out = centred + l * num_codes * dim;
-        float *norm = half + l * num_codes;
+        float *restrict out = centred + l * num_codes * dim;
+        float *restrict norm = half + l * num_codes;
+        const float *restrict mu = shift;
         for (int64_t k = 0; k < num_codes; k++) {
-            for (int64_t d = 0; d < dim; d++) out[k * dim + d] = book[k * dim + d] - shift[d];
+            for (int64_t d = 0; d < dim; d++) out[k * dim + d] = book[k * dim + d] - mu[d];
             /* any summation order: both searches read these same half norms */
             float sq = dot_any_order(out + k * dim, out + k * dim, dim);
             norm[k] = k < size ? 0.5f * sq : INFINITY;

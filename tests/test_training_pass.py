@@ -200,3 +200,50 @@ def test_row_blocks_of_the_gemm_path_match_the_reference(variant, n, d, k, level
     _check_against_reference(x, codebooks, sizes, num_active, None, out, exact=True)
     expected_quantized, expected_codes = reference.residual_quantize(x.double(), codebooks.double())
     assert torch.equal(codes, expected_codes) and torch.equal(quantized.double(), expected_quantized)
+
+
+@pytest.mark.parametrize("variant", ["torch", "torch-native", "torch-pure"])
+@pytest.mark.parametrize("d, k, levels", [(4, 16, 2), (40, 33, 2), (64, 256, 2)])
+def test_a_float64_default_dtype_changes_nothing_for_float32_data(variant, d, k, levels):
+    """``torch.set_default_dtype(torch.float64)`` (common in scientific code) must not reach the float32 paths'
+    own buffers: the native kernels write float32 into them (a float64 buffer read back garbage statistics and an
+    infinite codebook, found 2026-12-01). Same outputs as under the float32 default, module step included."""
+    x = torch.randn(300, d, generator=torch.Generator().manual_seed(0))
+    books = torch.randn(levels, k, d, generator=torch.Generator().manual_seed(1))
+
+    def run():
+        with backend_env(variant) as backend:
+            out = training.quantize_for_training(x, books, [k] * levels, levels, None, backend)
+            quantized, codes = fastrq.residual_quantize(x, books, backend=backend)
+            nearest = fastrq.nearest_code(x, books[0], backend=backend)
+        return [*out, quantized, codes, *nearest]
+
+    want = run()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = run()
+    finally:
+        torch.set_default_dtype(previous)
+    for a, b in zip(want, got):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_float64_default_dtype_leaves_a_float32_module_step_unchanged():
+    """The module built under the float32 default, stepped once under each default: the same state after it."""
+    x = torch.randn(500, 4, generator=torch.Generator().manual_seed(0))
+
+    def step(default):
+        torch.manual_seed(0)
+        rq = fastrq.ResidualQuantizer(4, 16, 2).train()
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(default)
+        try:
+            quantized, codes, loss = rq(x)
+        finally:
+            torch.set_default_dtype(previous)
+        return [quantized, codes, loss, *rq.state_dict().values()]
+
+    for a, b in zip(step(torch.float32), step(torch.float64)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

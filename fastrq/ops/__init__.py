@@ -15,7 +15,8 @@ One concern per module:
 - :mod:`.codebook_state`: the quantizer's state transitions (residual walk, k-means init, EMA step with
   dead-code restarts);
 - :mod:`.counter_random`: sync-free, rank-identical random choices;
-- :mod:`.distributed`: when and how state updates synchronise across ranks.
+- :mod:`.distributed`: when and how state updates synchronise across ranks;
+- :mod:`.recycled`: the CPU step's large statistics buffers, reused once nothing else refers to them.
 """
 
 from .functional import code_statistics, ema_step, ema_update_, nearest_code, residual_decode, residual_quantize

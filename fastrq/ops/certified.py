@@ -176,7 +176,7 @@ def float32_accumulation_verified(width: int) -> bool:
     small shape and at a row-block shape."""
     if width < 4 or width > 4096:
         return False
-    rows = torch.full((6, width), 2.0**-9)
+    rows = torch.full((6, width), 2.0**-9, dtype=torch.float32)
     rows[0, 0] = rows[1, -1] = rows[2, width // 2] = 1.0
     rows[3, 0], rows[3, 1] = 2.0**10, -(2.0**10)
     rows[4:, 4:] = 0.0
@@ -454,7 +454,7 @@ def _buffers(rows: int, dim: int, tile: int, tiles: int):
         store = torch.empty(tiles * rows * tile, dtype=torch.bfloat16)
         minima = torch.empty(tiles, rows, GROUPS, dtype=torch.int16)
         terms = torch.empty(rows, 5, dtype=torch.float64)
-        cached = rows, _new_aug(rows, dim), torch.empty(rows, dim), terms, store, minima
+        cached = rows, _new_aug(rows, dim), torch.empty(rows, dim, dtype=torch.float32), terms, store, minima
         cache.pop(key, None)
         while len(cache) >= BUFFER_SHAPES:
             cache.pop(next(iter(cache)))
@@ -570,7 +570,7 @@ def _certified_block(rows: torch.Tensor, level: CertifiedLevel, exact, buffers) 
         r_rows, r_codes = cand_row.index_select(0, pick), cand_code.index_select(0, pick)
         dots = rows.index_select(0, r_rows).mul_(level.centred.index_select(0, r_codes)).sum(dim=1)
         scores32 = level.half_norms.index_select(0, r_codes).sub_(dots)
-        best = torch.full((num_rows,), math.inf).scatter_reduce_(0, r_rows, scores32, "amin")
+        best = torch.full((num_rows,), math.inf, dtype=torch.float32).scatter_reduce_(0, r_rows, scores32, "amin")
         tied = (scores32 == best.index_select(0, r_rows)).nonzero().view(-1)
         first = torch.full((num_rows,), level.padded, dtype=torch.long)
         first.scatter_reduce_(0, r_rows.index_select(0, tied), r_codes.index_select(0, tied), "amin")

@@ -48,7 +48,7 @@ import threading
 import torch
 
 from ..kernels.cpu import launch as cpu_kernels
-from . import certified
+from . import certified, recycled
 from .codebook_prep import centring_shifts, first_equal_rows, first_equal_rows_sync_free, row_hashes
 
 __all__ = [
@@ -382,8 +382,8 @@ def _native_walk_pass(x, codebooks, prep, work, num_active, training):
         codes[:, num_active:] = -1
     quantized = torch.empty_like(x)
     commit = torch.empty_like(x) if training else None
-    sums = x.new_zeros(num_levels, num_codes, dim) if training else None
-    counts = x.new_zeros(num_levels, num_codes) if training else None
+    sums = recycled.zeros((num_levels, num_codes, dim)) if training else None  # float32 CPU here
+    counts = recycled.zeros((num_levels, num_codes)) if training else None
     sqerr = torch.zeros(num_levels, dtype=torch.float64) if training else None
     books = [codebooks[level].contiguous() for level in range(num_active)]
     residual_buf = torch.empty(min(n, work.rows), dim, dtype=x.dtype)
@@ -405,6 +405,12 @@ def _native_walk_pass(x, codebooks, prep, work, num_active, training):
     return quantized, codes, sqerr.to(x.dtype), commit, counts, sums
 
 
+def _statistics_zeros(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Zero EMA statistics for rows like x: on the CPU from :mod:`fastrq.ops.recycled` (a step's large sums
+    otherwise page-fault in and unmap again every call)."""
+    return recycled.zeros(shape, x.dtype) if x.device.type == "cpu" else x.new_zeros(shape)
+
+
 def _level_activity(row_levels: torch.Tensor | None, level: int) -> torch.Tensor | None:
     """[R, 1] bool: which rows take part in ``level`` (None: all of them)."""
     return None if row_levels is None else (row_levels > level)[:, None]
@@ -413,7 +419,7 @@ def _level_activity(row_levels: torch.Tensor | None, level: int) -> torch.Tensor
 def _single_block_pass(x, codebooks, prep, work, num_active, row_levels, training):
     """All rows in one block (always on the faiss path): no buffers, one tensor op per output and level."""
     num_levels, num_codes, dim = codebooks.shape
-    sums = x.new_zeros(num_levels, num_codes, dim) if training else None
+    sums = _statistics_zeros(x, (num_levels, num_codes, dim)) if training else None
     residual, quantized, commit_dir = x, None, None
     code_columns, count_rows, sqerr = [], [], []
     for level in range(num_active):
@@ -478,7 +484,7 @@ def _blocked_pass(x, codebooks, prep, work, num_active, row_levels, training):
     codes = torch.full((n, num_levels), -1, dtype=torch.long, device=x.device)
     quantized = torch.zeros_like(x)
     commit_dir = torch.zeros_like(x) if training else None
-    sums = x.new_zeros(num_levels, num_codes, dim) if training else None
+    sums = _statistics_zeros(x, (num_levels, num_codes, dim)) if training else None
     sqerr_parts: list[torch.Tensor] = []
     residual_buf = torch.empty(work.rows, dim, dtype=x.dtype, device=x.device)
     chosen_buf = torch.empty_like(residual_buf)

@@ -21,6 +21,8 @@ import threading
 
 import torch
 
+from fastrq.ops import recycled
+
 from .build import library, loaded_library
 
 __all__ = [
@@ -70,7 +72,7 @@ def _prepared_books(lib, books: torch.Tensor, num_active: int, sizes: tuple[int,
     ``[A, kpad]`` and shifts ``[A, D]``, and (scratch, kpad, their three addresses)."""
     num_codes, dim = books.shape[1], books.shape[2]
     kpad = -(-num_codes // LANES) * LANES
-    scratch = torch.empty(num_active * (dim * kpad + kpad + dim))
+    scratch = recycled.empty((num_active * (dim * kpad + kpad + dim),))  # reused: no page faults per call
     base, step = scratch.data_ptr(), scratch.element_size()
     bookt, half, mu = base, base + num_active * dim * kpad * step, base + num_active * (dim + 1) * kpad * step
     lib.fastrq_prepare_books(books.data_ptr(), num_active, num_codes, dim, _int_tensor(sizes).data_ptr(), kpad, bookt,
@@ -134,7 +136,7 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
     num_codes = codebook.shape[0]
     scratch, kpad, bookt, half, mu = _prepared_books(lib, codebook[None], 1, (num_codes,))
     codes = torch.empty(n, dtype=torch.long)
-    sqdist = torch.empty(n)
+    sqdist = torch.empty(n, dtype=torch.float32)
     threads = max(1, min(torch.get_num_threads(), n * num_codes // PAIRS_PER_THREAD)) if _openmp(lib) else 1
     lib.fastrq_search_walk_parallel(
         x.data_ptr(), n, threads, dim, codebook.data_ptr(), bookt, half, mu, 1, num_codes, kpad, 1, None,
@@ -148,9 +150,9 @@ def _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_
     n, dim = x.shape
     if not training:
         return quantized, codes
-    sqerr = torch.empty(num_levels)
-    counts = torch.empty(num_levels, num_codes)  # zeroed by the kernel
-    sums = torch.empty(num_levels, num_codes, dim)
+    sqerr = torch.empty(num_levels, dtype=torch.float32)
+    counts = recycled.empty((num_levels, num_codes))  # zeroed by the kernel
+    sums = recycled.empty((num_levels, num_codes, dim))
     lib.fastrq_statistics(
         x.data_ptr(), n, dim, books.data_ptr(), num_levels, num_codes, num_active, codes.data_ptr(),
         sqerr.data_ptr(), counts.data_ptr(), sums.data_ptr(),
@@ -290,15 +292,16 @@ def walk_level(codes: torch.Tensor, book: torch.Tensor, residual: torch.Tensor, 
 
 def prepare_centred(codebooks: torch.Tensor, level_sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Contiguous float32 CPU codebooks ``[L, K, D]`` → (centred ``[L, K, D]``, half norms ``[L, K]`` (+inf past each
-    level's size), shifts ``[L, D]``): the torch backend's preparation in one native pass per level."""
+    level's size), shifts ``[L, D]``): the torch backend's preparation in one native pass per level. When every
+    shift is 0 (the usual case: the shift is the mean rounded to the codes' spread), centred *is* ``codebooks``."""
     num_levels, num_codes, dim = codebooks.shape
-    centred = torch.empty_like(codebooks)
-    half = torch.empty(num_levels, num_codes)
-    shifts = torch.empty(num_levels, dim)
-    status = loaded_library().fastrq_prepare_centred(
+    centred = torch.empty_like(codebooks)  # not touched (no page faults) unless a level is shifted
+    half = torch.empty(num_levels, num_codes, dtype=torch.float32)
+    shifts = torch.empty(num_levels, dim, dtype=torch.float32)
+    shifted = loaded_library().fastrq_prepare_centred(
         codebooks.data_ptr(), num_levels, num_codes, dim, _int_tensor(tuple(level_sizes)).data_ptr(),
         centred.data_ptr(), half.data_ptr(), shifts.data_ptr(),
     )
-    if status != 0:
+    if shifted < 0:
         raise MemoryError(f"the native codebook preparation could not allocate its scratch (D = {dim})")
-    return centred, half, shifts
+    return (centred if shifted else codebooks), half, shifts

@@ -773,36 +773,54 @@ void fastrq_walk_level(const int64_t *codes, int64_t n, int64_t dim, const float
 }
 
 /* The torch backend's codebook preparation (fastrq.ops.torch_backend.PreparedLevels) for float32 codebooks
- * [L, K, D], level l using its first sizes[l] codes: the shift mu_l (centring_shift), the centred codes
- * centred[l][k] = C_l[k] - mu_l for every k < K, and the half norms
- * half[l][k] = 1/2 fl(sum_d centred^2) for k < K_l, +inf beyond (padding codes are never chosen). */
+ * [L, K, D], level l using its first sizes[l] codes: the shift mu_l (centring_shift), the half norms
+ * half[l][k] = 1/2 fl(sum_d (C_l[k] - mu_l)^2) for k < K_l, +inf beyond (padding codes are never chosen), and, only
+ * when some level's shift is not 0, the centred codes centred[l][k] = C_l[k] - mu_l of every level and k < K (else
+ * centred is not written: the caller uses the codebooks themselves, C - 0 = C, and touches no new memory).
+ * Returns the number of shifted levels, or -1 when a level's scratch could not be allocated (nothing is used). */
 int64_t fastrq_prepare_centred(const float *books, int64_t num_levels, int64_t num_codes, int64_t dim,
                                const int64_t *level_sizes, float *centred, float *half, float *shifts) {
-    int64_t failed = 0; /* a level whose scratch could not be allocated: the caller raises, nothing is used */
+    int64_t failed = 0, shifted = 0;
+    const int parallel = num_levels > 1 && num_codes * dim >= (1 << 15);
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (num_levels > 1 && num_codes * dim >= (1 << 15)) reduction(| : failed)
+#pragma omp parallel for schedule(static) if (parallel) reduction(| : failed) reduction(+ : shifted)
 #endif
     for (int64_t l = 0; l < num_levels; l++) {
-        const float *book = books + l * num_codes * dim;
-        const int64_t size = level_sizes[l];
-        float *shift = shifts + l * dim;
         /* per-level scratch on the heap: D is unbounded here and OpenMP threads have small stacks */
         double *total = malloc((size_t)(dim > 0 ? dim : 1) * (sizeof(double) + sizeof(float)));
         if (!total) {
             failed = 1;
             continue;
         }
-        centring_shift(book, size, dim, total, (float *)(total + dim), shift);
+        float *shift = shifts + l * dim;
+        centring_shift(books + l * num_codes * dim, level_sizes[l], dim, total, (float *)(total + dim), shift);
         free(total);
+        for (int64_t d = 0; d < dim; d++)
+            if (shift[d] != 0.0f) { /* -0 counts as 0, as the Python rule's shifts.ne(0) */
+                shifted++;
+                break;
+            }
+    }
+    if (failed) return -1;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (parallel)
+#endif
+    for (int64_t l = 0; l < num_levels; l++) {
+        const float *restrict book = books + l * num_codes * dim;
+        const float *restrict mu = shifts + l * dim;
         float *restrict out = centred + l * num_codes * dim;
         float *restrict norm = half + l * num_codes;
-        const float *restrict mu = shift;
+        const int64_t size = level_sizes[l];
         for (int64_t k = 0; k < num_codes; k++) {
-            for (int64_t d = 0; d < dim; d++) out[k * dim + d] = book[k * dim + d] - mu[d];
+            const float *row = book + k * dim;
+            if (shifted) {
+                for (int64_t d = 0; d < dim; d++) out[k * dim + d] = row[d] - mu[d];
+                row = out + k * dim;
+            }
             /* any summation order: both searches read these same half norms */
-            float sq = dot_any_order(out + k * dim, out + k * dim, dim);
+            float sq = dot_any_order(row, row, dim);
             norm[k] = k < size ? 0.5f * sq : INFINITY;
         }
     }
-    return failed ? -1 : 0;
+    return shifted;
 }

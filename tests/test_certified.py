@@ -379,3 +379,36 @@ def test_native_code_operands_match_the_tensor_ones(kind, k, d, seed):
     for name in ("beta", "bhat", "bnorm", "hmax", "hsplit"):
         a, b = getattr(native, name), getattr(tensor, name)
         assert a == pytest.approx(b, rel=1e-12, abs=0.0), name
+
+
+@pytest.mark.skipif(not NATIVE_AVAILABLE, reason="the native library does not build here")
+def test_the_portable_selection_matches_the_avx512_one(monkeypatch):
+    """rq_cpu.c selects candidates with an AVX-512BW compare-to-mask where the compiler targets it, else with
+    portable vector code: the library built without AVX-512BW gives the same codes and the same counters, on exact
+    data (ties, several tiles, widths not a multiple of 32) and on adversarial near ties."""
+    from fastrq.kernels.cpu import build
+
+    portable, reason = build.load_built(build._compiler(), build.FLAGS + build.OPENMP_FLAGS + ("-mno-avx512bw",))
+    assert portable is not None, reason
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for n, d, k in ((200, 8, 300), (64, 40, 1000), (33, 3, 31)):
+        codebook = torch.randint(-2, 3, (k, d), generator=gen).float()
+        codebook[3::4] = codebook[:1]
+        cases.append((torch.randint(-3, 4, (n, d), generator=gen).float(), codebook))
+    cases.append(_near_ties(1, 16, 16, 64, gap=3e-4)[:2])
+
+    def run():
+        out = []
+        with mock.patch.multiple(certified, CODE_TILE=128, STORE_ELEMENTS=64 * 128):
+            for x, codebook in cases:
+                certified.reset_search_stats()
+                with _environment(ALWAYS, native=True):
+                    out.append((fastrq.nearest_code(x, codebook, backend="torch")[0], certified.search_stats()))
+        return out
+
+    default = run()
+    monkeypatch.setattr(build, "_load", lambda: (portable, None))
+    for (codes, stats), (want, want_stats) in zip(run(), default):
+        assert torch.equal(codes, want)
+        assert stats == want_stats

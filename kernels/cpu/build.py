@@ -110,24 +110,31 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     compiler = _compiler()
     if compiler is None:
         return None, "no C compiler found ($CC, cc, gcc or clang)"
-    import torch  # noqa: F401  (loaded first, so that libgomp.so.1 resolves to torch's own copy)
-
     reasons = []
     for flags in (FLAGS + OPENMP_FLAGS, FLAGS):  # with OpenMP where the compiler has it
-        target, reason = _build(compiler, flags)
-        if target is None:
-            reasons.append(reason)
-            continue
-        try:
-            lib = ctypes.CDLL(str(target))
-        except OSError as exc:
-            reasons.append(f"could not load {target}: {exc}")
-            continue
-        for name, (argtypes, restype) in _SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = argtypes, restype
-        return lib, None
+        lib, reason = load_built(compiler, flags)
+        if lib is not None:
+            return lib, None
+        reasons.append(reason)
     return None, "; ".join(reasons)
+
+
+def load_built(compiler: str, flags: tuple[str, ...]) -> tuple[ctypes.CDLL | None, str | None]:
+    """The library built with ``flags`` (compiled now if not cached), loaded with its signatures set; or None and
+    why not. (Tests load variants with it, e.g. without AVX-512BW, to check the portable code paths.)"""
+    import torch  # noqa: F401  (loaded first, so that libgomp.so.1 resolves to torch's own copy)
+
+    target, reason = _build(compiler, flags)
+    if target is None:
+        return None, reason
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as exc:
+        return None, f"could not load {target}: {exc}"
+    for name, (argtypes, restype) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = argtypes, restype
+    return lib, None
 
 
 def library() -> ctypes.CDLL | None:

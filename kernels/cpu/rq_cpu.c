@@ -30,12 +30,16 @@
  * threads (each ctypes call releases the GIL). The reductions (EMA statistics, per-level errors) run in one
  * sequential pass in row order, so every result is deterministic and independent of the thread count.
  * Written with GCC/Clang vector extensions (compiled with -march=native: AVX-512 where the CPU has it, else
- * AVX2 / SSE / NEON), no intrinsics.
+ * AVX2 / SSE / NEON); one intrinsic, the certified selection's AVX-512BW compare-to-mask, with a portable form
+ * beside it (tests/test_certified.py builds the library without AVX-512BW to check that the two agree).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512BW__)
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -472,18 +476,42 @@ static inline float dot_any_order(const float *a, const float *b, int64_t dim) {
 
 #define STRIDE (2 * LANES) /* int16 outputs per vector */
 
-/* Lane j of the result: the smallest of p[j], p[j + STRIDE], ... over the whole vectors of p[0, width); the tail
- * (width mod STRIDE outputs) is left to the caller. */
-static inline vs strided_minima(const int16_t *p, int64_t width) {
-    vs least;
-    for (int k = 0; k < STRIDE; k++) least[k] = INT16_MAX;
-    for (int64_t j = 0; j + STRIDE <= width; j += STRIDE) {
-        vs chunk;
-        memcpy(&chunk, p + j, sizeof(chunk));
-        vs less = chunk < least;
-        least = (less & chunk) | (~less & least);
-    }
-    return least;
+/* The smallest lane of v, as a tree of shuffles. */
+static inline int16_t min_lanes_s(vs v) {
+    vs w, less;
+#define FOLD(...)                                                                                                      \
+    w = __builtin_shufflevector(v, v, __VA_ARGS__);                                                                    \
+    less = w < v;                                                                                                      \
+    v = (less & w) | (~less & v)
+    FOLD(16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+         15);
+    FOLD(8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7, 24, 25, 26, 27, 28, 29, 30, 31, 16, 17, 18, 19, 20, 21, 22,
+         23);
+    FOLD(4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11, 20, 21, 22, 23, 16, 17, 18, 19, 28, 29, 30, 31, 24, 25, 26,
+         27);
+    FOLD(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 18, 19, 16, 17, 22, 23, 20, 21, 26, 27, 24, 25, 30, 31, 28,
+         29);
+    FOLD(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14, 17, 16, 19, 18, 21, 20, 23, 22, 25, 24, 27, 26, 29, 28, 31,
+         30);
+#undef FOLD
+    return v[0];
+}
+
+/* Bit k set when p[k] <= limit, for the STRIDE outputs at p: one compare into a mask register with AVX-512BW; the
+ * portable form otherwise (which compilers vectorise, a little less tightly). */
+static inline uint32_t at_most(const int16_t *p, int16_t limit) {
+#if defined(__AVX512BW__) && LANES == 16
+    __m512i chunk;
+    memcpy(&chunk, p, sizeof(chunk));
+    return (uint32_t)_mm512_cmple_epi16_mask(chunk, _mm512_set1_epi16(limit));
+#else
+    vs chunk;
+    memcpy(&chunk, p, sizeof(chunk));
+    vs passes = chunk <= limit;
+    uint32_t mask = 0;
+    for (int k = 0; k < STRIDE; k++) mask |= (uint32_t)(passes[k] & 1) << k;
+    return mask;
+#endif
 }
 
 /* After the GEMM: per row n, from its bf16 outputs (stored tile after tile: output of code t*tile + j at
@@ -510,19 +538,24 @@ void fastrq_certified_select(const uint16_t *store, int64_t num_rows, int64_t ti
     reduction(+ : rescored, exact, candidates)
 #endif
     for (int64_t n = 0; n < num_rows; n++) {
-        /* pass 1: per tile the strided minima (lane j: outputs j, j + 32, ... of the tile's whole vectors) and
-         * the row's smallest output v (tails included) */
-        enum { MAX_TILES = 64 };
-        vs minima[MAX_TILES];
+        /* pass 1: the row's smallest output v (tails included) */
+        vs least;
+        for (int k = 0; k < STRIDE; k++) least[k] = INT16_MAX;
         int16_t smallest = INT16_MAX;
         for (int64_t t = 0; t < tiles; t++) {
             const int16_t *p = (const int16_t *)store + (t * num_rows + n) * tile;
             int64_t width = num_codes - t * tile < tile ? num_codes - t * tile : tile;
-            vs least = strided_minima(p, width);
-            if (t < MAX_TILES) minima[t] = least;
-            for (int k = 0; k < STRIDE; k++) smallest = least[k] < smallest ? least[k] : smallest;
-            for (int64_t j = width - width % STRIDE; j < width; j++) smallest = p[j] < smallest ? p[j] : smallest;
+            int64_t j = 0;
+            for (; j + STRIDE <= width; j += STRIDE) {
+                vs chunk;
+                memcpy(&chunk, p + j, sizeof(chunk));
+                vs less = chunk < least;
+                least = (less & chunk) | (~less & least);
+            }
+            for (; j < width; j++) smallest = p[j] < smallest ? p[j] : smallest;
         }
+        int16_t lanes_min = min_lanes_s(least);
+        smallest = lanes_min < smallest ? lanes_min : smallest;
         double v = (double)bf16_value((uint16_t)smallest);
         const double *term = terms + n * 3;
         double w = weights[0] * term[0] + weights[1] * term[1] + weights[2] * term[2] + weights[3] * v +
@@ -538,8 +571,8 @@ void fastrq_certified_select(const uint16_t *store, int64_t num_rows, int64_t ti
             exact++;
             continue;
         }
-        /* pass 2: the candidates, in increasing code order per tile: only the lanes whose minimum passes, and the
-         * tail; each re-scored exactly as it is found */
+        /* pass 2: the candidates, in increasing code order: per STRIDE outputs a mask of those <= T, its set bits
+         * in order; each tile's re-scored exactly as they are found */
         int64_t found = 0, first = 0, best_code = -1;
         float best = INFINITY;
         const float *a = rows + n * dim;
@@ -547,16 +580,11 @@ void fastrq_certified_select(const uint16_t *store, int64_t num_rows, int64_t ti
             const int16_t *p = (const int16_t *)store + (t * num_rows + n) * tile;
             int64_t width = num_codes - t * tile < tile ? num_codes - t * tile : tile;
             int64_t whole = width - width % STRIDE;
-            vs least = t < MAX_TILES ? minima[t] : strided_minima(p, width);
-            int64_t lane_codes[STRIDE];
-            int lanes = 0;
-            for (int k = 0; k < STRIDE; k++) if (least[k] <= limit) lane_codes[lanes++] = k;
-            /* codes of the passing lanes in increasing order: merge the lanes' strided sequences */
             int64_t picked[MAX_PICK];
             int count = 0;
             for (int64_t j0 = 0; j0 < whole && count <= max_candidates; j0 += STRIDE)
-                for (int q = 0; q < lanes; q++)
-                    if (p[j0 + lane_codes[q]] <= limit && count <= max_candidates) picked[count++] = j0 + lane_codes[q];
+                for (uint32_t mask = at_most(p + j0, (int16_t)limit); mask && count <= max_candidates; mask &= mask - 1)
+                    picked[count++] = j0 + __builtin_ctz(mask);
             for (int64_t j = whole; j < width && count <= max_candidates; j++)
                 if (p[j] <= limit) picked[count++] = j;
             /* the candidates' float32 rows are scattered over the codebook: request them all before the first

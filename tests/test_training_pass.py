@@ -247,3 +247,33 @@ def test_a_float64_default_dtype_leaves_a_float32_module_step_unchanged():
 
     for a, b in zip(step(torch.float32), step(torch.float64)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_gemm_path_walk_does_not_depend_on_the_thread_count():
+    """The GEMM path's native walk splits its statistics by code and its row updates by rows over the threads
+    (kernels/cpu/rq_cpu.c): the outputs are bitwise those of one thread, at a size that runs threaded, and within
+    the float32 tolerance of the reference; a codebook where most rows share one code (one thread's share)
+    included."""
+    from fastrq.kernels.cpu import launch
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3000, 48, generator=gen)
+    if not launch.walk_available(x):
+        pytest.skip("the native library does not build here (the tensor-op walk's reductions follow torch's threads)")
+    books = torch.randn(2, 40, 48, generator=gen)
+    books[1, 1:] += 50.0  # level 1: nearly every row takes code 0
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            with backend_env("torch") as backend:
+                results.append(training.quantize_for_training(x, books, [40, 40], 2, None, backend))
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
+    want = reference.quantize_for_training(x.double(), books.double(), [40, 40], 2, None)
+    torch.testing.assert_close(results[0][1], want[1])
+    for got, expected in zip(results[0][2:], want[2:]):
+        torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-3)

@@ -235,8 +235,16 @@ class CertifiedLevel:
         k_row, k_rounding, k_constant, k_zero = self.coefficients
         self.weights = torch.tensor([2 * k_row, 2 * k_rounding, 2 * k_constant, 1.0, U_OUT], dtype=torch.float64)
         self.offset = 2 * k_zero
-        self.member_offsets = torch.arange(0, self.tile, GROUPS)
-        self.tile_offsets = torch.arange(self.tiles)
+
+    @functools.cached_property
+    def member_offsets(self) -> torch.Tensor:
+        """[tile / GROUPS]: a group's members' offsets in a tile (the tensor-op row pass only)."""
+        return torch.arange(0, self.tile, GROUPS)
+
+    @functools.cached_property
+    def tile_offsets(self) -> torch.Tensor:
+        """[tiles]: the tile indices (the tensor-op row pass only)."""
+        return torch.arange(self.tiles)
 
     def _operands_torch(self) -> tuple[torch.Tensor, list[float]]:
         """codes_aug and (β*, b̂*, b*, H, λ) before the slack, in tensor ops."""

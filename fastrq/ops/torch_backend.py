@@ -387,6 +387,7 @@ def _native_walk_pass(x, codebooks, prep, work, num_active, training):
     sqerr = torch.zeros(num_levels, dtype=torch.float64) if training else None
     books = [codebooks[level].contiguous() for level in range(num_active)]
     residual_buf = torch.empty(min(n, work.rows), dim, dtype=x.dtype)
+    norms = torch.empty(min(n, work.rows), dtype=x.dtype) if training else None  # the walk's per-row scratch
     for r0 in range(0, n, work.rows):
         rows = min(work.rows, n - r0)
         residual = residual_buf[:rows].copy_(x[r0 : r0 + rows])
@@ -397,7 +398,7 @@ def _native_walk_pass(x, codebooks, prep, work, num_active, training):
             cpu_kernels.walk_level(
                 level_code, books[level], residual, block_quantized, block_commit,
                 None if sums is None else sums[level], None if counts is None else counts[level], sqerr, level,
-                first=level == 0,
+                first=level == 0, norms=norms,
             )
             codes[r0 : r0 + rows, level] = level_code
     if not training:

@@ -35,6 +35,7 @@ __all__ = [
 MAX_DIM = 32
 LANES = 16
 ROWS = 8
+WALK_ELEMENTS_PER_THREAD = 1 << 14  # GEMM-path walk, row elements per thread (2 threads: 0.9x one at 2^13, 0.7x at 2^18)
 PAIRS_PER_THREAD = 1 << 16  # OpenMP build: waking torch's team costs microseconds (2 threads pay from ~2^16, measured 2026-12-01)
 PYTHON_PAIRS_PER_THREAD = 1 << 22  # without OpenMP: a Python thread pool
 
@@ -276,17 +277,24 @@ def walk_available(x: torch.Tensor) -> bool:
 
 def walk_level(codes: torch.Tensor, book: torch.Tensor, residual: torch.Tensor, quantized: torch.Tensor,
                commit: torch.Tensor | None, sums: torch.Tensor | None, counts: torch.Tensor | None,
-               sqerr: torch.Tensor | None, level: int, first: bool) -> None:
+               sqerr: torch.Tensor | None, level: int, first: bool, norms: torch.Tensor | None = None) -> None:
     """One level of the walk in place, for codes int64 ``[R]`` found by another search: rows ``residual`` ``[R, D]``
     ← r − C[c]; ``quantized`` (``first``: =, else +=) C[c]; with ``commit``: ``commit`` (=, +=) the new residual and
     ``sqerr[level]`` (float64) += its squared norm; with ``sums``: ``sums`` ``[K, D]`` / ``counts`` ``[K]`` +=
-    the statistics of the residual before the step. All contiguous float32 CPU tensors but ``sqerr``."""
+    the statistics of the residual before the step. All contiguous float32 CPU tensors but ``sqerr``; ``norms``:
+    float32 scratch of at least R elements (allocated here when None). Threads from ``WALK_ELEMENTS_PER_THREAD``
+    row elements; the result does not depend on their number (rq_cpu.c)."""
     num_rows, dim = residual.shape
-    loaded_library().fastrq_walk_level(
-        codes.data_ptr(), num_rows, dim, book.data_ptr(), residual.data_ptr(), quantized.data_ptr(),
+    lib = loaded_library()
+    threads = max(1, min(torch.get_num_threads(), num_rows * dim // WALK_ELEMENTS_PER_THREAD)) if _openmp(lib) else 1
+    if commit is not None and norms is None:
+        norms = torch.empty(num_rows, dtype=torch.float32)
+    lib.fastrq_walk_level(
+        codes.data_ptr(), num_rows, dim, book.data_ptr(), book.shape[0], residual.data_ptr(), quantized.data_ptr(),
         None if commit is None else commit.data_ptr(), None if sums is None else sums.data_ptr(),
         None if counts is None else counts.data_ptr(),
         None if sqerr is None else sqerr.data_ptr() + level * sqerr.element_size(), int(first),
+        None if norms is None else norms.data_ptr(), threads,
     )
 
 

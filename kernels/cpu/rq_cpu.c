@@ -771,33 +771,62 @@ void fastrq_hash_uniform_int(int64_t key, int64_t stream, int64_t count, int64_t
 }
 
 /* One level of the walk for codes found by another search (the GEMM path of the torch backend), over rows
- * r [n, dim] in place: with e = book[codes[i]], in row order,
+ * r [n, dim] in place: with e = book[codes[i]],
  *   sums[codes[i]] += r_i and counts[codes[i]] += 1   (when sums is not NULL; the statistics of r_l)
  *   r_i -= e;  quantized_i (= or +=) e;  commit_i (= or +=) r_i;  *sqerr += |r_i|^2 (double; when commit is not NULL)
- * where "=" is for the first level (first != 0) and "+=" after it. Sequential, so every sum is in row order. */
-void fastrq_walk_level(const int64_t *codes, int64_t n, int64_t dim, const float *book, float *residual,
-                       float *quantized, float *commit, float *sums, float *counts, double *sqerr, int64_t first) {
-    double total = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        const float *e = book + codes[i] * dim;
-        float *r = residual + i * dim;
-        float *q = quantized + i * dim;
-        if (sums) {
-            float *s = sums + codes[i] * dim;
-            for (int64_t d = 0; d < dim; d++) s[d] += r[d];
-            counts[codes[i]] += 1.0f;
-        }
-        for (int64_t d = 0; d < dim; d++) r[d] -= e[d];
-        if (first) memcpy(q, e, (size_t)dim * sizeof(float));
-        else for (int64_t d = 0; d < dim; d++) q[d] += e[d];
-        if (commit) {
-            float *c = commit + i * dim;
-            if (first) memcpy(c, r, (size_t)dim * sizeof(float));
-            else for (int64_t d = 0; d < dim; d++) c[d] += r[d];
-            total += (double)dot_any_order(r, r, dim); /* each row in float32 partial sums, rows in float64 */
+ * where "=" is for the first level (first != 0) and "+=" after it. Every sum in row order, whatever the thread
+ * count: the statistics are split by code (thread t adds the rows whose code is in its range, each code's rows still in
+ * row order), the row updates by rows, and the squared norms (scratch: n floats) are added up in row order after
+ * them. So the results are those of one sequential pass, bit for bit. The codes are split in contiguous ranges
+ * (num_codes: the book's rows), not modulo the team: neighbouring counts on one cache line would bounce between
+ * the cores on every row (measured: slower than one thread). */
+void fastrq_walk_level(const int64_t *codes, int64_t n, int64_t dim, const float *book, int64_t num_codes,
+                       float *residual, float *quantized, float *commit, float *sums, float *counts, double *sqerr,
+                       int64_t first, float *norms, int64_t threads) {
+    if (threads < 1) threads = 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads((int)threads) if (threads > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int64_t team = omp_get_num_threads(), me = omp_get_thread_num();
+#else
+        const int64_t team = 1, me = 0;
+#endif
+        const int64_t low = num_codes * me / team, high = num_codes * (me + 1) / team;
+        if (sums)
+            for (int64_t i = 0; i < n; i++) {
+                const int64_t c = codes[i];
+                if (c < low || c >= high) continue;
+                float *restrict s = sums + c * dim;
+                const float *restrict r = residual + i * dim;
+                for (int64_t d = 0; d < dim; d++) s[d] += r[d];
+                counts[c] += 1.0f;
+            }
+#ifdef _OPENMP
+#pragma omp barrier
+#pragma omp for schedule(static)
+#endif
+        for (int64_t i = 0; i < n; i++) {
+            const float *restrict e = book + codes[i] * dim;
+            float *restrict r = residual + i * dim;
+            float *restrict q = quantized + i * dim;
+            for (int64_t d = 0; d < dim; d++) r[d] -= e[d];
+            if (first) memcpy(q, e, (size_t)dim * sizeof(float));
+            else for (int64_t d = 0; d < dim; d++) q[d] += e[d];
+            if (commit) {
+                float *restrict c = commit + i * dim;
+                if (first) memcpy(c, r, (size_t)dim * sizeof(float));
+                else for (int64_t d = 0; d < dim; d++) c[d] += r[d];
+                norms[i] = dot_any_order(r, r, dim); /* each row in float32 partial sums, rows in float64 */
+            }
         }
     }
-    if (commit) *sqerr += total;
+    if (commit) {
+        double total = 0.0;
+        for (int64_t i = 0; i < n; i++) total += (double)norms[i];
+        *sqerr += total;
+    }
 }
 
 /* The torch backend's codebook preparation (fastrq.ops.torch_backend.PreparedLevels) for float32 codebooks

@@ -68,7 +68,7 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.T
 
 def _take(shape: tuple[int, ...], dtype: torch.dtype, zero: bool) -> torch.Tensor:
     if math.prod(shape) * dtype.itemsize < MIN_BYTES:
-        return torch.zeros(shape, dtype=dtype) if zero else torch.empty(shape, dtype=dtype)
+        return torch.zeros(*shape, dtype=dtype) if zero else torch.empty(*shape, dtype=dtype)  # sizes unpacked: faster
     pool = getattr(_POOL, "value", None)
     if pool is None:
         pool = _POOL.value = {}

@@ -390,6 +390,16 @@ static inline uint16_t bf16_bits(float value) {
     return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
 }
 
+/* bf16_bits of LANES values at once, left in the upper halves of float32 patterns (the lower halves zero): the
+ * bf16 values themselves when read as float32. */
+static inline vu bf16_rounded(vf v) {
+    vu bits;
+    memcpy(&bits, &v, sizeof(bits));
+    vi nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+    vu rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+    return (vu)select_i(nan, (vi)(bits * 0u + 0x7FC00000u), (vi)rounded);
+}
+
 static inline float bf16_value(uint16_t bits) {
     uint32_t wide = (uint32_t)bits << 16;
     float value;
@@ -413,13 +423,9 @@ void fastrq_certified_rows(const float *rows, int64_t num_rows, int64_t dim, uin
         vf squares = {0}, rounding = {0};
         int64_t d = 0;
         for (; d + LANES <= dim; d += LANES) {
-            vu bits;
             vf v;
-            memcpy(&bits, a + d, sizeof(bits));
             memcpy(&v, a + d, sizeof(v));
-            vi nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
-            vu rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
-            vu top = (vu)select_i(nan, (vi)(bits * 0u + 0x7FC00000u), (vi)rounded);
+            vu top = bf16_rounded(v);
             vf b;
             memcpy(&b, &top, sizeof(b));
             vf alpha = b - v;
@@ -645,13 +651,9 @@ void fastrq_certified_codes(const float *codes, const float *half, int64_t num_c
         vd rounding_v = {0}, rounded_v = {0}, exact_v = {0};
         int64_t d = 0;
         for (; d + LANES <= dim; d += LANES) {
-            vu bits;
             vf e32;
-            memcpy(&bits, b + d, sizeof(bits));
             memcpy(&e32, b + d, sizeof(e32));
-            vi nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
-            vu rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
-            vu top = (vu)select_i(nan, (vi)(bits * 0u + 0x7FC00000u), (vi)rounded);
+            vu top = bf16_rounded(e32);
             vf r32;
             memcpy(&r32, &top, sizeof(r32));
             vh halves = __builtin_convertvector((top >> 16) ^ 0x8000u, vh); /* -bf16(b): negation is exact */

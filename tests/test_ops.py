@@ -294,3 +294,30 @@ def test_torch_backend_tiling_matches_the_reference(group, n, d, k, levels, seed
     expected_quantized, expected_codes = reference.residual_quantize(x.double(), codebooks.double())
     assert torch.equal(rq_codes, expected_codes)
     assert torch.equal(quantized.double(), expected_quantized)
+
+
+def test_the_preparation_cache_is_never_stale_and_keeps_one_entry_per_codebook(monkeypatch):
+    """fastrq.ops.torch_backend.prepare_levels: a codebook changed in place (also through ``.data``) is prepared
+    again, an unchanged one is reused, two codebooks of one shape keep an entry each, and a codebook that changes
+    every step (training) does not pile entries up."""
+    from fastrq.ops import torch_backend
+
+    monkeypatch.setattr(torch_backend, "_PREPARED", type(torch_backend._PREPARED)())
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 40, generator=gen)
+    a = torch.randn(2, 16, 40, generator=gen)
+    b = a.clone()
+    first = torch_backend.prepare_levels(a)
+    assert torch_backend.prepare_levels(a) is first
+    assert torch_backend.prepare_levels(b) is not first  # another tensor: its own entry
+    assert torch_backend.prepare_levels(a) is first and torch_backend.prepare_levels(b) is not first
+    codes = fastrq.residual_quantize(x, a, backend="torch")[1]
+    a.data[0] = x[:16]  # in place: every row of level 0 moves onto a row of x
+    assert torch_backend.prepare_levels(a) is not first
+    moved = fastrq.residual_quantize(x, a, backend="torch")[1]
+    assert torch.equal(moved[:16, 0], torch.arange(16)) and not torch.equal(moved, codes)
+    for _ in range(5):  # a training codebook: new contents every step
+        a.add_(0.01)
+        torch_backend.prepare_levels(a)
+    entries = [key for key in torch_backend._PREPARED if key[0][0] == tuple(a.shape)]
+    assert len(entries) <= torch_backend.PREPARED_PER_SHAPE

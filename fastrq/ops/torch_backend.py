@@ -73,8 +73,10 @@ SQDIST_ROWS = 8192
 FAISS_MAX_DIM = 32
 # Row-wise argmin groups (see block_argmin).
 GROUP = 64
-# Prepared codebooks kept for reuse (content-addressed, CPU only).
+# Prepared codebooks kept for reuse (CPU only): one per codebook tensor (its address), validated by content, at most
+# PREPARED_PER_SHAPE per shape (a training codebook changes every step: its entry is replaced, not piled up).
 PREPARED_CACHE_SIZE = 8
+PREPARED_PER_SHAPE = 2
 # faiss gets one thread per this many (row, code) pairs, at most torch's thread count: a small call runs on the
 # calling thread alone (waking faiss' OpenMP pool costs more than it saves there, and its spinning workers steal a
 # busy machine's cores from the rest of the step).
@@ -193,15 +195,17 @@ _PREPARED_LOCK = threading.Lock()
 
 def prepare_levels(codebooks: torch.Tensor, level_sizes: list[int] | None = None, *, dim: int | None = None) -> PreparedLevels:
     """The :class:`PreparedLevels` of codebooks ``[L, K, D]`` (level l searches its first ``level_sizes[l]`` rows;
-    default all K). On the CPU an unchanged codebook (same shape, dtype and every row's bits) reuses its earlier
-    preparation."""
+    default all K). On the CPU an unchanged codebook (the same tensor, or one at the same address, with the same
+    shape, dtype and every row's bits) reuses its earlier preparation; two codebooks of one shape (a model's two
+    quantizers, a module and a search on a copy of its codebooks) keep one each."""
     num_levels, num_codes, dim = codebooks.shape
     sizes = [num_codes] * num_levels if level_sizes is None else list(level_sizes)
     for_faiss = uses_faiss(codebooks.device, codebooks.dtype, dim)
     if codebooks.device.type != "cpu":
         return PreparedLevels(codebooks, sizes, for_faiss, None)
     hashes = row_hashes(codebooks)
-    key = (tuple(codebooks.shape), codebooks.dtype, tuple(sizes), for_faiss)
+    shape_key = (tuple(codebooks.shape), codebooks.dtype, tuple(sizes), for_faiss)
+    key = (shape_key, codebooks.data_ptr())  # a tensor changed in place keeps its entry; the hashes tell if it is stale
     with _PREPARED_LOCK:
         hit = _PREPARED.get(key)
     if hit is not None and torch.equal(hit[0], hashes):
@@ -210,6 +214,9 @@ def prepare_levels(codebooks: torch.Tensor, level_sizes: list[int] | None = None
     with _PREPARED_LOCK:
         _PREPARED[key] = (hashes, prepared)
         _PREPARED.move_to_end(key)
+        same_shape = [k for k in _PREPARED if k[0] == shape_key]
+        for old in same_shape[: max(0, len(same_shape) - PREPARED_PER_SHAPE)]:  # the least recently used first
+            del _PREPARED[old]
         while len(_PREPARED) > PREPARED_CACHE_SIZE:
             _PREPARED.popitem(last=False)
     return prepared

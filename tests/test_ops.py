@@ -316,8 +316,16 @@ def test_the_preparation_cache_is_never_stale_and_keeps_one_entry_per_codebook(m
     assert torch_backend.prepare_levels(a) is not first
     moved = fastrq.residual_quantize(x, a, backend="torch")[1]
     assert torch.equal(moved[:16, 0], torch.arange(16)) and not torch.equal(moved, codes)
-    for _ in range(5):  # a training codebook: new contents every step
+    for _ in range(5):  # a training codebook: new contents every step, one entry
         a.add_(0.01)
         torch_backend.prepare_levels(a)
-    entries = [key for key in torch_backend._PREPARED if key[0][0] == tuple(a.shape)]
-    assert len(entries) <= torch_backend.PREPARED_PER_SHAPE
+    assert len([key for key in torch_backend._PREPARED if key[0][0] == tuple(a.shape)]) == 2
+    # more same-shape codebooks than the per-shape bound, all of them training: b's stable entry outlives them
+    keep_b = torch_backend.prepare_levels(b)
+    others = [a.clone() for _ in range(torch_backend.PREPARED_PER_SHAPE + 1)]
+    for step in range(3):
+        for book in others:
+            book.add_(0.01)
+            torch_backend.prepare_levels(book)
+        assert torch_backend.prepare_levels(b) is keep_b
+    assert len([key for key in torch_backend._PREPARED if key[0][0] == tuple(a.shape)]) == torch_backend.PREPARED_PER_SHAPE

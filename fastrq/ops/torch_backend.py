@@ -74,9 +74,9 @@ FAISS_MAX_DIM = 32
 # Row-wise argmin groups (see block_argmin).
 GROUP = 64
 # Prepared codebooks kept for reuse (CPU only): one per codebook tensor (its address), validated by content, at most
-# PREPARED_PER_SHAPE per shape (a training codebook changes every step: its entry is replaced, not piled up).
+# PREPARED_PER_SHAPE per shape; entries never reused (a training codebook's: it changes every step) go first.
 PREPARED_CACHE_SIZE = 8
-PREPARED_PER_SHAPE = 2
+PREPARED_PER_SHAPE = 4
 # faiss gets one thread per this many (row, code) pairs, at most torch's thread count: a small call runs on the
 # calling thread alone (waking faiss' OpenMP pool costs more than it saves there, and its spinning workers steal a
 # busy machine's cores from the rest of the step).
@@ -189,15 +189,15 @@ class PreparedLevels:
             self.certified = [None] * num_levels
 
 
-_PREPARED: collections.OrderedDict[tuple, tuple[torch.Tensor, PreparedLevels]] = collections.OrderedDict()
+_PREPARED: collections.OrderedDict[tuple, list] = collections.OrderedDict()  # key -> [hashes, prepared, reuses]
 _PREPARED_LOCK = threading.Lock()
 
 
 def prepare_levels(codebooks: torch.Tensor, level_sizes: list[int] | None = None, *, dim: int | None = None) -> PreparedLevels:
     """The :class:`PreparedLevels` of codebooks ``[L, K, D]`` (level l searches its first ``level_sizes[l]`` rows;
     default all K). On the CPU an unchanged codebook (the same tensor, or one at the same address, with the same
-    shape, dtype and every row's bits) reuses its earlier preparation; two codebooks of one shape (a model's two
-    quantizers, a module and a search on a copy of its codebooks) keep one each."""
+    shape, dtype and every row's bits) reuses its earlier preparation; codebooks of one shape (a model's
+    quantizers, a module and a search on a copy of its codebooks) keep one each, up to ``PREPARED_PER_SHAPE``."""
     num_levels, num_codes, dim = codebooks.shape
     sizes = [num_codes] * num_levels if level_sizes is None else list(level_sizes)
     for_faiss = uses_faiss(codebooks.device, codebooks.dtype, dim)
@@ -208,18 +208,27 @@ def prepare_levels(codebooks: torch.Tensor, level_sizes: list[int] | None = None
     key = (shape_key, codebooks.data_ptr())  # a tensor changed in place keeps its entry; the hashes tell if it is stale
     with _PREPARED_LOCK:
         hit = _PREPARED.get(key)
+        if hit is not None:
+            _PREPARED.move_to_end(key)
     if hit is not None and torch.equal(hit[0], hashes):
+        hit[2] += 1
         return hit[1]
     prepared = PreparedLevels(codebooks, sizes, for_faiss, hashes)
     with _PREPARED_LOCK:
-        _PREPARED[key] = (hashes, prepared)
+        _PREPARED[key] = [hashes, prepared, 0]
         _PREPARED.move_to_end(key)
-        same_shape = [k for k in _PREPARED if k[0] == shape_key]
-        for old in same_shape[: max(0, len(same_shape) - PREPARED_PER_SHAPE)]:  # the least recently used first
-            del _PREPARED[old]
-        while len(_PREPARED) > PREPARED_CACHE_SIZE:
-            _PREPARED.popitem(last=False)
+        _evict([k for k in _PREPARED if k[0] == shape_key], PREPARED_PER_SHAPE)
+        _evict(list(_PREPARED), PREPARED_CACHE_SIZE)
     return prepared
+
+
+def _evict(keys: list[tuple], keep: int) -> None:
+    """Drop entries among ``keys`` (least recently used first) until ``keep`` remain: never reused ones first, but
+    not the newest (the last key: it has had no chance to be reused yet)."""
+    while len(keys) > keep:
+        victim = next((k for k in keys[:-1] if _PREPARED[k][2] == 0), keys[0])
+        del _PREPARED[victim]
+        keys.remove(victim)
 
 
 # ------------------------------------------------------------------------------------------------ tiled search

@@ -41,6 +41,7 @@ _SIGNATURES = {
     "fastrq_openmp": ([], ctypes.c_int),
     "fastrq_search_walk": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, _P], None),
     "fastrq_search_walk_parallel": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _P, _P], None),
+    "fastrq_nearest_code": ([_P, _I, _I, _I, _P, _I, _I, _P, _P, _P], None),
     "fastrq_statistics": ([_P, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P], None),
     "fastrq_ema_update": ([_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, ctypes.c_double, ctypes.c_double], None),
     "fastrq_certified_rows": ([_P, _I, _I, _P, _P, _I], None),

@@ -130,19 +130,19 @@ def residual_pass(
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x ``[N, D]`` and codebook ``[K, D]`` float32 (CPU, contiguous) → (codes int64 ``[N]``, sqdist ``[N]`` by the
-    direct difference): :func:`residual_pass` for one level with only what ``nearest_code`` returns (its fixed
-    cost per call is what small N pays). The caller has checked :func:`available`."""
+    direct difference): :func:`residual_pass` for one level with only what ``nearest_code`` returns, preparation
+    and search in one native call (the fixed cost per call is what small N pays). The caller has checked
+    :func:`available`."""
     lib = loaded_library()
     n, dim = x.shape
     num_codes = codebook.shape[0]
-    scratch, kpad, bookt, half, mu = _prepared_books(lib, codebook[None], 1, (num_codes,))
+    kpad = -(-num_codes // LANES) * LANES
+    scratch = recycled.empty((kpad * (dim + 1) + dim,))
     codes = torch.empty(n, dtype=torch.long)
     sqdist = torch.empty(n, dtype=torch.float32)
     threads = max(1, min(torch.get_num_threads(), n * num_codes // PAIRS_PER_THREAD)) if _openmp(lib) else 1
-    lib.fastrq_search_walk_parallel(
-        x.data_ptr(), n, threads, dim, codebook.data_ptr(), bookt, half, mu, 1, num_codes, kpad, 1, None,
-        codes.data_ptr(), None, None, sqdist.data_ptr(),
-    )
+    lib.fastrq_nearest_code(x.data_ptr(), n, threads, dim, codebook.data_ptr(), num_codes, kpad, scratch.data_ptr(),
+                            codes.data_ptr(), sqdist.data_ptr())
     return codes, sqdist
 
 

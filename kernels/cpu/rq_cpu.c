@@ -282,6 +282,18 @@ void fastrq_search_walk_parallel(const float *x, int64_t n, int64_t threads, int
     }
 }
 
+/* nearest_code in one call (its fixed cost is what small N pays): the one-level preparation of codebook [K, dim]
+ * into scratch (kpad * (dim + 1) + dim floats, kpad = K rounded up to LANES), then the search of x [n, dim] with
+ * codes [n] and the direct-difference sqdist [n]. */
+void fastrq_nearest_code(const float *x, int64_t n, int64_t threads, int64_t dim, const float *codebook,
+                         int64_t num_codes, int64_t kpad, float *scratch, int64_t *codes, float *sqdist) {
+    float *bookt = scratch, *half = scratch + dim * kpad, *mu = scratch + (dim + 1) * kpad;
+    const int64_t size = num_codes;
+    fastrq_prepare_books(codebook, 1, num_codes, dim, &size, kpad, bookt, half, mu);
+    fastrq_search_walk_parallel(x, n, threads, dim, codebook, bookt, half, mu, 1, num_codes, kpad, 1, NULL, codes,
+                                NULL, NULL, sqdist);
+}
+
 /* The reductions of the walk, in one sequential pass in row order (deterministic): per level l the squared error
  * left sqerr[l] = sum_n |r_{l+1,n}|^2 (accumulated in double), the counts [L, K] and the sums [L, K, dim] of r_l per
  * code, over the (row, level) pairs with codes >= 0 (counts and sums are zeroed here first). */

@@ -1,64 +1,151 @@
-"""The recycled statistics buffers (fastrq.ops.recycled): reused only when nothing else can see them."""
+"""The training step's reused buffers (fastrq.ops.recycled): only inside an owner's activation, never aliased within
+one, never handed to a caller who could still hold them; and the modes and copies that must not share them."""
 
 from __future__ import annotations
 
+import copy
+import pickle
 import threading
 
-import pytest
 import torch
 
-from fastrq.ops import recycled
+import fastrq
+from fastrq.ops import recycled, training
 
 SHAPE = (4, 256, 128)  # 512 KiB of float32: above recycled.MIN_BYTES
 
 
-def _fill(t: torch.Tensor) -> torch.Tensor:
-    t.fill_(7.0)
-    return t
+def test_outside_an_activation_every_call_gets_a_fresh_tensor():
+    first = recycled.zeros(SHAPE).fill_(7.0)
+    second = recycled.zeros(SHAPE)
+    assert second.data_ptr() != first.data_ptr() and not second.any() and first.eq(7.0).all()
 
 
-def test_a_dropped_buffer_is_handed_out_again_zeroed():
-    first = _fill(recycled.zeros(SHAPE, torch.float32))
-    address = first.data_ptr()
-    del first
-    again = recycled.zeros(SHAPE, torch.float32)
-    assert again.data_ptr() == address
-    assert again.shape == SHAPE and again.is_contiguous() and not again.any()
-
-
-@pytest.mark.parametrize("how", ["the tensor", "a view", "autograd"])
-def test_a_buffer_someone_still_holds_is_never_reused(how):
-    first = _fill(recycled.zeros(SHAPE, torch.float32))
-    w = torch.ones((), requires_grad=True)
-    if how == "the tensor":
-        kept = first
-    elif how == "a view":
-        kept = first[1]
-    else:  # saved by an autograd node: a C++ reference to the tensor, invisible to Python's count
-        kept = w * first  # mul saves `first` for the gradient of w
-    del first
-    second = recycled.zeros(SHAPE, torch.float32)
-    assert not second.any()
-    if how == "autograd":
-        kept.sum().backward()  # reads the saved tensor: still all 7s
-        assert w.grad.item() == 7.0 * second.numel()
-    else:
-        assert kept.eq(7.0).all(), "a tensor someone keeps was zeroed"
-
-
-def test_small_shapes_and_other_dtypes_get_their_own_tensors():
-    small = recycled.zeros((3, 5), torch.float32)
-    assert small.shape == (3, 5) and not small.any()
-    a = recycled.zeros(SHAPE, torch.float32)
-    b = recycled.zeros(SHAPE, torch.float64)
-    assert a.dtype == torch.float32 and b.dtype == torch.float64
+def test_an_activation_reuses_its_buffers_zeroed_and_never_aliases_two_requests():
+    workspace = recycled.Workspace()
+    with workspace.active():
+        a = recycled.zeros(SHAPE).fill_(7.0)
+        b = recycled.empty(SHAPE)  # the second request of the same key: another buffer
+        small = recycled.zeros((3, 5))  # below MIN_BYTES: never kept
     assert a.data_ptr() != b.data_ptr()
+    addresses = (a.data_ptr(), b.data_ptr())
+    del a, b
+    with workspace.active():
+        again = recycled.zeros(SHAPE)
+        other = recycled.empty(SHAPE)
+    assert (again.data_ptr(), other.data_ptr()) == addresses
+    assert not again.any() and small.shape == (3, 5)
 
 
-def test_threads_have_their_own_pools():
-    mine = recycled.zeros(SHAPE, torch.float32)
+def test_nested_and_concurrent_activations_of_one_workspace_get_fresh_tensors():
+    workspace = recycled.Workspace()
+    with workspace.active():
+        kept = recycled.zeros(SHAPE)
     seen = []
-    thread = threading.Thread(target=lambda: seen.append(recycled.zeros(SHAPE, torch.float32).data_ptr()))
+    with workspace.active():
+        with workspace.active():  # nested: the outer activation goes on handing out new indices
+            seen.append(recycled.zeros(SHAPE).data_ptr())
+        thread = threading.Thread(target=lambda: seen.append(recycled.zeros(SHAPE).data_ptr()))
+        thread.start()
+        thread.join()  # another thread: no workspace active there
+    assert seen[1] != kept.data_ptr()
+
+
+def test_inference_mode_buffers_are_kept_apart():
+    """A buffer made under torch.inference_mode cannot be written outside it (nor a normal one saved for
+    backward inside): one set per mode."""
+    workspace = recycled.Workspace()
+    with torch.inference_mode(), workspace.active():
+        inside = recycled.zeros(SHAPE)
+    with workspace.active():
+        outside = recycled.zeros(SHAPE)
+        outside.add_(1.0)  # would raise for an inference tensor
+    assert inside.is_inference() and not outside.is_inference()
+
+
+def test_a_caller_of_the_functional_op_keeps_what_it_was_given():
+    """quantize_for_training called directly (no module, no activation): its statistics are the caller's, whatever
+    it keeps of them (the tensor, a view, its storage)."""
+    books = torch.randn(4, 256, 64, generator=torch.Generator().manual_seed(0))
+
+    def call(seed):
+        x = torch.randn(512, 64, generator=torch.Generator().manual_seed(seed))
+        return training.quantize_for_training(x, books, [256] * 4, 4, None, "torch")[5]
+
+    sums = call(1)
+    view, storage, snapshot = sums[1], sums.untyped_storage(), sums.clone()
+    later = call(2)
+    assert later.data_ptr() != sums.data_ptr()
+    assert torch.equal(sums, snapshot) and torch.equal(view, snapshot[1]) and storage.data_ptr() == sums.data_ptr()
+
+
+def test_module_steps_reuse_the_statistics_and_leave_their_outputs_alone():
+    """Two training steps of an EnCodec-sized module: the second step's outputs do not change the first's, the
+    state matches a module whose steps allocate afresh, and inference-mode calls in between break nothing."""
+    torch.manual_seed(0)
+    x1, x2 = torch.randn(300, 128), torch.randn(300, 128)
+    rq = fastrq.ResidualQuantizer(128, 1024, 2).train()
+    twin = copy.deepcopy(rq)
+    assert twin._workspace is not rq._workspace
+    held = rq(x1)
+    snapshot = [t.detach().clone() for t in held]
+    rq(x1)
+    with torch.inference_mode():
+        rq.eval()
+        rq(x2)
+        rq.train()
+    rq(x2)
+    assert all(torch.equal(a.detach(), b) for a, b in zip(held, snapshot))
+    recycled_off = recycled.MIN_BYTES
+    try:
+        recycled.MIN_BYTES = 1 << 62  # the twin allocates every buffer afresh
+        twin(x1)
+        twin(x1)
+        twin(x2)
+    finally:
+        recycled.MIN_BYTES = recycled_off
+    for (name, a), b in zip(rq.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert rq._workspace._buffers, "the steps took their statistics from the workspace"
+    clone = pickle.loads(pickle.dumps(rq))
+    assert clone._workspace is not rq._workspace and not clone._workspace._buffers
+
+
+def test_a_module_used_under_inference_mode_then_trained():
+    """eval() under torch.inference_mode (a validation pass before training), then training steps: the certified
+    search's per-thread buffers (kept between calls) are kept per mode, so neither side writes the other's."""
+    torch.manual_seed(0)
+    rq = fastrq.ResidualQuantizer(64, 1024, 2).eval()
+    x = torch.randn(2048, 64)
+    with torch.inference_mode():
+        rq(x)
+    rq.train()
+    quantized, _, loss = rq(x.requires_grad_())
+    (quantized.sum() + loss).backward()
+    rq.eval()
+    with torch.inference_mode():
+        rq(x)
+
+
+def test_a_concurrent_activation_leaves_the_owner_active():
+    """Thread B enters the workspace while thread A holds it (B gets fresh tensors) and leaves first: A's
+    activation goes on, and the workspace is free again after A leaves."""
+    workspace = recycled.Workspace()
+    inside, b_done = threading.Event(), threading.Event()
+
+    def other():
+        inside.wait()
+        with workspace.active():
+            assert recycled._CURRENT.__dict__.get("value") is None
+        b_done.set()
+
+    thread = threading.Thread(target=other)
     thread.start()
+    with workspace.active():
+        inside.set()
+        b_done.wait()
+        assert recycled._CURRENT.value is workspace
+        recycled.zeros(SHAPE)
     thread.join()
-    assert seen[0] != mine.data_ptr()
+    assert workspace._lock.acquire(blocking=False)
+    workspace._lock.release()

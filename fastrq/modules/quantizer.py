@@ -22,7 +22,7 @@ from torch import nn
 from .. import library, ops
 from ..autograd import ResidualStraightThrough
 from ..errors import InvalidArgumentError, ShapeError, StateDictError
-from ..ops import codebook_state, distributed, levels, search, training
+from ..ops import codebook_state, distributed, levels, recycled, search, training
 from ..ops import validation as check
 from ..ops.codebook_state import DEAD_STATS_FLOOR
 
@@ -276,6 +276,9 @@ class ResidualQuantizer(nn.Module):
         self.register_buffer("rng_state", torch.tensor([seed, 0], dtype=torch.long))
         self._initted_known = not self.kmeans_init  # Python-side cache: no sync to read `initted` every step
         self._warned_layout = False
+        # the training step's large statistics buffers, reused step after step (they die in the step's own EMA
+        # update): no page faults a step (fastrq.ops.recycled)
+        self._workspace = recycled.Workspace()
 
     # ---------------------------------------------------------------- views of the state
 
@@ -419,25 +422,28 @@ class ResidualQuantizer(nn.Module):
         if self.beam_size > 1:
             codes = self._search(z.detach(), active)
         learn = not self.ema and training_step and not self.freeze_codebook
-        if self.rotation_trick or self.use_cosine_sim:
-            if codes is None:
-                codes = self._search(z.detach(), active)
-            codes = self._limit_codes(codes, row_levels)
-            books = self.codebooks if learn else self.codebooks.detach()
-            if compiling and not learn:  # the EMA step below changes the buffer in place; the backward needs these
-                books = torch.ops.fastrq.snapshot(books)
-            quantized, loss, level_sqerr, counts, sums = training.differentiable_walk(
-                z, books, codes, num_valid,
-                commitment_weight=self.commitment_weight, learn_codebook=learn, rotation_trick=self.rotation_trick,
-                cosine=self.use_cosine_sim, per_level_loss=self.loss_per_level,
-            )
-        else:
-            quantized, loss, codes, level_sqerr, counts, sums = ResidualStraightThrough.apply(
-                z, self.codebooks, codes, self.level_sizes, active, row_levels, num_valid, self.commitment_weight,
-                learn, self.loss_per_level, self.backend,
-            )
-        if update:
-            self._update(z, codes, counts, sums, level_sqerr, active, sync, compiling)
+        # this step's statistics die in its own EMA update below: they may reuse the last step's memory
+        scope = self._workspace.active() if update and not compiling else contextlib.nullcontext()
+        with scope:
+            if self.rotation_trick or self.use_cosine_sim:
+                if codes is None:
+                    codes = self._search(z.detach(), active)
+                codes = self._limit_codes(codes, row_levels)
+                books = self.codebooks if learn else self.codebooks.detach()
+                if compiling and not learn:  # the EMA step below changes the buffer in place; the backward needs these
+                    books = torch.ops.fastrq.snapshot(books)
+                quantized, loss, level_sqerr, counts, sums = training.differentiable_walk(
+                    z, books, codes, num_valid,
+                    commitment_weight=self.commitment_weight, learn_codebook=learn, rotation_trick=self.rotation_trick,
+                    cosine=self.use_cosine_sim, per_level_loss=self.loss_per_level,
+                )
+            else:
+                quantized, loss, codes, level_sqerr, counts, sums = ResidualStraightThrough.apply(
+                    z, self.codebooks, codes, self.level_sizes, active, row_levels, num_valid, self.commitment_weight,
+                    learn, self.loss_per_level, self.backend,
+                )
+            if update:
+                self._update(z, codes, counts, sums, level_sqerr, active, sync, compiling)
         out = quantized if self.project_out is None else self.project_out(quantized)
         if valid is not None:
             out = torch.where(valid[:, None], out, rows)

@@ -16,7 +16,7 @@ One concern per module:
   dead-code restarts);
 - :mod:`.counter_random`: sync-free, rank-identical random choices;
 - :mod:`.distributed`: when and how state updates synchronise across ranks;
-- :mod:`.recycled`: the CPU step's large statistics buffers, reused once nothing else refers to them.
+- :mod:`.recycled`: the CPU training step's large statistics buffers, reused inside the owner module's step.
 """
 
 from .functional import code_statistics, ema_step, ema_update_, nearest_code, residual_decode, residual_quantize

@@ -452,11 +452,14 @@ _BUFFERS = threading.local()
 def _buffers(rows: int, dim: int, tile: int, tiles: int):
     """Reused per-thread buffers for at least ``rows`` rows (no allocation, hence no page faults, per block): the
     augmented rows, a float32 row scratch, the per-row terms, the stored bf16 outputs and their group minima. Kept
-    per (D, tile, tiles) for the last ``BUFFER_SHAPES`` shapes (levels of different sizes alternate in one walk)."""
+    per (D, tile, tiles, inference mode) for the last ``BUFFER_SHAPES`` shapes (levels of different sizes alternate
+    in one walk)."""
     cache = getattr(_BUFFERS, "value", None)
     if cache is None:
         cache = _BUFFERS.value = {}
-    key = (dim, tile, tiles)
+    # an inference tensor (made under torch.inference_mode) cannot be written outside it, nor a normal one saved
+    # for backward from inside: one set of buffers per mode
+    key = (dim, tile, tiles, torch.is_inference_mode_enabled())
     cached = cache.get(key)
     if cached is None or cached[0] < rows:
         store = torch.empty(tiles * rows * tile, dtype=torch.bfloat16)

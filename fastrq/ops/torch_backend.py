@@ -423,8 +423,8 @@ def _native_walk_pass(x, codebooks, prep, work, num_active, training):
 
 
 def _statistics_zeros(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Zero EMA statistics for rows like x: on the CPU from :mod:`fastrq.ops.recycled` (a step's large sums
-    otherwise page-fault in and unmap again every call)."""
+    """Zero EMA statistics for rows like x: on the CPU from :mod:`fastrq.ops.recycled` (inside a module's step its
+    workspace's; a step's large sums otherwise page-fault in and unmap again every call)."""
     return recycled.zeros(shape, x.dtype) if x.device.type == "cpu" else x.new_zeros(shape)
 
 

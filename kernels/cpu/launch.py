@@ -73,7 +73,7 @@ def _prepared_books(lib, books: torch.Tensor, num_active: int, sizes: tuple[int,
     ``[A, kpad]`` and shifts ``[A, D]``, and (scratch, kpad, their three addresses)."""
     num_codes, dim = books.shape[1], books.shape[2]
     kpad = -(-num_codes // LANES) * LANES
-    scratch = recycled.empty((num_active * (dim * kpad + kpad + dim),))  # reused: no page faults per call
+    scratch = recycled.empty((num_active * (dim * kpad + kpad + dim),))  # a module step's workspace: no page faults
     base, step = scratch.data_ptr(), scratch.element_size()
     bookt, half, mu = base, base + num_active * dim * kpad * step, base + num_active * (dim + 1) * kpad * step
     lib.fastrq_prepare_books(books.data_ptr(), num_active, num_codes, dim, _int_tensor(sizes).data_ptr(), kpad, bookt,

@@ -329,3 +329,18 @@ def test_the_preparation_cache_is_never_stale_and_keeps_one_entry_per_codebook(m
             torch_backend.prepare_levels(book)
         assert torch_backend.prepare_levels(b) is keep_b
     assert len([key for key in torch_backend._PREPARED if key[0][0] == tuple(a.shape)]) == torch_backend.PREPARED_PER_SHAPE
+
+
+def test_a_copy_of_a_codebook_that_changed_since_is_searched_with_its_own_contents():
+    """Found 2026-12-02: the preparation cache was keyed by shape and validated by content, and an unshifted
+    preparation is a view of the codebook it was made from; a copy B of codebook A, searched after A changed in
+    place, matched A's old hashes and was searched with A's new rows (735 of 2,000 rows wrong). Keyed by the tensor
+    now, and validated against that tensor's own rows."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 64, generator=gen)
+    a = torch.randn(2, 256, 64, generator=gen)
+    b = a.clone()
+    want = fastrq.residual_quantize(x, b, backend="reference")[1]
+    fastrq.residual_quantize(x, a, backend="torch")
+    a.mul_(-1.0).add_(3.0)
+    assert torch.equal(fastrq.residual_quantize(x, b, backend="torch")[1], want)

@@ -149,3 +149,15 @@ def test_a_concurrent_activation_leaves_the_owner_active():
     thread.join()
     assert workspace._lock.acquire(blocking=False)
     workspace._lock.release()
+
+
+def test_a_module_pickled_without_a_workspace_still_trains():
+    """A whole module pickled by an earlier fastrq (no ``_workspace`` attribute) loads and trains."""
+    torch.manual_seed(0)
+    rq = fastrq.ResidualQuantizer(8, 64, 2).train()
+    state = dict(rq.__dict__)
+    del state["_workspace"]
+    old = fastrq.ResidualQuantizer.__new__(fastrq.ResidualQuantizer)
+    old.__setstate__(state)
+    old(torch.randn(100, 8))
+    assert isinstance(old._workspace, recycled.Workspace)

@@ -599,6 +599,11 @@ class ResidualQuantizer(nn.Module):
 
     # ---------------------------------------------------------------- state dict
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "_workspace" not in self.__dict__:  # a module pickled by a fastrq without the step workspace
+            self._workspace = recycled.Workspace()
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         own = dict(self.named_parameters(recurse=False))
         own.update(self.named_buffers(recurse=False))

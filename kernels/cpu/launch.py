@@ -10,7 +10,11 @@ Threads: up to ``torch.get_num_threads()``, one per ``PAIRS_PER_THREAD`` (row, c
 smaller calls run on the calling thread. With OpenMP (the usual build, :mod:`.build`) the rows are split inside the
 library on torch's own OpenMP team, whose threads are awake right after any torch op; without it, on Python threads
 (ctypes releases the GIL), which then compete with torch's spinning OpenMP workers, so they need larger calls
-(``PYTHON_PAIRS_PER_THREAD``).
+(``PYTHON_PAIRS_PER_THREAD``). The GEMM path's walk takes one thread per ``WALK_ELEMENTS_PER_THREAD`` row elements
+(OpenMP only); its results do not depend on the count.
+
+Buffers: outputs are fresh tensors; scratch and the statistics come from :mod:`fastrq.ops.recycled`, which reuses
+them only inside a quantizer module's own training step.
 """
 
 from __future__ import annotations

@@ -37,18 +37,21 @@ def test_an_activation_reuses_its_buffers_zeroed_and_never_aliases_two_requests(
     assert not again.any() and small.shape == (3, 5)
 
 
-def test_nested_and_concurrent_activations_of_one_workspace_get_fresh_tensors():
+def test_nested_activations_continue_the_outer_one_and_other_threads_get_fresh_tensors():
     workspace = recycled.Workspace()
     with workspace.active():
         kept = recycled.zeros(SHAPE)
     seen = []
     with workspace.active():
-        with workspace.active():  # nested: the outer activation goes on handing out new indices
-            seen.append(recycled.zeros(SHAPE).data_ptr())
+        outer = recycled.zeros(SHAPE)  # the first request again: the last activation's first buffer
+        with workspace.active():  # nested: the outer activation's next index, not the first buffer again
+            inner = recycled.zeros(SHAPE)
         thread = threading.Thread(target=lambda: seen.append(recycled.zeros(SHAPE).data_ptr()))
         thread.start()
         thread.join()  # another thread: no workspace active there
-    assert seen[1] != kept.data_ptr()
+    assert outer.data_ptr() == kept.data_ptr()
+    assert inner.data_ptr() != outer.data_ptr()
+    assert seen[0] not in (outer.data_ptr(), inner.data_ptr())
 
 
 def test_inference_mode_buffers_are_kept_apart():

@@ -11,8 +11,9 @@ it around the calls whose outputs it knows to be dead before its next activation
 in its own EMA update). While a workspace is active on this thread, :func:`zeros` and :func:`empty` hand out its
 buffers: the i-th request of one (shape, dtype, inference mode) in an activation gets that key's i-th buffer, so
 buffers that live at the same time never alias. Outside an activation (every functional op called by a user)
-they return fresh tensors. A workspace is used by one activation at a time: a nested or concurrent activation
-(another thread) gets fresh tensors instead.
+they return fresh tensors. A workspace is used by one activation at a time: a nested activation on the same
+thread goes on with the outer one's requests (new indices, so still no aliasing), a concurrent one on another
+thread gets fresh tensors.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class Workspace:
 
     def active(self) -> "Workspace":
         """``with workspace.active():`` hands out this workspace's buffers on this thread for the block (fresh
-        tensors instead if it is already active). A plain context manager, not a generator: it runs every step."""
+        tensors on another thread while it is already active). A plain context manager, not a generator: it runs
+        every step."""
         return self
 
     def __enter__(self) -> "Workspace":

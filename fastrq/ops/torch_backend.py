@@ -398,8 +398,8 @@ def _native_walk_pass(x, codebooks, prep, work, num_active, training):
         codes[:, num_active:] = -1
     quantized = torch.empty_like(x)
     commit = torch.empty_like(x) if training else None
-    sums = recycled.zeros((num_levels, num_codes, dim)) if training else None  # float32 CPU here
-    counts = recycled.zeros((num_levels, num_codes)) if training else None
+    sums = _statistics_zeros(x, (num_levels, num_codes, dim)) if training else None
+    counts = _statistics_zeros(x, (num_levels, num_codes)) if training else None
     sqerr = torch.zeros(num_levels, dtype=torch.float64) if training else None
     books = [codebooks[level].contiguous() for level in range(num_active)]
     residual_buf = torch.empty(min(n, work.rows), dim, dtype=x.dtype)

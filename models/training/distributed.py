@@ -167,5 +167,7 @@ class Distributed:
 
 
 def _held_outside_python(tensor: torch.Tensor) -> bool:
-    """Whether anything besides its Python object (a backend's work, an autograd graph) references ``tensor``."""
-    return tensor._use_count() > 1
+    """Whether anything besides its Python object (a backend's work, an autograd graph) references ``tensor``
+    (False where this torch has no ``Tensor._use_count``: then close() cannot wait, and does not)."""
+    use_count = getattr(tensor, "_use_count", None)
+    return use_count is not None and use_count() > 1

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from fastrq.models.training.distributed import Distributed
+from fastrq.models.training.distributed import Distributed, _held_outside_python
 
 WORLD = 2
 
@@ -21,15 +22,39 @@ def _worker(rank, init_file, out_dir):
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     run = Distributed(world=WORLD, rank=rank)
+    tracked = []
+    track = run._track_backend_tensors
+    run._track_backend_tensors = lambda *tensors: (tracked.extend(tensors), track(*tensors))[1]
     # objects of different pickled sizes on the two ranks, tensors inside
     gathered = run.gather_objects({"rank": rank, "text": "x" * (1 + 1000 * rank), "t": torch.arange(3 + rank)})
-    summed = run.sum_(torch.tensor([rank + 1.0, 10.0]))
+    tracked_by_gather = len(tracked)
+    addend = torch.tensor([rank + 1.0, 10.0])
+    summed = run.sum_(addend)
     flags = [run.any(rank == 1), run.any(False)]
+    # a work kept alive by its handle holds its tensor: the wait must see it, and see it go
+    held = torch.ones(4)
+    work = dist.all_reduce(held, async_op=True)
+    work.wait()
+    run._track_backend_tensors(held)
+    waited_out = run.wait_until_backend_releases(timeout_s=0.05)
+    del work
     released = run.wait_until_backend_releases(timeout_s=30)
-    run.close()
+    # after a failure the wait is short and silent, even if something still holds a collective's work
+    stuck = torch.ones(4)
+    stuck_work = dist.all_reduce(stuck, async_op=True)
+    stuck_work.wait()
+    run._track_backend_tensors(stuck)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.monotonic()
+        run.close(failed=True)
+        failed_close_s = time.monotonic() - start
+    del stuck_work
     result = {"ranks": [g["rank"] for g in gathered], "text_lengths": [len(g["text"]) for g in gathered],
               "tensors": [g["t"].tolist() for g in gathered], "summed": summed.tolist(), "flags": flags,
-              "released": released, "still_handed": len(run._handed_to_backend),
+              "tracked_by_gather": tracked_by_gather, "sum_tracked": any(t is addend for t in tracked),
+              "tracked_total": len(tracked), "waited_out": waited_out, "released": released,
+              "failed_close_s": failed_close_s, "failed_close_warnings": [str(w.message) for w in caught],
               "destroyed": not dist.is_initialized()}
     (out_dir / f"rank{rank}.json").write_text(json.dumps(result))
 
@@ -44,7 +69,13 @@ def test_collectives_on_two_gloo_ranks_and_close_waits_for_the_backend(tmp_path)
         assert got["tensors"] == [[0, 1, 2], [0, 1, 2, 3]]
         assert got["summed"] == [3.0, 20.0]
         assert got["flags"] == [True, False]
-        assert got["released"] is True and got["still_handed"] == 0
+        # every tensor of the collectives was tracked: the sizes (1 + world) and the payloads (1 + world) of the
+        # gather, the summed tensor itself, the two flags, and the two held by hand
+        assert got["tracked_by_gather"] == 2 * (1 + WORLD)
+        assert got["sum_tracked"] is True and got["tracked_total"] == 2 * (1 + WORLD) + 1 + 2 + 2
+        assert got["waited_out"] is False  # a live work handle holds its tensor: no release yet
+        assert got["released"] is True  # ...and once the handle is gone, the wait ends
+        assert 1.0 <= got["failed_close_s"] < 10.0 and got["failed_close_warnings"] == []
         assert got["destroyed"] is True
 
 
@@ -52,7 +83,7 @@ def test_wait_until_backend_releases_waits_for_a_reference_from_cpp():
     run = Distributed()
     held = torch.ones(3, requires_grad=True)
     graph = [(held * held).sum()]  # the autograd graph saves `held`: a reference from C++, as a backend's work
-    run._handed(held)
+    run._track_backend_tensors(held)
     assert held._use_count() > 1
 
     def release():
@@ -73,8 +104,15 @@ def test_wait_until_backend_releases_gives_up_after_its_timeout():
     run = Distributed()
     held = torch.ones(3, requires_grad=True)
     graph = (held * held).sum()  # never released during the wait
-    run._handed(held)
+    run._track_backend_tensors(held)
     assert run.wait_until_backend_releases(timeout_s=0.05) is False
     assert run._handed_to_backend == [held]
     del graph
     assert run.wait_until_backend_releases(timeout_s=0.05) is True
+
+
+def test_tensors_released_before_they_are_tracked_are_not_kept():
+    run = Distributed()
+    run._track_backend_tensors(torch.ones(3))  # nothing in C++ holds it: nothing to wait for, nothing kept alive
+    assert run._handed_to_backend == []
+    assert _held_outside_python(object()) is False  # no _use_count (another torch): no wait

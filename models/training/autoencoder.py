@@ -198,9 +198,12 @@ def train_autoencoder(config: AutoencoderTrainConfig) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     dist = Distributed.from_environment(config.device)
     try:
-        return _train(config, dist)
-    finally:
-        dist.close()
+        result = _train(config, dist)
+    except BaseException:
+        dist.close(failed=True)
+        raise
+    dist.close()
+    return result
 
 
 def _train(config: AutoencoderTrainConfig, dist: Distributed) -> dict[str, Any]:

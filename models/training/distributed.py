@@ -4,11 +4,14 @@
 device, and the few collectives the trainers need (barrier, gather of Python objects, sum, "any rank"). With one
 process every collective is a no-op, so the training code is the same in both cases.
 
-Teardown: a gloo worker thread can still hold the last collective's tensors for a moment after the caller has seen
-it complete. If the interpreter is already finalising when that thread drops them, releasing their Python objects
-needs the GIL, the thread is made to exit inside a destructor, and the process aborts ("terminate called without an
-active exception"; seen in about 1 run in 20 on 2 loaded cores). :meth:`Distributed.close` therefore waits until
-the backend holds none of the tensors this object handed it before the process group is destroyed.
+Teardown: a gloo worker thread can still hold the last collectives' tensors for a moment after the caller has
+seen them complete (a barrier also holds the works that were in flight when it was issued). If the interpreter is
+already finalising when that thread drops them, releasing their Python objects needs the GIL, the thread is made
+to exit inside a destructor, and the process aborts ("terminate called without an active exception": 5 of about
+130 runs of the 2-process DDP test on 2 loaded cores). :meth:`Distributed.close` therefore waits until the backend
+holds none of the tensors this object's collectives handed it before the process group is destroyed. The
+quantizer's own per-step ``all_reduce`` (:mod:`fastrq.ops.distributed`) is not tracked: in a training run many
+tracked collectives follow it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ import torch
 from fastrq.errors import InvalidArgumentError
 
 __all__ = ["Distributed", "resolve_device", "state_digest"]
+
+TEARDOWN_WAIT_S = 10.0  # close(): the longest wait for the backend to let go of the tensors (normally < 2 ms)
+FAILED_TEARDOWN_WAIT_S = 1.0  # the same after a failure (the exception's frames may hold the works themselves)
+GIL_HANDOVER_S = 0.005  # close(): after the last release, the releasing thread may still need the GIL
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -58,7 +65,9 @@ class Distributed:
         self.world, self.rank, self.local_rank = world, rank, local_rank
         self.device = device if device is not None else torch.device("cpu")
         self.enabled = world > 1
-        self._handed_to_backend: list[torch.Tensor] = []  # tensors of this object's collectives (see close)
+        # tensors this object's collectives gave the backend and it may still hold (see close); one thread's
+        # collectives, like the process group itself: no lock
+        self._handed_to_backend: list[torch.Tensor] = []
 
     @classmethod
     def from_environment(cls, device_name: str = "auto") -> "Distributed":
@@ -69,10 +78,10 @@ class Distributed:
         if self.enabled:
             import torch.distributed as dist
 
+            if self.device.type == "cuda":  # first: NCCL's communicator then binds to this rank's device
+                torch.cuda.set_device(self.device)
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-            if self.device.type == "cuda":
-                torch.cuda.set_device(self.device)
         return self
 
     @property
@@ -101,8 +110,9 @@ class Distributed:
             dist.barrier()
 
     def gather_objects(self, obj: Any) -> list[Any]:
-        """``obj`` of every rank, in rank order (``[obj]`` for one process). ``obj`` is pickled (tensors in it come
-        back on the device they were on, as with ``torch.distributed.all_gather_object``)."""
+        """``obj`` of every rank, in rank order (``[obj]`` for one process). ``obj`` is pickled, as by
+        ``torch.distributed.all_gather_object``: a tensor in it comes back on the sender's device (``cuda:1`` of
+        rank 1 arrives on rank 0 as ``cuda:1``)."""
         if not self.enabled:
             return [obj]
         import torch.distributed as dist
@@ -111,23 +121,32 @@ class Distributed:
         payload = pickle.dumps(obj)
         size = torch.tensor([len(payload)], dtype=torch.int64, device=self.device)
         sizes = [torch.empty_like(size) for _ in range(self.world)]
-        dist.all_gather(sizes, size)
-        lengths = [int(s.item()) for s in sizes]
+        try:
+            dist.all_gather(sizes, size)
+        finally:
+            self._track_backend_tensors(size, *sizes)
+        lengths = torch.cat(sizes).tolist()  # one host sync
         padded = torch.zeros(max(lengths), dtype=torch.uint8)
         padded[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
         padded = padded.to(self.device)
         gathered = [torch.empty_like(padded) for _ in range(self.world)]
-        dist.all_gather(gathered, padded)
-        self._handed(size, *sizes, padded, *gathered)
+        try:
+            dist.all_gather(gathered, padded)
+        finally:
+            self._track_backend_tensors(padded, *gathered)
         return [pickle.loads(t[:n].cpu().numpy().tobytes()) for t, n in zip(gathered, lengths)]
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
-        """In-place sum of ``tensor`` over the ranks."""
+        """In-place sum of ``tensor`` over the ranks. Pass a tensor nothing else references from C++ (a fresh one,
+        not a view of a live tensor nor a leaf in a live autograd graph): close() waits for such references to go,
+        and would wait for those until its timeout."""
         if self.enabled:
             import torch.distributed as dist
 
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-            self._handed(tensor)
+            try:
+                dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            finally:
+                self._track_backend_tensors(tensor)
         return tensor
 
     def any(self, flag: bool) -> bool:
@@ -136,12 +155,12 @@ class Distributed:
             return flag
         return bool(self.sum_(torch.tensor([int(flag)], dtype=torch.int32, device=self.device)).item())
 
-    def _handed(self, *tensors: torch.Tensor) -> None:
-        """Remember tensors a completed collective gave the backend, forgetting those it has let go of since."""
-        self._handed_to_backend = [t for t in self._handed_to_backend if _held_outside_python(t)]
-        self._handed_to_backend.extend(tensors)
+    def _track_backend_tensors(self, *tensors: torch.Tensor) -> None:
+        """Remember tensors a collective gave the backend, forgetting those it has let go of (for good: a backend
+        never takes a tensor back)."""
+        self._handed_to_backend = [t for t in (*self._handed_to_backend, *tensors) if _held_outside_python(t)]
 
-    def wait_until_backend_releases(self, timeout_s: float = 10.0) -> bool:
+    def wait_until_backend_releases(self, timeout_s: float = TEARDOWN_WAIT_S) -> bool:
         """Wait (≤ ``timeout_s``) until no backend thread holds a tensor of this object's collectives; True if none
         does. Only a reference from C++ counts: the Python objects of this list do not."""
         deadline = time.monotonic() + timeout_s
@@ -153,15 +172,21 @@ class Distributed:
                 return False
             time.sleep(0.001)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         """Destroy the process group, once the backend has let go of every tensor of this object's collectives
-        (see the module docstring: otherwise the process can abort at exit)."""
+        (see the module docstring: otherwise the process can abort at exit). ``failed``: after an exception, whose
+        frames may hold a collective's work themselves; the wait is then short and silent."""
         if self.enabled:
             import torch.distributed as dist
 
-            if not self.wait_until_backend_releases():
-                warnings.warn(f"rank {self.rank}: the distributed backend still holds a collective's tensors after "
-                              "10 s; destroying the process group anyway", RuntimeWarning, stacklevel=2)
+            released = self.wait_until_backend_releases(FAILED_TEARDOWN_WAIT_S if failed else TEARDOWN_WAIT_S)
+            # the thread that dropped the last reference releases the tensor's Python object next, under the GIL:
+            # give it the GIL before anything here can start the interpreter's shutdown
+            time.sleep(GIL_HANDOVER_S)
+            if not released and not failed:
+                warnings.warn(f"rank {self.rank}: a collective's tensors are still referenced from C++ after "
+                              f"{TEARDOWN_WAIT_S:g} s; destroying the process group anyway", RuntimeWarning,
+                              stacklevel=2)
             if dist.is_initialized():
                 dist.destroy_process_group()
 

@@ -1,5 +1,6 @@
 """The trainers' process group (models/training/distributed.py): its collectives on 2 gloo processes, and the wait
-in close() for the backend to let go of the collectives' tensors (without it a rank could abort at exit)."""
+in close() for the backend to let go of the collectives' tensors (without it a rank could abort at exit); the same
+wait at exit for the quantizer's own all_reduce (fastrq/ops/distributed.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from fastrq.models.training.distributed import Distributed, _held_outside_python
+from fastrq.models.training.distributed import Distributed
+from fastrq.ops.distributed import held_outside_python
 
 WORLD = 2
 
@@ -39,6 +41,23 @@ def _worker(rank, init_file, out_dir):
     waited_out = run.wait_until_backend_releases(timeout_s=0.05)
     del work
     released = run.wait_until_backend_releases(timeout_s=30)
+    # the quantizer's own all_reduce: kept for the exit hook while the backend holds it, the hook registered
+    from fastrq.ops import distributed as ops_distributed
+
+    remembered = []
+    remember = ops_distributed._remember
+    ops_distributed._remember = lambda flat: (remembered.append(flat), remember(flat))[1]
+    statistics = torch.ones(5)
+    ops_distributed.all_reduce_sum_(statistics, True)
+    quantizer_sum = statistics.tolist()
+    ops_distributed._remember = remember
+    kept = torch.ones(4)
+    kept_work = dist.all_reduce(kept, async_op=True)
+    kept_work.wait()
+    ops_distributed._remember(kept)
+    hook_waited_out = ops_distributed.wait_for_backend_at_exit(timeout_s=0.05)
+    del kept_work
+    hook_released = ops_distributed.wait_for_backend_at_exit(timeout_s=30)
     # after a failure the wait is short and silent, even if something still holds a collective's work
     stuck = torch.ones(4)
     stuck_work = dist.all_reduce(stuck, async_op=True)
@@ -55,7 +74,10 @@ def _worker(rank, init_file, out_dir):
               "tracked_by_gather": tracked_by_gather, "sum_tracked": any(t is addend for t in tracked),
               "tracked_total": len(tracked), "waited_out": waited_out, "released": released,
               "failed_close_s": failed_close_s, "failed_close_warnings": [str(w.message) for w in caught],
-              "destroyed": not dist.is_initialized()}
+              "destroyed": not dist.is_initialized(), "quantizer_sum": quantizer_sum,
+              "quantizer_remembered": len(remembered) == 1 and remembered[0] is statistics,
+              "hook_registered": ops_distributed._exit_hook_registered, "hook_waited_out": hook_waited_out,
+              "hook_released": hook_released}
     (out_dir / f"rank{rank}.json").write_text(json.dumps(result))
 
 
@@ -77,6 +99,9 @@ def test_collectives_on_two_gloo_ranks_and_close_waits_for_the_backend(tmp_path)
         assert got["released"] is True  # ...and once the handle is gone, the wait ends
         assert 1.0 <= got["failed_close_s"] < 10.0 and got["failed_close_warnings"] == []
         assert got["destroyed"] is True
+        assert got["quantizer_sum"] == [2.0] * 5 and got["quantizer_remembered"] is True
+        assert got["hook_registered"] is True
+        assert got["hook_waited_out"] is False and got["hook_released"] is True
 
 
 def test_wait_until_backend_releases_waits_for_a_reference_from_cpp():
@@ -115,4 +140,4 @@ def test_tensors_released_before_they_are_tracked_are_not_kept():
     run = Distributed()
     run._track_backend_tensors(torch.ones(3))  # nothing in C++ holds it: nothing to wait for, nothing kept alive
     assert run._handed_to_backend == []
-    assert _held_outside_python(object()) is False  # no _use_count (another torch): no wait
+    assert held_outside_python(object()) is False  # no _use_count (another torch): no wait

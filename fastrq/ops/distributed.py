@@ -6,15 +6,30 @@ Rules the modules keep (each is a hang or a divergence elsewhere):
 - collectives run only inside state updates, which run only in training mode with autograd enabled, so eval and
   ``no_grad`` forwards never communicate;
 - one ``all_reduce`` per training step carries every level's statistics (plus the replacement candidates and flags).
+
+At exit: a gloo worker thread may still hold the last all-reduced tensor for a moment after the collective has
+returned. If it lets go while the interpreter is finalising, releasing the tensor's Python object needs the GIL and
+the process aborts ("terminate called without an active exception"). So the last few all-reduced tensors are kept,
+and an ``atexit`` hook (run before finalisation, while other threads can still take the GIL) waits up to a second
+for the backend to let go of them.
 """
 
 from __future__ import annotations
+
+import atexit
+import time
 
 import torch
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["should_sync", "rank_and_world", "all_reduce_sum_"]
+__all__ = ["should_sync", "rank_and_world", "all_reduce_sum_", "held_outside_python"]
+
+EXIT_WAIT_S = 1.0  # the atexit hook's longest wait for the backend to let go of the last all-reduced tensors
+GIL_HANDOVER_S = 0.005  # after the last release, the releasing thread may still need the GIL
+RECENT_LIMIT = 8  # all-reduced tensors kept (only those a backend still holds)
+_recent: list[torch.Tensor] = []
+_exit_hook_registered = False
 
 
 def _initialized() -> bool:
@@ -53,5 +68,39 @@ def all_reduce_sum_(flat: torch.Tensor, sync: bool) -> torch.Tensor:
     if sync:
         import torch.distributed as dist
 
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        try:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        finally:
+            _remember(flat)
     return flat
+
+
+def held_outside_python(tensor: torch.Tensor) -> bool:
+    """Whether anything besides its Python object (a backend's work, an autograd graph, a view of it) holds
+    ``tensor`` itself from C++ (False where this torch has no ``Tensor._use_count``: then nothing can wait)."""
+    use_count = getattr(tensor, "_use_count", None)
+    return use_count is not None and use_count() > 1
+
+
+def _remember(flat: torch.Tensor) -> None:
+    """Keep ``flat`` for the exit hook if a backend still holds it, with the earlier ones it still holds (at most
+    RECENT_LIMIT; one it has let go of is not kept, so no step's statistics outlive the step for nothing)."""
+    global _recent, _exit_hook_registered
+    _recent = [t for t in (*_recent, flat) if held_outside_python(t)][-RECENT_LIMIT:]
+    if not _exit_hook_registered:
+        atexit.register(wait_for_backend_at_exit)
+        _exit_hook_registered = True
+
+
+def wait_for_backend_at_exit(timeout_s: float = EXIT_WAIT_S) -> bool:
+    """Wait (≤ ``timeout_s``) until no backend thread holds one of the last all-reduced tensors, then hand the GIL
+    over once; True if none is held. Registered with ``atexit`` by the first synchronised step."""
+    global _recent
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _recent = [t for t in _recent if held_outside_python(t)]
+        if not _recent or time.monotonic() > deadline:
+            break
+        time.sleep(0.001)
+    time.sleep(GIL_HANDOVER_S)
+    return not _recent

@@ -10,8 +10,7 @@ already finalising when that thread drops them, releasing their Python objects n
 to exit inside a destructor, and the process aborts ("terminate called without an active exception": 5 of about
 130 runs of the 2-process DDP test on 2 loaded cores). :meth:`Distributed.close` therefore waits until the backend
 holds none of the tensors this object's collectives handed it before the process group is destroyed. The
-quantizer's own per-step ``all_reduce`` (:mod:`fastrq.ops.distributed`) is not tracked: in a training run many
-tracked collectives follow it.
+quantizer's own per-step ``all_reduce`` is covered by :mod:`fastrq.ops.distributed`'s exit hook.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from fastrq.errors import InvalidArgumentError
+from fastrq.ops.distributed import held_outside_python
 
 __all__ = ["Distributed", "resolve_device", "state_digest"]
 
@@ -158,14 +158,14 @@ class Distributed:
     def _track_backend_tensors(self, *tensors: torch.Tensor) -> None:
         """Remember tensors a collective gave the backend, forgetting those it has let go of (for good: a backend
         never takes a tensor back)."""
-        self._handed_to_backend = [t for t in (*self._handed_to_backend, *tensors) if _held_outside_python(t)]
+        self._handed_to_backend = [t for t in (*self._handed_to_backend, *tensors) if held_outside_python(t)]
 
     def wait_until_backend_releases(self, timeout_s: float = TEARDOWN_WAIT_S) -> bool:
         """Wait (≤ ``timeout_s``) until no backend thread holds a tensor of this object's collectives; True if none
         does. Only a reference from C++ counts: the Python objects of this list do not."""
         deadline = time.monotonic() + timeout_s
         while True:
-            self._handed_to_backend = [t for t in self._handed_to_backend if _held_outside_python(t)]
+            self._handed_to_backend = [t for t in self._handed_to_backend if held_outside_python(t)]
             if not self._handed_to_backend:
                 return True
             if time.monotonic() > deadline:
@@ -189,10 +189,3 @@ class Distributed:
                               stacklevel=2)
             if dist.is_initialized():
                 dist.destroy_process_group()
-
-
-def _held_outside_python(tensor: torch.Tensor) -> bool:
-    """Whether anything besides its Python object (a backend's work, an autograd graph) references ``tensor``
-    (False where this torch has no ``Tensor._use_count``: then close() cannot wait, and does not)."""
-    use_count = getattr(tensor, "_use_count", None)
-    return use_count is not None and use_count() > 1

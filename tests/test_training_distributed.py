@@ -19,6 +19,18 @@ from fastrq.ops.distributed import held_outside_python
 WORLD = 2
 
 
+def _held_then_released(dist, track, wait):
+    """A work kept alive by its handle holds its tensor: (what ``wait`` returns while the handle lives — it must time
+    out — and once the handle is gone)."""
+    held = torch.ones(4)
+    work = dist.all_reduce(held, async_op=True)
+    work.wait()
+    track(held)
+    while_held = wait(timeout_s=0.05)
+    del work
+    return while_held, wait(timeout_s=30)
+
+
 def _worker(rank, init_file, out_dir):
     import torch.distributed as dist
 
@@ -33,14 +45,7 @@ def _worker(rank, init_file, out_dir):
     addend = torch.tensor([rank + 1.0, 10.0])
     summed = run.sum_(addend)
     flags = [run.any(rank == 1), run.any(False)]
-    # a work kept alive by its handle holds its tensor: the wait must see it, and see it go
-    held = torch.ones(4)
-    work = dist.all_reduce(held, async_op=True)
-    work.wait()
-    run._track_backend_tensors(held)
-    waited_out = run.wait_until_backend_releases(timeout_s=0.05)
-    del work
-    released = run.wait_until_backend_releases(timeout_s=30)
+    waited_out, released = _held_then_released(dist, run._track_backend_tensors, run.wait_until_backend_releases)
     # the quantizer's own all_reduce: kept for the exit hook while the backend holds it, the hook registered
     from fastrq.ops import distributed as ops_distributed
 
@@ -51,13 +56,8 @@ def _worker(rank, init_file, out_dir):
     ops_distributed.all_reduce_sum_(statistics, True)
     quantizer_sum = statistics.tolist()
     ops_distributed._remember = remember
-    kept = torch.ones(4)
-    kept_work = dist.all_reduce(kept, async_op=True)
-    kept_work.wait()
-    ops_distributed._remember(kept)
-    hook_waited_out = ops_distributed.wait_for_backend_at_exit(timeout_s=0.05)
-    del kept_work
-    hook_released = ops_distributed.wait_for_backend_at_exit(timeout_s=30)
+    hook_waited_out, hook_released = _held_then_released(dist, ops_distributed._remember,
+                                                         ops_distributed.wait_for_backend_at_exit)
     # after a failure the wait is short and silent, even if something still holds a collective's work
     stuck = torch.ones(4)
     stuck_work = dist.all_reduce(stuck, async_op=True)

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["should_sync", "rank_and_world", "all_reduce_sum_", "held_outside_python"]
+__all__ = ["should_sync", "rank_and_world", "all_reduce_sum_", "held_outside_python", "still_held", "hand_over_gil"]
 
 EXIT_WAIT_S = 1.0  # the atexit hook's longest wait for the backend to let go of the last all-reduced tensors
 GIL_HANDOVER_S = 0.005  # after the last release, the releasing thread may still need the GIL
@@ -82,6 +82,22 @@ def held_outside_python(tensor: torch.Tensor) -> bool:
     return use_count is not None and use_count() > 1
 
 
+def still_held(tensors: list[torch.Tensor], timeout_s: float) -> list[torch.Tensor]:
+    """Wait (≤ ``timeout_s``) until C++ holds none of ``tensors``; the ones it still holds (empty: all released)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tensors = [t for t in tensors if held_outside_python(t)]
+        if not tensors or time.monotonic() > deadline:
+            return tensors
+        time.sleep(0.001)
+
+
+def hand_over_gil() -> None:
+    """Sleep once with the GIL released: the thread that dropped a tensor's last C++ reference releases its Python
+    object next, under the GIL, and must get it before anything can start the interpreter's shutdown."""
+    time.sleep(GIL_HANDOVER_S)
+
+
 def _remember(flat: torch.Tensor) -> None:
     """Keep ``flat`` for the exit hook if a backend still holds it, with the earlier ones it still holds (at most
     RECENT_LIMIT; one it has let go of is not kept, so no step's statistics outlive the step for nothing)."""
@@ -96,11 +112,6 @@ def wait_for_backend_at_exit(timeout_s: float = EXIT_WAIT_S) -> bool:
     """Wait (≤ ``timeout_s``) until no backend thread holds one of the last all-reduced tensors, then hand the GIL
     over once; True if none is held. Registered with ``atexit`` by the first synchronised step."""
     global _recent
-    deadline = time.monotonic() + timeout_s
-    while True:
-        _recent = [t for t in _recent if held_outside_python(t)]
-        if not _recent or time.monotonic() > deadline:
-            break
-        time.sleep(0.001)
-    time.sleep(GIL_HANDOVER_S)
+    _recent = still_held(_recent, timeout_s)
+    hand_over_gil()
     return not _recent

@@ -410,6 +410,18 @@ static inline vu bf16_rounded(vf v) {
     return (vu)select_i(nan, (vi)(bits * 0u + 0x7FC00000u), (vi)rounded);
 }
 
+/* LANES float32 values at src: their bf16 patterns, xor sign (0x8000: those of the negated values, negation being
+ * exact), stored at out; returns the values themselves and sets *rounded to bf16(values) as float32. */
+static inline vf bf16_store_lanes(const float *src, uint16_t *out, uint32_t sign, vf *rounded) {
+    vf v;
+    memcpy(&v, src, sizeof(v));
+    vu top = bf16_rounded(v);
+    memcpy(rounded, &top, sizeof(*rounded));
+    vh halves = __builtin_convertvector((top >> 16) ^ sign, vh);
+    memcpy(out, &halves, sizeof(halves));
+    return v;
+}
+
 static inline float bf16_value(uint16_t bits) {
     uint32_t wide = (uint32_t)bits << 16;
     float value;
@@ -433,16 +445,11 @@ void fastrq_certified_rows(const float *rows, int64_t num_rows, int64_t dim, uin
         vf squares = {0}, rounding = {0};
         int64_t d = 0;
         for (; d + LANES <= dim; d += LANES) {
-            vf v;
-            memcpy(&v, a + d, sizeof(v));
-            vu top = bf16_rounded(v);
             vf b;
-            memcpy(&b, &top, sizeof(b));
+            vf v = bf16_store_lanes(a + d, out + d, 0u, &b);
             vf alpha = b - v;
             squares += v * v;
             rounding += alpha * alpha;
-            vh halves = __builtin_convertvector(top >> 16, vh);
-            memcpy(out + d, &halves, sizeof(halves));
         }
         float sq = 0.0f, sr = 0.0f;
         for (int k = 0; k < LANES; k++) {
@@ -661,13 +668,8 @@ void fastrq_certified_codes(const float *codes, const float *half, int64_t num_c
         vd rounding_v = {0}, rounded_v = {0}, exact_v = {0};
         int64_t d = 0;
         for (; d + LANES <= dim; d += LANES) {
-            vf e32;
-            memcpy(&e32, b + d, sizeof(e32));
-            vu top = bf16_rounded(e32);
             vf r32;
-            memcpy(&r32, &top, sizeof(r32));
-            vh halves = __builtin_convertvector((top >> 16) ^ 0x8000u, vh); /* -bf16(b): negation is exact */
-            memcpy(out + d, &halves, sizeof(halves));
+            vf e32 = bf16_store_lanes(b + d, out + d, 0x8000u, &r32); /* -bf16(b) */
             vhf e_lo = __builtin_shufflevector(e32, e32, 0, 1, 2, 3, 4, 5, 6, 7);
             vhf e_hi = __builtin_shufflevector(e32, e32, 8, 9, 10, 11, 12, 13, 14, 15);
             vhf r_lo = __builtin_shufflevector(r32, r32, 0, 1, 2, 3, 4, 5, 6, 7);

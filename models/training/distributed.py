@@ -18,20 +18,18 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import time
 import warnings
 from typing import Any
 
 import torch
 
 from fastrq.errors import InvalidArgumentError
-from fastrq.ops.distributed import held_outside_python
+from fastrq.ops.distributed import hand_over_gil, held_outside_python, still_held
 
 __all__ = ["Distributed", "resolve_device", "state_digest"]
 
 TEARDOWN_WAIT_S = 10.0  # close(): the longest wait for the backend to let go of the tensors (normally < 2 ms)
 FAILED_TEARDOWN_WAIT_S = 1.0  # the same after a failure (the exception's frames may hold the works themselves)
-GIL_HANDOVER_S = 0.005  # close(): after the last release, the releasing thread may still need the GIL
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -163,14 +161,8 @@ class Distributed:
     def wait_until_backend_releases(self, timeout_s: float = TEARDOWN_WAIT_S) -> bool:
         """Wait (≤ ``timeout_s``) until no backend thread holds a tensor of this object's collectives; True if none
         does. Only a reference from C++ counts: the Python objects of this list do not."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self._handed_to_backend = [t for t in self._handed_to_backend if held_outside_python(t)]
-            if not self._handed_to_backend:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.001)
+        self._handed_to_backend = still_held(self._handed_to_backend, timeout_s)
+        return not self._handed_to_backend
 
     def close(self, failed: bool = False) -> None:
         """Destroy the process group, once the backend has let go of every tensor of this object's collectives
@@ -180,9 +172,7 @@ class Distributed:
             import torch.distributed as dist
 
             released = self.wait_until_backend_releases(FAILED_TEARDOWN_WAIT_S if failed else TEARDOWN_WAIT_S)
-            # the thread that dropped the last reference releases the tensor's Python object next, under the GIL:
-            # give it the GIL before anything here can start the interpreter's shutdown
-            time.sleep(GIL_HANDOVER_S)
+            hand_over_gil()
             if not released and not failed:
                 warnings.warn(f"rank {self.rank}: a collective's tensors are still referenced from C++ after "
                               f"{TEARDOWN_WAIT_S:g} s; destroying the process group anyway", RuntimeWarning,

@@ -9,6 +9,8 @@ sizes, non-finite rows, and the native EMA step against the torch one.
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -180,6 +182,40 @@ def test_native_kernel_row_chunks_on_threads_match_one_call(monkeypatch, pool, t
             torch.set_num_threads(before)
     for a, b in zip(one, split):
         assert torch.equal(a, b)
+
+def test_the_portable_search_kernel_matches_the_avx512_one():
+    """rq_cpu.c keeps each lane's running minimum and merges the lanes with AVX-512F instructions where the compiler
+    targets them, else with portable vector code: the library built without AVX-512 gives bitwise the same
+    outputs, on exact ties (twins in the same and in other lanes, every code equal), ragged levels, skipped levels,
+    rows holding NaN or inf, and random data, at the compiled widths and others."""
+    from fastrq.kernels.cpu import build, launch
+
+    with backend_env("torch-native"):
+        default = build.library()
+    portable, reason = build.load_built(build._compiler(), build.FLAGS + build.OPENMP_FLAGS + ("-mno-avx512f",))
+    assert portable is not None, reason
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for d, k, period in ((4, 200, 16), (4, 37, 1), (3, 64, 5), (8, 130, 17), (32, 48, 16), (13, 100, 3)):
+        base = torch.randint(-2, 3, (period, d), generator=gen).float()
+        books = torch.stack([base.repeat(k // period + 1, 1)[:k], torch.randn(k, d, generator=gen)])
+        x = torch.cat([torch.randint(-3, 4, (150, d), generator=gen).float(), torch.randn(60, d, generator=gen)])
+        x[5, 0], x[9, d - 1] = float("nan"), float("inf")
+        row_levels = torch.randint(0, 3, (x.shape[0],), generator=gen)
+        cases.append((x, books, [k, max(1, k // 2)], row_levels))
+    for x, books, sizes, row_levels in cases:
+        with mock.patch.object(launch, "loaded_library", lambda: default):
+            want = launch.residual_pass(x, books, sizes, 2, row_levels, True)
+        with mock.patch.object(launch, "loaded_library", lambda: portable):
+            got = launch.residual_pass(x, books, sizes, 2, row_levels, True)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b) or (a.is_floating_point() and torch.equal(a.isnan(), b.isnan())
+                                         and torch.equal(a.nan_to_num(), b.nan_to_num()))
+        # the integer rows that run level 0, but for the NaN / inf ones
+        finite = torch.arange(150)[torch.isfinite(x[:150]).all(1) & (row_levels[:150] > 0)]
+        dist = (x[finite, None].double() - books[0, None].double()).square().sum(-1)
+        assert torch.equal(want[1][finite, 0], dist.argmin(1)), "exact ties: the smallest index"
+
 
 @pytest.mark.parametrize("variant", ["torch", "torch-pure"])
 @settings(max_examples=20)

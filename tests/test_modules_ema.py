@@ -121,6 +121,8 @@ def test_skipping_a_restart_without_dead_codes_changes_nothing(monkeypatch, opti
     decisions = []
     decide = codebook_state._may_have_dead_codes
     monkeypatch.setattr(codebook_state, "_may_have_dead_codes", lambda *a: decisions.append(decide(*a)) or decisions[-1])
+    # the skip serves the tensor-op restart (the native one is cheap enough to run at every step)
+    monkeypatch.setattr(codebook_state, "_native_restart_available", lambda *a: False)
     for step in range(12):
         x = _rand(step, 600, 4)
         if step % 6 == 0:  # now and then codes 8.. fall far away and below the threshold, in both modules alike
@@ -137,6 +139,57 @@ def test_skipping_a_restart_without_dead_codes_changes_nothing(monkeypatch, opti
         for key, value in fast.state_dict().items():
             assert torch.equal(value, full.state_dict()[key]), (step, key)
     assert True in decisions and False in decisions, decisions  # both kinds of step occurred
+
+
+@pytest.mark.parametrize("options", [
+    dict(num_quantizers=2),
+    dict(num_quantizers=3, codebook_size=[16, 12, 8]),
+    dict(num_quantizers=3, shared_codebook=True),
+    dict(num_quantizers=2, ema=False),
+    dict(num_quantizers=3, quantize_dropout=True, quantize_dropout_per_sample=True),
+    dict(num_quantizers=2, groups=2),
+    dict(num_quantizers=2, masked=True),
+    dict(num_quantizers=2, masked="all"),
+])
+def test_the_native_restart_matches_the_tensor_ops(monkeypatch, options):
+    """The native dead-code restart (candidates, then the replacement after the native EMA step) leaves bitwise
+    the state of the tensor-op restart, step after step: shared and per-level codebooks, levels of different sizes,
+    learned codebooks, per-sample dropout (skipped levels), groups, masked rows and a batch with no valid row."""
+    options = {"codebook_size": 16, **options}
+    masked = options.pop("masked", False)
+    make = fastrq.GroupedResidualQuantizer if "groups" in options else ResidualQuantizer
+    dim = 8 if "groups" in options else 4
+    torch.manual_seed(0)
+    native = make(dim, dead_code_threshold=2.0, decay=0.8, **options)
+    tensor = make(dim, dead_code_threshold=2.0, decay=0.8, **options)
+    tensor.load_state_dict(native.state_dict())
+    calls, restarted = [], []
+    candidates = codebook_state._native_candidates
+    monkeypatch.setattr(codebook_state, "_native_candidates", lambda *a: calls.append(1) or candidates(*a))
+    for step in range(8):
+        x = _rand(step, 300, dim) * (1 + step % 3)
+        mask = None
+        if masked:
+            mask = torch.zeros(300, dtype=torch.bool) if masked == "all" else _rand(step + 50, 300) > 0.3
+        if step % 3 == 0:  # codes 8.. fall far away and below the threshold, in both modules alike
+            for module in (native, tensor):
+                with torch.no_grad():
+                    module.codebook[:, 8:] = 1e3
+                    module.cluster_size[:, 8:] = 0.1
+                    if module.ema:
+                        module.embed_sum.copy_(module.codebook * module.cluster_size[..., None])
+        torch.manual_seed(step)
+        native(x, mask=mask)
+        with monkeypatch.context() as patch:
+            patch.setattr(codebook_state, "_native_restart_available", lambda *a: False)
+            patch.setattr(codebook_state, "_host_reads_are_free", lambda t: False)
+            torch.manual_seed(step)
+            tensor(x, mask=mask)
+        for key, value in native.state_dict().items():
+            assert torch.equal(value, tensor.state_dict()[key]), (step, key)
+        restarted.append(bool((native.cluster_size == 2.0).any()))  # a restarted code's size is the threshold
+    assert len(calls) == 8
+    assert any(restarted) == (masked != "all"), restarted  # restarts happened, except without a valid row
 
 
 def test_the_restart_is_skipped_only_when_no_code_can_be_dead():

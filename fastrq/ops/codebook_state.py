@@ -209,6 +209,36 @@ def _dead_code_candidates(
     return torch.stack(cands), num_valid > 0
 
 
+def _native_restart_available(x, codebooks, codes, cluster_size) -> bool:
+    """Whether the dead-code candidates can come from one native call per group (float32 CPU state and rows, eager
+    mode, a non-empty batch): :func:`fastrq.kernels.cpu.launch.dead_code_candidates` computes exactly what
+    :func:`_dead_code_candidates` does."""
+    return (
+        _host_reads_are_free(cluster_size) and x.shape[0] > 0 and x.dtype == cluster_size.dtype == torch.float32
+        and cpu_kernels.restart_available(x, codebooks.detach(), codes)
+    )
+
+
+def _native_candidates(x, codebooks, codes, rng_state, num_active: int, shared: bool, groups: int):
+    """:func:`_dead_code_candidates` of every group through the native kernel: (candidates ``[S, K, D]``, whether any
+    row took part, a Python bool). The key ``seed · 7919 + step`` is read on the host (free on the CPU), in the
+    tensor version's wrapping int64 arithmetic."""
+    seed, step = rng_state.tolist()
+    key = (seed * 7919 + step + 2**63) % 2**64 - 2**63
+    num_stored, num_codes, dim = codebooks.shape
+    per_group = num_stored // groups
+    width = x.shape[1] // groups
+    cands = torch.empty(num_stored, num_codes, dim, dtype=torch.float32)
+    took_part = 0
+    for g in range(groups):
+        took_part = cpu_kernels.dead_code_candidates(
+            x[:, g * width : (g + 1) * width], codebooks[g * per_group : (g + 1) * per_group],
+            codes[:, g * per_group : (g + 1) * per_group], num_active, shared, key, _DEAD_STREAM + 4096 * g,
+            cands[g * per_group : (g + 1) * per_group],
+        )
+    return cands, took_part > 0
+
+
 @functools.lru_cache(maxsize=16)
 def _step_increment(device: torch.device) -> torch.Tensor:
     return torch.tensor([0, 1], dtype=torch.int64, device=device)
@@ -317,9 +347,13 @@ def codebook_update_(
     restart = dead_code_threshold > 0
     dtype = cluster_size.dtype
     cands = None
-    if restart and not sync and _host_reads_are_free(cluster_size):
+    # the restart in two native calls (candidates, then the replacement): cheap enough to run at every step
+    native_restart = restart and _native_restart_available(x, codebooks, codes, cluster_size)
+    if restart and not sync and not native_restart and _host_reads_are_free(cluster_size):
         restart = _may_have_dead_codes(cluster_size, counts, level_sizes, shared, decay, dead_code_threshold)
-    if restart:
+    if restart and native_restart:
+        cands, has_rows = _native_candidates(x, codebooks.detach(), codes, rng_state, num_active, shared, groups)
+    elif restart:
         key = rng_state[0] * 7919 + rng_state[1]
         width = x.shape[1] // groups
         parts = [
@@ -356,6 +390,12 @@ def codebook_update_(
         active_mask = [stored_active] * num_stored if isinstance(stored_active, bool) else stored_active.tolist()
         cpu_kernels.ema_update_(codebooks.detach(), cluster_size, embed_sum, g_counts, g_sums, sizes, active_mask, decay, eps)
         new_cb, new_cs, new_es = codebooks.detach(), cluster_size, embed_sum
+        if restart and native_restart and isinstance(cand_exists, bool):  # and the native restart, in place
+            if cand_exists:
+                cpu_kernels.restart_dead_(codebooks.detach(), cluster_size, embed_sum, cands, sizes, active_mask,
+                                          dead_code_threshold)
+            _advance_step_(rng_state)
+            return
     elif ema:
         num_codes_per = num_codes if uniform else torch.tensor(sizes, dtype=dtype, device=cluster_size.device)[:, None]
         old_cb = codebooks.detach()
@@ -406,7 +446,7 @@ def _all_reduce_statistics(counts, sums, cands, finite, level_active, has_rows, 
     if ema:
         parts.append(sums.to(dtype).reshape(-1))
     if cands is not None:
-        exists = has_rows.to(dtype).expand(*cands.shape[:-1], 1)
+        exists = torch.as_tensor(has_rows, device=device).to(dtype).expand(*cands.shape[:-1], 1)
         parts.append(_rank_candidates(torch.cat([cands, exists], dim=-1), rank, world).reshape(-1))
     stats = torch.cat(parts)
     stats = torch.where(ok_local.bool(), stats, torch.zeros_like(stats))  # NaN must not reach other ranks

@@ -48,6 +48,8 @@ _SIGNATURES = {
     "fastrq_certified_codes": ([_P, _P, _I, _I, _I, _P, _P], None),
     "fastrq_row_hashes": ([_P, _I, _I, _P, _P], None),
     "fastrq_hash_uniform_int": ([_I, _I, _I, _I, _P], None),
+    "fastrq_dead_code_candidates": ([_P, _I, _I, _I, _P, _I, _I, _P, _I, _I, _I, _I, _I, _P, _P], _I),
+    "fastrq_restart_dead": ([_P, _P, _P, _P, _I, _I, _I, _P, _P, _D], None),
     "fastrq_walk_level": ([_P, _I, _I, _P, _I, _P, _P, _P, _P, _P, _P, _I, _P, _I], None),
     "fastrq_prepare_centred": ([_P, _I, _I, _I, _P, _P, _P, _P], _I),
     "fastrq_repeated_hashes": ([_P, _I, _I, _P, _P, _I, _P], None),

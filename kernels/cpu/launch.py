@@ -1,6 +1,6 @@
 """Launchers of the native CPU kernels (``rq_cpu.c``), float32 on the CPU: the small-D search and walk (D ≤
 ``MAX_DIM``) with its statistics and EMA step, and (sections below) the certified search's row passes, the GEMM
-path's codebook preparation and per-level walk, row hashes and the counter-based draws.
+path's codebook preparation and per-level walk, row hashes, the counter-based draws and the dead-code restart.
 
 :func:`residual_pass` is the search-and-walk of every level in one native call per row chunk, plus (for training)
 one sequential native pass for the reductions; it implements the training contract of
@@ -33,7 +33,7 @@ __all__ = [
     "available", "residual_pass", "nearest_code", "can_update", "ema_update_",
     "certified_available", "certified_codes", "certified_rows", "certified_select",
     "walk_available", "walk_level", "prepare_centred", "hashes_available", "row_hashes", "repeated_hashes",
-    "hash_uniform_int", "MAX_DIM", "PAIRS_PER_THREAD",
+    "hash_uniform_int", "restart_available", "dead_code_candidates", "restart_dead_", "MAX_DIM", "PAIRS_PER_THREAD",
 ]
 
 MAX_DIM = 32
@@ -271,6 +271,42 @@ def hash_uniform_int(key: int, stream: int, count: int, high: int) -> torch.Tens
     out = torch.empty(count, dtype=torch.int64)
     library().fastrq_hash_uniform_int(key, stream, count, high, out.data_ptr())
     return out
+
+
+def restart_available(x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor) -> bool:
+    """Whether :func:`dead_code_candidates` can run on these (float32 CPU rows with unit column stride, contiguous
+    float32 codebooks, int64 codes with unit column stride; the library builds here)."""
+    return (
+        walk_available(x) and x.stride(-1) == 1 and codebooks.dtype == torch.float32 and codebooks.is_contiguous()
+        and codebooks.device.type == "cpu" and codes.dtype == torch.int64 and codes.stride(-1) == 1
+    )
+
+
+def dead_code_candidates(x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, num_active: int,
+                         shared: bool, key: int, stream: int, out: torch.Tensor) -> int:
+    """:func:`fastrq.ops.codebook_state._dead_code_candidates` bit for bit, for a host-known ``key``: rows x
+    ``[N, D]`` (a column slice of a wider tensor is fine), pre-update codebooks ``[S, K, D]``, codes ``[N, ≥ S]``
+    (a column slice too) → ``out`` ``[S, K, D]`` (contiguous float32). Returns the number of rows that took part."""
+    n, dim = x.shape
+    num_stored, num_codes, _ = codebooks.shape
+    valid_rows = torch.empty(max(n, 1), dtype=torch.int64)
+    return int(library().fastrq_dead_code_candidates(
+        x.data_ptr(), n, dim, x.stride(0), codebooks.data_ptr(), num_stored, num_codes, codes.data_ptr(),
+        codes.stride(0), num_active, int(shared), key, stream, valid_rows.data_ptr(), out.data_ptr(),
+    ))
+
+
+def restart_dead_(codebooks, cluster_size, embed_sum, cands, level_sizes: list[int], active: list[bool],
+                  threshold: float) -> None:
+    """In place, after the EMA step (:func:`can_update` state; ``embed_sum`` None without EMA statistics): every
+    code of an active stored codebook whose cluster size is below ``threshold`` takes its candidate from ``cands``
+    ``[S, K, D]`` (contiguous float32), with ``cluster_size = threshold`` and ``embed_sum = cand · threshold``."""
+    num_stored, num_codes, dim = codebooks.shape
+    library().fastrq_restart_dead(
+        codebooks.data_ptr(), cluster_size.data_ptr(), None if embed_sum is None else embed_sum.data_ptr(),
+        cands.data_ptr(), num_stored, num_codes, dim, _int_tensor(tuple(level_sizes)).data_ptr(),
+        _int_tensor(tuple(map(bool, active)), torch.uint8).data_ptr(), float(threshold),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the GEMM path's walk

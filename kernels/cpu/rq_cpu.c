@@ -2,9 +2,9 @@
  *   1. the fused nearest-code search and residual quantization for small D (this comment, down to "Threads");
  *   2. the sequential statistics pass and the EMA step;
  *   3. the certified bf16 search's row passes (its bound and proof: fastrq/ops/certified.py);
- *   4. the GEMM path's codebook preparation and per-level walk (fastrq/ops/torch_backend.py), row hashes, and the
- *      counter-based draws (fastrq/ops/counter_random.py), each bit for bit or within the contract its Python
- *      counterpart states.
+ *   4. the GEMM path's codebook preparation and per-level walk (fastrq/ops/torch_backend.py), row hashes, the
+ *      counter-based draws (fastrq/ops/counter_random.py) and the dead-code restart (fastrq/ops/codebook_state.py),
+ *      each bit for bit or within the contract its Python counterpart states.
  *
  * 1. Fused nearest-code search and residual quantization for small D.
  * The CPU counterpart of the Triton search kernel, for the sizes a training step has (N of 1k-100k rows, D <= 32):
@@ -809,6 +809,70 @@ void fastrq_hash_uniform_int(int64_t key, int64_t stream, int64_t count, int64_t
     for (int64_t p = 0; p < count; p++) {
         uint64_t h = splitmix64(z + (uint64_t)p * 0x632BE5ABull) & ((1ull << 62) - 1);
         out[p] = (int64_t)(h % (uint64_t)high);
+    }
+}
+
+/* Dead-code replacement candidates, fastrq.ops.codebook_state._dead_code_candidates bit for bit: for stored
+ * codebook s and code k, the residual at level s (shared codebook: at a random level below num_active) of the
+ * draw-th row that took part (codes[r * codes_stride] >= 0), draw = hash_uniform_int(key, stream + 2 s, K,
+ * max(valid, 1))[k], computed with the codebooks given (the pre-update ones); skipped levels of a row (code -1)
+ * subtract code 0, as the tensor version's clamp does. x rows are x_stride floats apart (a group's columns of a
+ * wider x); cands [num_stored, num_codes, dim]; valid_rows: scratch of n int64. Returns the number of rows that
+ * took part (with none, every candidate is the last row's residual, as searchsorted + clamp give, and the caller
+ * replaces nothing). */
+int64_t fastrq_dead_code_candidates(const float *x, int64_t n, int64_t dim, int64_t x_stride, const float *books,
+                                    int64_t num_stored, int64_t num_codes, const int64_t *codes, int64_t codes_stride,
+                                    int64_t num_active, int64_t shared, int64_t key, int64_t stream,
+                                    int64_t *valid_rows, float *cands) {
+    int64_t valid = 0;
+    for (int64_t r = 0; r < n; r++)
+        if (codes[r * codes_stride] >= 0) valid_rows[valid++] = r;
+    const uint64_t high = valid > 0 ? (uint64_t)valid : 1u, level_high = num_active > 0 ? (uint64_t)num_active : 1u;
+    const uint64_t low62 = (1ull << 62) - 1;
+    for (int64_t st = 0; st < num_stored; st++) {
+        const uint64_t z_row = splitmix64((uint64_t)key * 0x2545F491ull + (uint64_t)(stream + 2 * st));
+        const uint64_t z_level = splitmix64((uint64_t)key * 0x2545F491ull + (uint64_t)(stream + 2 * st + 1));
+        for (int64_t k = 0; k < num_codes; k++) {
+            const uint64_t draw = (splitmix64(z_row + (uint64_t)k * 0x632BE5ABull) & low62) % high;
+            const int64_t row = valid > 0 ? valid_rows[draw] : n - 1;
+            float *out = cands + (st * num_codes + k) * dim;
+            memcpy(out, x + row * x_stride, dim * sizeof(float));
+            const int64_t *row_codes = codes + row * codes_stride;
+            int64_t below;
+            if (shared) {
+                const int64_t level_of = (int64_t)((splitmix64(z_level + (uint64_t)k * 0x632BE5ABull) & low62) % level_high);
+                below = level_of < num_active - 1 ? level_of : num_active - 1;
+            } else {
+                below = st < num_active ? st : num_active;
+            }
+            for (int64_t l = 0; l < below; l++) {
+                const int64_t code = row_codes[l] > 0 ? row_codes[l] : 0;
+                const float *e = books + ((shared ? 0 : l) * num_codes + code) * dim;
+                for (int64_t d = 0; d < dim; d++) out[d] -= e[d];
+            }
+        }
+    }
+    return valid;
+}
+
+/* The restart after the EMA step, in place (fastrq.ops.codebook_state.codebook_update_): every code k < sizes[s]
+ * of an active stored codebook s whose cluster size is below the threshold (NaN never is) takes its candidate:
+ * codebook row = cand, cluster_size = threshold, embed_sum row (when not NULL) = cand * threshold. */
+void fastrq_restart_dead(float *codebooks, float *cluster_size, float *embed_sum, const float *cands,
+                         int64_t num_stored, int64_t num_codes, int64_t dim, const int64_t *level_sizes,
+                         const uint8_t *active, double threshold) {
+    const float limit = (float)threshold;
+    for (int64_t s = 0; s < num_stored; s++) {
+        if (!active[s]) continue;
+        for (int64_t k = 0; k < level_sizes[s]; k++) {
+            float *cs = cluster_size + s * num_codes + k;
+            if (!(*cs < limit)) continue;
+            const int64_t at = (s * num_codes + k) * dim;
+            *cs = limit;
+            memcpy(codebooks + at, cands + at, dim * sizeof(float));
+            if (embed_sum)
+                for (int64_t d = 0; d < dim; d++) embed_sum[at + d] = cands[at + d] * limit;
+        }
     }
 }
 

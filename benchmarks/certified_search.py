@@ -5,8 +5,10 @@
 Per case (N rows of x ~ N(0, 1), a codebook [K, D] ~ N(0, 1), fixed seed) and in interleaved rounds (round r runs
 the providers in an order rotated by r), medians over ``reps`` rounds of:
 
-- ``float32``: ``fastrq.nearest_code(backend="torch")`` with ``FASTRQ_BF16_SEARCH=0`` (and ``FASTRQ_FAISS=0``:
-  the GEMM path, which every D > 32 takes; its walk native where the library builds, as by default);
+- ``default``: ``fastrq.nearest_code(x, codebook)`` as a user calls it: the GEMM path below, or, at D ≤ 64 with
+  K ≤ 512 (``fastrq.kernels.cpu.launch.available``), the fused native kernel;
+- ``float32``: ``fastrq.nearest_code(backend="torch")`` with ``FASTRQ_BF16_SEARCH=0`` (and ``FASTRQ_FAISS=0``,
+  the fused native kernel kept out: the GEMM path; its walk native where the library builds, as by default);
 - ``certified``: the same with ``FASTRQ_BF16_SEARCH=1`` (:mod:`fastrq.ops.certified`; its row passes native, as
   by default where the library builds);
 - ``certified-tensor-ops``: the certified search with ``FASTRQ_CPU_KERNEL=0`` (its row passes in tensor ops:
@@ -49,7 +51,7 @@ PRESETS = {
     "full": dict(ns=(1024, 4800, 65536), dims=(64, 128, 256), ks=(256, 1024, 8192), reps=5),
     "quick": dict(ns=(1024, 4800), dims=(64, 128), ks=(256, 1024), reps=3),
 }
-PROVIDERS = ("float32", "certified", "certified-tensor-ops", "gemm-floor", "bf16-mm")
+PROVIDERS = ("default", "float32", "certified", "certified-tensor-ops", "gemm-floor", "bf16-mm")
 # residual_quantize cases (N, D, K, L): the EnCodec-like shape of issue 10 and a D = 256 one
 RQ_CASES = {
     "full": ((4800, 128, 1024, 8), (1024, 128, 1024, 8), (4096, 256, 1024, 4)),
@@ -67,6 +69,16 @@ def _inputs(n: int, dim: int, num_codes: int, seed: int = 0, clustered: bool = F
     return x, codebook
 
 
+def _gemm_path():
+    """The GEMM path at every D and K: the fused native search (D ≤ 64 with K ≤ 512) kept out."""
+    return mock.patch.object(torch_backend.cpu_kernels, "available", lambda *args: False)
+
+
+def _default(x, codebook):
+    """nearest_code as a user calls it (whatever path runs by default here)."""
+    return lambda: fastrq.nearest_code(x, codebook)[0]
+
+
 def _search(x, codebook, mode: str, row_block_factor: int = 1, native: bool = True):
     """nearest_code on the GEMM path (D > 32); ``row_block_factor`` > 1 scales the torch backend's row blocks (a
     what-if for the certified path, whose per-block costs amortise over more rows); ``native`` False: no native
@@ -75,7 +87,7 @@ def _search(x, codebook, mode: str, row_block_factor: int = 1, native: bool = Tr
 
     def call():
         env = {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0", **({} if native else {"FASTRQ_CPU_KERNEL": "0"})}
-        with mock.patch.dict(os.environ, env), mock.patch.multiple(torch_backend, **tiles):
+        with mock.patch.dict(os.environ, env), mock.patch.multiple(torch_backend, **tiles), _gemm_path():
             return fastrq.nearest_code(x, codebook, backend="torch")[0]
 
     return call
@@ -126,6 +138,7 @@ def _differing_rows(x, codebook, codes_a, codes_b) -> tuple[int, float]:
 def run_case(n: int, dim: int, num_codes: int, reps: int, row_block_factor: int = 1) -> dict:
     x, codebook = _inputs(n, dim, num_codes)
     calls = {
+        "default": _default(x, codebook),
         "float32": _search(x, codebook, "0"),
         "certified": _search(x, codebook, "1"),
         "certified-tensor-ops": _search(x, codebook, "1", native=False),
@@ -157,6 +170,7 @@ def run_case(n: int, dim: int, num_codes: int, reps: int, row_block_factor: int 
         "N": n, "D": dim, "K": num_codes, "reps": reps,
         "ms": medians,
         "ms_min": {name: min(ts) * 1e3 for name, ts in times.items()},
+        "default_over_floor": medians["default"] / floor,
         "certified_over_floor": medians["certified"] / floor,
         "float32_over_floor": medians["float32"] / floor,
         "bf16mm_over_floor": medians["bf16-mm"] / floor,
@@ -179,7 +193,7 @@ def run_rq_case(n: int, dim: int, num_codes: int, levels: int, reps: int) -> dic
     def call(mode):
         def run():
             env = {"FASTRQ_BF16_SEARCH": mode, "FASTRQ_FAISS": "0"}
-            with mock.patch.dict(os.environ, env):
+            with mock.patch.dict(os.environ, env), _gemm_path():
                 return fastrq.residual_quantize(x, books, backend="torch")[1]
 
         return run
@@ -266,6 +280,14 @@ def _metadata(args) -> dict:
     }
 
 
+def _ms(ms: dict, name: str) -> str:
+    return f"{ms[name]:.2f}" if name in ms else "–"  # results written before the provider existed lack it
+
+
+def _ratio(record: dict, key: str) -> str:
+    return f"{record[key]:.2f}" if key in record else "–"
+
+
 def _markdown(meta: dict, records: list[dict], rq_records: list[dict], alternatives: dict) -> str:
     lines = [
         "# Certified bf16 search vs float32 (nearest_code, CPU)",
@@ -276,18 +298,19 @@ def _markdown(meta: dict, records: list[dict], rq_records: list[dict], alternati
         f"machine is shared: compare the ratios; medians of {records[0]['reps']} interleaved rounds, and the ratio "
         "of the fastest rounds, which contention disturbs least).",
         "",
-        "| N | D | K | float32 ms | certified ms | tensor-op passes ms | gemm-floor ms | bf16-mm ms "
-        "| certified / floor | (of minima) | tensor-op passes / floor "
+        "| N | D | K | default ms | float32 ms | certified ms | tensor-op passes ms | gemm-floor ms | bf16-mm ms "
+        "| default / floor | certified / floor | (of minima) | tensor-op passes / floor "
         "| float32 / floor | certified / float32 | re-scored rows | exact rows | candidates / row "
         "| clustered: re-scored, exact, cand. | rows ≠ float32 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in records:
         ms, g, c = r["ms"], r["rates_gaussian"], r["rates_clustered"]
         lines.append(
-            f"| {r['N']:,} | {r['D']} | {r['K']:,} | {ms['float32']:.2f} | {ms['certified']:.2f} | "
-            f"{ms['certified-tensor-ops']:.2f} | "
-            f"{ms['gemm-floor']:.2f} | {ms['bf16-mm']:.2f} | **{r['certified_over_floor']:.2f}** | "
+            f"| {r['N']:,} | {r['D']} | {r['K']:,} | {_ms(ms, 'default')} | {ms['float32']:.2f} | "
+            f"{ms['certified']:.2f} | {ms['certified-tensor-ops']:.2f} | "
+            f"{ms['gemm-floor']:.2f} | {ms['bf16-mm']:.2f} | {_ratio(r, 'default_over_floor')} | "
+            f"**{r['certified_over_floor']:.2f}** | "
             f"{r['certified_over_floor_of_minima']:.2f} | {r['tensor_ops_over_floor']:.2f} | "
             f"{r['float32_over_floor']:.2f} | {r['certified_over_float32']:.2f} | {g['rescore_rate']:.1%} | "
             f"{g['exact_rate']:.2%} | {g['mean_candidates']:.2f} | {c['rescore_rate']:.1%}, {c['exact_rate']:.2%}, "
@@ -295,7 +318,8 @@ def _markdown(meta: dict, records: list[dict], rq_records: list[dict], alternati
         )
     lines += [
         "",
-        "certified / floor ≤ 0.5 is issue 10's floor for D ≥ 64 at N = 65,536 (where bf16 is fast). Re-scored rows: "
+        "certified / floor ≤ 0.5 is issue 10's floor for D ≥ 64 at N = 65,536 (where bf16 is fast); default: "
+        "what `fastrq.nearest_code` runs here (the fused native kernel at D ≤ 64 with K ≤ 512). Re-scored rows: "
         "2 … MAX_CANDIDATES candidates, re-scored exactly in float32; exact rows: searched again by the float32 "
         "path. Rows ≠ float32: codes that differ from the float32 path's (both within the float32 tolerance; "
         "largest relative excess in the JSON).",

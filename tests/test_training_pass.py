@@ -219,10 +219,10 @@ def test_the_portable_search_kernel_matches_the_avx512_one():
 
 @pytest.mark.parametrize("variant", ["torch", "torch-pure"])
 @settings(max_examples=20)
-@given(n=st.integers(1, 300), d=st.sampled_from([33, 40]), k=st.sampled_from([5, 16, 33]),
+@given(n=st.integers(1, 300), d=st.sampled_from([65, 72]), k=st.sampled_from([5, 16, 33]),
        levels=st.sampled_from([1, 3]), ragged=st.booleans(), seed=seeds)
 def test_row_blocks_of_the_gemm_path_match_the_reference(variant, n, d, k, levels, ragged, seed):
-    """D > 32 (the GEMM path: with the native library its walk runs natively, level by level) with the tiles shrunk
+    """D > 64 (the GEMM path: with the native library its walk runs natively, level by level) with the tiles shrunk
     so that one call crosses many row blocks, whose statistics and errors accumulate across blocks: exact on
     small-integer data."""
     from unittest import mock
@@ -239,7 +239,7 @@ def test_row_blocks_of_the_gemm_path_match_the_reference(variant, n, d, k, level
 
 
 @pytest.mark.parametrize("variant", ["torch", "torch-native", "torch-pure"])
-@pytest.mark.parametrize("d, k, levels", [(4, 16, 2), (40, 33, 2), (64, 256, 2)])
+@pytest.mark.parametrize("d, k, levels", [(4, 16, 2), (40, 33, 2), (64, 256, 2), (72, 33, 2), (40, 600, 1)])
 def test_a_float64_default_dtype_changes_nothing_for_float32_data(variant, d, k, levels):
     """``torch.set_default_dtype(torch.float64)`` (common in scientific code) must not reach the float32 paths'
     own buffers: the native kernels write float32 into them (a float64 buffer read back garbage statistics and an
@@ -293,10 +293,10 @@ def test_the_gemm_path_walk_does_not_depend_on_the_thread_count():
     from fastrq.kernels.cpu import launch
 
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(3000, 48, generator=gen)
+    x = torch.randn(3000, 72, generator=gen)
     if not launch.walk_available(x):
         pytest.skip("the native library does not build here (the tensor-op walk's reductions follow torch's threads)")
-    books = torch.randn(2, 40, 48, generator=gen)
+    books = torch.randn(2, 40, 72, generator=gen)
     books[1, 1:] += 50.0  # level 1: nearly every row takes code 0
     results = []
     threads = torch.get_num_threads()

@@ -14,9 +14,9 @@ subtracted or copied. ‖x‖² is argmin-irrelevant and never added; nothing is
 Exact ties between duplicate codebook rows are settled independently of rounding: each row is mapped to the
 first row equal to it, so a duplicate never beats its earlier twin.
 
-On the CPU with float32 data and D ≤ 32 the whole pass (every level's search and walk, and the training
-statistics) runs in the native kernel of :mod:`fastrq.kernels.cpu` when it builds here (``FASTRQ_CPU_KERNEL``:
-``auto`` default, ``0`` off). Without it, with D ≤ ``FAISS_MAX_DIM`` and faiss importable, the search calls faiss'
+On the CPU with float32 data and D ≤ 32 (D ≤ 64 with K ≤ 512: :func:`fastrq.kernels.cpu.launch.available`) the
+whole pass (every level's search and walk, and the training statistics) runs in the native kernel of
+:mod:`fastrq.kernels.cpu` when it builds here (``FASTRQ_CPU_KERNEL``: ``auto`` default, ``0`` off). Without it, with D ≤ ``FAISS_MAX_DIM`` and faiss importable, the search calls faiss'
 exact ``knn`` with k = 1, whose fused register-blocked kernel is far faster than a GEMM at small D. faiss only uses that
 kernel when ``nx · d ≥ faiss.cvar.distance_compute_blas_threshold`` (otherwise a sequential one, 7× slower per
 pair), so the call sets the threshold to 0 for its own duration and restores it (with faiss' thread count) under a
@@ -321,7 +321,7 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
     n = x.shape[0]
     if n == 0:
         return torch.empty(0, dtype=torch.long, device=x.device), x.new_empty(0)
-    if cpu_kernels.available(x, x.shape[1]):  # the kernel also returns the direct-difference sqdist
+    if cpu_kernels.available(x, x.shape[1], codebook.shape[0]):  # the kernel also returns the direct-difference sqdist
         return cpu_kernels.nearest_code(x, codebook)
     codebooks = codebook.unsqueeze(0)
     prep = prepare_levels(codebooks)
@@ -376,7 +376,7 @@ def _residual_pass(x, codebooks, level_sizes, num_active, row_levels, *, trainin
     n, dim = x.shape
     if n == 0 or num_active == 0:
         return _padded_outputs(x, codebooks, num_active, [], [], [], None, None, None, training)
-    if cpu_kernels.available(x, dim):
+    if cpu_kernels.available(x, dim, codebooks.shape[1]):
         return cpu_kernels.residual_pass(x, codebooks, level_sizes, num_active, row_levels, training)
     prep = prepare_levels(codebooks[:num_active], None if level_sizes is None else level_sizes[:num_active])
     work = TileWorkspace(n, codebooks.shape[1], dim, x.dtype, x.device, prep.for_faiss)

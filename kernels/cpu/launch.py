@@ -1,6 +1,7 @@
-"""Launchers of the native CPU kernels (``rq_cpu.c``), float32 on the CPU: the small-D search and walk (D ≤
-``MAX_DIM``) with its statistics and EMA step, and (sections below) the certified search's row passes, the GEMM
-path's codebook preparation and per-level walk, row hashes, the counter-based draws and the dead-code restart.
+"""Launchers of the native CPU kernels (``rq_cpu.c``), float32 on the CPU: the fused search and walk (D ≤
+``SMALL_DIM`` at any K, D ≤ ``MAX_DIM`` with K ≤ ``WIDE_MAX_CODES``: :func:`available`) with its statistics and
+EMA step, and (sections below) the certified search's row passes, the GEMM path's codebook preparation and
+per-level walk, row hashes, the counter-based draws and the dead-code restart.
 
 :func:`residual_pass` is the search-and-walk of every level in one native call per row chunk, plus (for training)
 one sequential native pass for the reductions; it implements the training contract of
@@ -33,10 +34,16 @@ __all__ = [
     "available", "residual_pass", "nearest_code", "can_update", "ema_update_",
     "certified_available", "certified_codes", "certified_rows", "certified_select",
     "walk_available", "walk_level", "prepare_centred", "hashes_available", "row_hashes", "repeated_hashes",
-    "hash_uniform_int", "restart_available", "dead_code_candidates", "restart_dead_", "MAX_DIM", "PAIRS_PER_THREAD",
+    "hash_uniform_int", "restart_available", "dead_code_candidates", "restart_dead_", "MAX_DIM", "SMALL_DIM",
+    "WIDE_MAX_CODES", "PAIRS_PER_THREAD",
 ]
 
-MAX_DIM = 32
+MAX_DIM = 64
+# Above SMALL_DIM the fused kernel runs only for codebooks of at most WIDE_MAX_CODES codes: there it takes 0.25-0.83x
+# the GEMM path's time (D = 40 / 64, K = 128-512, N = 1,024 / 8,192, 2 threads, 2026-12-02), at K = 1,024 about
+# the same (0.79-1.09x: the transposed codebook, 256 KiB at D = 64, no longer stays in the first cache levels).
+SMALL_DIM = 32
+WIDE_MAX_CODES = 512
 LANES = 16
 ROWS = 8
 WALK_ELEMENTS_PER_THREAD = 1 << 14  # GEMM-path walk, row elements per thread (2 threads: 0.9x one at 2^13, 0.7x at 2^18)
@@ -47,9 +54,14 @@ _POOL: concurrent.futures.ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def available(x: torch.Tensor, dim: int) -> bool:
-    """Whether the kernels can run rows like ``x`` of dimension ``dim`` (and the library builds here)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and 1 <= dim <= MAX_DIM and library() is not None
+def available(x: torch.Tensor, dim: int, num_codes: int) -> bool:
+    """Whether the fused search runs rows like ``x`` of dimension ``dim`` against codebooks of ``num_codes`` codes:
+    float32 on the CPU, D ≤ ``SMALL_DIM`` at any K or D ≤ ``MAX_DIM`` with K ≤ ``WIDE_MAX_CODES``, and the
+    library builds here."""
+    return (
+        x.device.type == "cpu" and x.dtype == torch.float32 and 1 <= dim <= MAX_DIM
+        and (dim <= SMALL_DIM or num_codes <= WIDE_MAX_CODES) and library() is not None
+    )
 
 
 @functools.lru_cache(maxsize=64)

@@ -7,7 +7,8 @@
  *      each bit for bit or within the contract its Python counterpart states.
  *
  * 1. Fused nearest-code search and residual quantization for small D.
- * The CPU counterpart of the Triton search kernel, for the sizes a training step has (N of 1k-100k rows, D <= 32):
+ * The CPU counterpart of the Triton search kernel, for the sizes a training step has (N of 1k-100k rows, D <= 64;
+ * the launcher uses it at D <= 32 and, with K <= 512 codes, at D <= 64, where it beats the GEMM path):
  * one call runs every level of a row block while its residual sits in registers.
  *
  * Score: s_k = 1/2 |e_k - mu|^2 - (r - mu).(e_k - mu) (= 1/2 |r - e_k|^2 - 1/2 |r - mu|^2) in float32, one fused
@@ -46,7 +47,7 @@
 
 #define LANES 16
 #define ROWS 8
-#define MAX_DIM 32
+#define MAX_DIM 64
 
 typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(LANES * sizeof(int32_t))));
@@ -65,6 +66,7 @@ typedef float vhf __attribute__((vector_size(LANES / 2 * sizeof(float))));
     case 8: CALL(8); break;                                                                                            \
     case 16: CALL(16); break;                                                                                          \
     case 32: CALL(32); break;                                                                                          \
+    case 64: CALL(64); break;                                                                                          \
     default: CALL(dim); break;                                                                                         \
     }
 

@@ -329,8 +329,36 @@ void fastrq_nearest_code(const float *x, int64_t n, int64_t threads, int64_t dim
 }
 
 /* The reductions of the walk, in one sequential pass in row order (deterministic): per level l the squared error
- * left sqerr[l] = sum_n |r_{l+1,n}|^2 (accumulated in double), the counts [L, K] and the sums [L, K, dim] of r_l per
- * code, over the (row, level) pairs with codes >= 0 (counts and sums are zeroed here first). */
+ * left sqerr[l] = sum_n |r_{l+1,n}|^2 (accumulated in double; each row's |r|^2 over whole chunks of 8 columns in 8
+ * partial sums, d mod 8, added as a fixed tree, then the remaining columns in order), the counts [L, K] and the sums
+ * [L, K, dim] of r_l per code, over the (row, level) pairs with codes >= 0 (counts and sums are zeroed here first).
+ * Written in 8-wide vectors: the scalar loop (the compiler could not rule out that sums aliases the rows) with one
+ * dependent chain of dim double additions took 55 ns a row and level at D = 64 (perf, 2026-12-02). */
+static inline __attribute__((always_inline)) double walk_row_statistics(float *restrict r, float *restrict sum,
+                                                                        const float *restrict e, int64_t dim) {
+    vd acc = {0.0};
+    int64_t d = 0;
+    for (; d + 8 <= dim; d += 8) {
+        vhf rv, sv, ev;
+        memcpy(&rv, r + d, sizeof(rv));
+        memcpy(&sv, sum + d, sizeof(sv));
+        memcpy(&ev, e + d, sizeof(ev));
+        sv += rv;
+        rv -= ev;
+        memcpy(sum + d, &sv, sizeof(sv));
+        memcpy(r + d, &rv, sizeof(rv));
+        vd wide = __builtin_convertvector(rv, vd);
+        acc += wide * wide;
+    }
+    double err = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; d < dim; d++) {
+        sum[d] += r[d];
+        r[d] -= e[d];
+        err += (double)r[d] * r[d];
+    }
+    return err;
+}
+
 static inline __attribute__((always_inline)) void statistics(const float *x, int64_t n, int64_t dim,
                                                              const float *books, int64_t num_levels,
                                                              int64_t num_codes, int64_t num_active,
@@ -348,14 +376,8 @@ static inline __attribute__((always_inline)) void statistics(const float *x, int
             if (c < 0) break;
             float *sum = sums + (l * num_codes + c) * dim;
             const float *e = books + (l * num_codes + c) * dim;
-            double err = 0.0;
-            for (int64_t d = 0; d < dim; d++) {
-                sum[d] += r[d];
-                r[d] -= e[d];
-                err += (double)r[d] * r[d];
-            }
             counts[l * num_codes + c] += 1.0f;
-            sqerr[l] += err;
+            sqerr[l] += walk_row_statistics(r, sum, e, dim);
         }
     }
     for (int64_t l = 0; l < num_levels; l++) sqerr_out[l] = (float)sqerr[l];

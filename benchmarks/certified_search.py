@@ -6,7 +6,7 @@ Per case (N rows of x ~ N(0, 1), a codebook [K, D] ~ N(0, 1), fixed seed) and in
 the providers in an order rotated by r), medians over ``reps`` rounds of:
 
 - ``default``: ``fastrq.nearest_code(x, codebook)`` as a user calls it: the GEMM path below, or, at D ≤ 64 with
-  K ≤ 512 (``fastrq.kernels.cpu.launch.available``), the fused native kernel;
+  K ≤ 1,024 (``fastrq.kernels.cpu.launch.available``), the fused native kernel;
 - ``float32``: ``fastrq.nearest_code(backend="torch")`` with ``FASTRQ_BF16_SEARCH=0`` (and ``FASTRQ_FAISS=0``,
   the fused native kernel kept out: the GEMM path; its walk native where the library builds, as by default);
 - ``certified``: the same with ``FASTRQ_BF16_SEARCH=1`` (:mod:`fastrq.ops.certified`; its row passes native, as
@@ -70,7 +70,7 @@ def _inputs(n: int, dim: int, num_codes: int, seed: int = 0, clustered: bool = F
 
 
 def _gemm_path():
-    """The GEMM path at every D and K: the fused native search (D ≤ 64 with K ≤ 512) kept out."""
+    """The GEMM path at every D and K: the fused native search (D ≤ 64 with K ≤ 1,024) kept out."""
     return mock.patch.object(torch_backend.cpu_kernels, "available", lambda *args: False)
 
 
@@ -319,7 +319,7 @@ def _markdown(meta: dict, records: list[dict], rq_records: list[dict], alternati
     lines += [
         "",
         "certified / floor ≤ 0.5 is issue 10's floor for D ≥ 64 at N = 65,536 (where bf16 is fast); default: "
-        "what `fastrq.nearest_code` runs here (the fused native kernel at D ≤ 64 with K ≤ 512). Re-scored rows: "
+        "what `fastrq.nearest_code` runs here (the fused native kernel at D ≤ 64 with K ≤ 1,024). Re-scored rows: "
         "2 … MAX_CANDIDATES candidates, re-scored exactly in float32; exact rows: searched again by the float32 "
         "path. Rows ≠ float32: codes that differ from the float32 path's (both within the float32 tolerance; "
         "largest relative excess in the JSON).",

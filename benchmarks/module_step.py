@@ -16,7 +16,7 @@ codebooks) and upstream gradient g ~ N(0, 1). Providers (columns), every one sta
 - ``search``: the bare search ``fastrq.residual_quantize(x, codebooks)`` on the module's codebooks, no grad — the
   floor the step is compared against;
 - ``plain``: the fastrq module with ``FASTRQ_FAISS=0`` set around its own calls (no faiss: what a plain
-  ``pip install fastrq`` runs: the native C kernel at D ≤ 32 and at D ≤ 64 with K ≤ 512 where a C compiler
+  ``pip install fastrq`` runs: the native C kernel at D ≤ 32 and at D ≤ 64 with K ≤ 1,024 where a C compiler
   exists, PyTorch elsewhere);
 - ``pure``: the fastrq module with ``FASTRQ_FAISS=0`` and ``FASTRQ_CPU_KERNEL=0`` (pure PyTorch: no faiss, no
   native kernel).
@@ -87,7 +87,7 @@ PROVIDERS = {
     "vqp": "vector-quantize-pytorch ResidualVQ / VectorQuantize (EMA, rotation_trick=False)",
     "naive": "fastrq module, backend='reference' (naive)",
     "search": "fastrq.residual_quantize on the module's codebooks (bare search, no grad)",
-    "plain": "fastrq module, FASTRQ_FAISS=0 (no faiss: native kernel at D <= 32 and D <= 64 with K <= 512, PyTorch above)",
+    "plain": "fastrq module, FASTRQ_FAISS=0 (no faiss: native kernel at D <= 32 and D <= 64 with K <= 1024, PyTorch above)",
     "pure": "fastrq module, FASTRQ_FAISS=0 FASTRQ_CPU_KERNEL=0 (pure PyTorch)",
 }
 RATIOS = (("vqp", "fastrq"), ("naive", "fastrq"), ("fastrq", "search"), ("plain", "fastrq"), ("pure", "fastrq"))

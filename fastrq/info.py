@@ -58,7 +58,7 @@ def report() -> str:
 
     native = cpu_build.unavailable_reason()
     lines.append(
-        "torch backend on the CPU, float32, D ≤ 32 (D ≤ 64 with K ≤ 512): "
+        "torch backend on the CPU, float32, D ≤ 32 (D ≤ 64 with K ≤ 1,024): "
         + (f"native kernel (kernels/cpu, {_native_threads(cpu_build)})" if native is None
            else f"native kernel unavailable ({native}); ")
         + ("" if native is None else ("faiss' fused kernel" if torch_backend._faiss() is not None else "tiled torch GEMM"))

@@ -118,8 +118,8 @@ def test_a_module_used_under_inference_mode_then_trained():
     """eval() under torch.inference_mode (a validation pass before training), then training steps: the certified
     search's per-thread buffers (kept between calls) are kept per mode, so neither side writes the other's."""
     torch.manual_seed(0)
-    rq = fastrq.ResidualQuantizer(64, 1024, 2).eval()
-    x = torch.randn(2048, 64)
+    rq = fastrq.ResidualQuantizer(128, 1024, 2).eval()  # the GEMM path (certified where the CPU has bf16)
+    x = torch.randn(2048, 128)
     with torch.inference_mode():
         rq(x)
     rq.train()

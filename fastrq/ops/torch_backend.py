@@ -14,7 +14,7 @@ subtracted or copied. ‖x‖² is argmin-irrelevant and never added; nothing is
 Exact ties between duplicate codebook rows are settled independently of rounding: each row is mapped to the
 first row equal to it, so a duplicate never beats its earlier twin.
 
-On the CPU with float32 data and D ≤ 32 (D ≤ 64 with K ≤ 512: :func:`fastrq.kernels.cpu.launch.available`) the
+On the CPU with float32 data and D ≤ 32 (D ≤ 64 with K ≤ 1,024: :func:`fastrq.kernels.cpu.launch.available`) the
 whole pass (every level's search and walk, and the training statistics) runs in the native kernel of
 :mod:`fastrq.kernels.cpu` when it builds here (``FASTRQ_CPU_KERNEL``: ``auto`` default, ``0`` off). Without it, with D ≤ ``FAISS_MAX_DIM`` and faiss importable, the search calls faiss'
 exact ``knn`` with k = 1, whose fused register-blocked kernel is far faster than a GEMM at small D. faiss only uses that

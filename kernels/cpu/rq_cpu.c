@@ -8,7 +8,7 @@
  *
  * 1. Fused nearest-code search and residual quantization for small D.
  * The CPU counterpart of the Triton search kernel, for the sizes a training step has (N of 1k-100k rows, D <= 64;
- * the launcher uses it at D <= 32 and, with K <= 512 codes, at D <= 64, where it beats the GEMM path):
+ * the launcher uses it at D <= 32 and, with K <= 1024 codes, at D <= 64, where it beats the GEMM path):
  * one call runs every level of a row block while its residual sits in registers.
  *
  * Score: s_k = 1/2 |e_k - mu|^2 - (r - mu).(e_k - mu) (= 1/2 |r - e_k|^2 - 1/2 |r - mu|^2) in float32, one fused

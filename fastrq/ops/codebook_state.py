@@ -229,14 +229,15 @@ def _native_candidates(x, codebooks, codes, rng_state, num_active: int, shared: 
     per_group = num_stored // groups
     width = x.shape[1] // groups
     cands = torch.empty(num_stored, num_codes, dim, dtype=torch.float32)
-    took_part = 0
-    for g in range(groups):
-        took_part = cpu_kernels.dead_code_candidates(
+    took_part = [
+        cpu_kernels.dead_code_candidates(
             x[:, g * width : (g + 1) * width], codebooks[g * per_group : (g + 1) * per_group],
             codes[:, g * per_group : (g + 1) * per_group], num_active, shared, key, _DEAD_STREAM + 4096 * g,
             cands[g * per_group : (g + 1) * per_group],
         )
-    return cands, took_part > 0
+        for g in range(groups)
+    ]
+    return cands, took_part[0] > 0  # the rows that took part are those of group 0's first level, as in the tensor version
 
 
 @functools.lru_cache(maxsize=16)

@@ -286,6 +286,7 @@ def hash_uniform_int(key: int, stream: int, count: int, high: int) -> torch.Tens
     return out
 
 
+# ---------------------------------------------------------------------------------------------- the dead-code restart
 def restart_available(x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor) -> bool:
     """Whether :func:`dead_code_candidates` can run on these (float32 CPU rows with unit column stride, contiguous
     float32 codebooks, int64 codes with unit column stride; the library builds here)."""

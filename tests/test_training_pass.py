@@ -217,6 +217,41 @@ def test_the_portable_search_kernel_matches_the_avx512_one():
         assert torch.equal(want[1][finite, 0], dist.argmin(1)), "exact ties: the smallest index"
 
 
+@pytest.mark.parametrize("tile_codes", [32, 64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_code_tiles_give_the_untiled_result(monkeypatch, tile_codes, threads):
+    """A level whose transposed codebook exceeds the tile is searched tile after tile for groups of row blocks: the
+    outputs are bitwise the untiled ones (ties across tiles go to the earlier tile's code, NaN rows keep code 0,
+    padding codes of a ragged level never win), at several widths, with skipped levels and rows past a group."""
+    from fastrq.kernels.cpu import launch
+
+    gen = torch.Generator().manual_seed(tile_codes + threads)
+    for d, k, period in ((4, 200, 7), (16, 130, 40), (32, 97, 33), (64, 300, 64)):
+        base = torch.randint(-2, 3, (period, d), generator=gen).float()
+        books = torch.stack([base.repeat(k // period + 1, 1)[:k], torch.randn(k, d, generator=gen)])
+        x = torch.cat([torch.randint(-3, 4, (300, d), generator=gen).float(), torch.randn(77, d, generator=gen)])
+        x[5, 0], x[200, d - 1] = float("nan"), float("inf")
+        row_levels = torch.randint(0, 3, (x.shape[0],), generator=gen)
+        sizes = [k, k - 37]
+        with backend_env("torch-native"):
+            want = launch.residual_pass(x, books, sizes, 2, row_levels, True)
+            with monkeypatch.context() as patch:
+                patch.setattr(launch, "CODE_TILE_BYTES", 4 * d * tile_codes)
+                patch.setattr(launch, "PAIRS_PER_THREAD", 64)
+                assert launch._code_tile(d) == tile_codes
+                before = torch.get_num_threads()
+                torch.set_num_threads(threads)
+                try:
+                    got = launch.residual_pass(x, books, sizes, 2, row_levels, True)
+                    codes, _ = launch.nearest_code(x, books[0].contiguous())
+                finally:
+                    torch.set_num_threads(before)
+        for a, b in zip(got, want):
+            assert torch.equal(a.nan_to_num(), b.nan_to_num()) and torch.equal(a.isnan(), b.isnan())
+        assert torch.equal(codes, launch.nearest_code(x, books[0].contiguous())[0])
+        assert int(want[1][5, 0]) == 0 or row_levels[5] == 0
+
+
 @pytest.mark.parametrize("variant", ["torch", "torch-pure"])
 @settings(max_examples=20)
 @given(n=st.integers(1, 300), d=st.sampled_from([65, 72]), k=st.sampled_from([5, 16, 33]),

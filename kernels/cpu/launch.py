@@ -47,6 +47,12 @@ SMALL_DIM = 32
 WIDE_MAX_CODES = 1024
 LANES = 16
 ROWS = 8
+# The fused search reads a level's transposed codebook in tiles of about this many bytes (rq_cpu.c's code tiles,
+# for GROUP_BLOCKS row blocks at a time) once it is larger: untiled, each row block of 8 rows read the whole of it,
+# and of every level, from beyond the first cache levels. Tiles of 32 KiB-1 MiB measured (2026-12-02, 2 threads,
+# interleaved): 128 KiB gave 0.67x the untiled time at D = 64, K = 1,024, L = 8, N = 65,536 (eight 256 KiB levels),
+# 0.78x at D = 32, K = 8,192, 0.96x at D = 16, K = 4,096, and 0.99-1.04x where the levels fit anyway.
+CODE_TILE_BYTES = 1 << 17
 WALK_ELEMENTS_PER_THREAD = 1 << 14  # GEMM-path walk, row elements per thread (2 threads: 0.9x one at 2^13, 0.7x at 2^18)
 PAIRS_PER_THREAD = 1 << 16  # OpenMP build: waking torch's team costs microseconds (2 threads pay from ~2^16, measured 2026-12-01)
 PYTHON_PAIRS_PER_THREAD = 1 << 22  # without OpenMP: a Python thread pool
@@ -82,6 +88,12 @@ def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
         if _POOL is None or _POOL._max_workers < workers:
             _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastrq-cpu")
         return _POOL
+
+
+def _code_tile(dim: int) -> int:
+    """Codes per tile of the fused search at width ``dim``: about ``CODE_TILE_BYTES`` of the transposed codebook, a
+    multiple of two SIMD blocks."""
+    return max(2 * LANES, CODE_TILE_BYTES // (4 * dim) // (2 * LANES) * (2 * LANES))
 
 
 def _prepared_books(lib, books: torch.Tensor, num_active: int, sizes: tuple[int, ...]):
@@ -125,7 +137,7 @@ def residual_pass(
     commit = torch.empty_like(x) if training else None
     levels = None if row_levels is None else row_levels.to(torch.int64).contiguous()
     args = (
-        x.data_ptr(), dim, books.data_ptr(), bookt, half, mu, num_levels, num_codes, kpad, num_active,
+        x.data_ptr(), dim, books.data_ptr(), bookt, half, mu, num_levels, num_codes, kpad, _code_tile(dim), num_active,
         None if levels is None else levels.data_ptr(), codes.data_ptr(), quantized.data_ptr(),
         None if commit is None else commit.data_ptr(), None,
     )
@@ -158,8 +170,8 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
     codes = torch.empty(n, dtype=torch.long)
     sqdist = torch.empty(n, dtype=torch.float32)
     threads = max(1, min(torch.get_num_threads(), n * num_codes // PAIRS_PER_THREAD)) if _openmp(lib) else 1
-    lib.fastrq_nearest_code(x.data_ptr(), n, threads, dim, codebook.data_ptr(), num_codes, kpad, scratch.data_ptr(),
-                            codes.data_ptr(), sqdist.data_ptr())
+    lib.fastrq_nearest_code(x.data_ptr(), n, threads, dim, codebook.data_ptr(), num_codes, kpad, _code_tile(dim),
+                            scratch.data_ptr(), codes.data_ptr(), sqdist.data_ptr())
     return codes, sqdist
 
 

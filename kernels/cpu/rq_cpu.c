@@ -169,10 +169,11 @@ static inline __attribute__((always_inline)) void keep_smaller(vf s, vi code, vf
  * NaN; a row whose scores were all NaN has every lane at +inf with index 0, so code 0). With AVX-512F: the minimum
  * by a shuffle tree, then the smallest index among the lanes equal to it, in about twenty instructions a row, rows
  * independent of each other; the portable form scans the lanes in order. */
-static inline __attribute__((always_inline)) int32_t merge_lanes(vf best, vi index) {
+static inline __attribute__((always_inline)) int32_t merge_lanes(vf best, vi index, float *best_value) {
 #if defined(__AVX512F__)
     float value = _mm512_reduce_min_ps((__m512)best);
     __mmask16 at = _mm512_cmp_ps_mask((__m512)best, _mm512_set1_ps(value), _CMP_EQ_OQ);
+    *best_value = value;
     return _mm512_mask_reduce_min_epi32(at, (__m512i)index);
 #else
     float value = INFINITY;
@@ -183,15 +184,19 @@ static inline __attribute__((always_inline)) int32_t merge_lanes(vf best, vi ind
             code = index[j];
         }
     }
+    *best_value = value;
     return code;
 #endif
 }
 
-/* Nearest code of up to ROWS centred residual rows r[i][d] (i < rows) over one centred transposed level
- * [dim][kpad] with half norms [kpad]. */
+/* Nearest code of up to ROWS centred residual rows r[i][d] (i < rows) among `count` codes (a multiple of LANES)
+ * of a centred transposed level: bookt points at the first of them in rows of `kstride` floats ([dim][kstride]),
+ * half at their half norms, code0 is the first one's index. Writes each row's code and its score. */
 static inline __attribute__((always_inline)) void nearest_rows(float r[ROWS][MAX_DIM], int rows, int64_t dim,
-                                                               const float *bookt, const float *half, int64_t kpad,
-                                                               int32_t *best_code) {
+                                                               const float *bookt, const float *half, int64_t kstride,
+                                                               int64_t count, int32_t code0, int32_t *best_code,
+                                                               float *best_score) {
+    const int64_t kpad = count;
     vi lane;
     for (int j = 0; j < LANES; j++) lane[j] = j;
     vf best[ROWS];
@@ -215,14 +220,14 @@ static inline __attribute__((always_inline)) void nearest_rows(float r[ROWS][MAX
         }
         for (int64_t d = 0; d < dim; d++) {
             vf c, e;
-            memcpy(&c, bookt + d * kpad + k0, sizeof(c));
-            memcpy(&e, bookt + d * kpad + k0 + LANES, sizeof(e));
+            memcpy(&c, bookt + d * kstride + k0, sizeof(c));
+            memcpy(&e, bookt + d * kstride + k0 + LANES, sizeof(e));
             for (int i = 0; i < ROWS; i++) {
                 s[i] -= r[i][d] * c;
                 t[i] -= r[i][d] * e;
             }
         }
-        vi code = lane + (int32_t)k0, next = code + LANES;
+        vi code = lane + (code0 + (int32_t)k0), next = code + LANES;
         for (int i = 0; i < ROWS; i++) {
             keep_smaller(s[i], code, &best[i], &index[i]); /* the lower codes first: ties keep them */
             keep_smaller(t[i], next, &best[i], &index[i]);
@@ -235,40 +240,57 @@ static inline __attribute__((always_inline)) void nearest_rows(float r[ROWS][MAX
         for (int i = 0; i < ROWS; i++) s[i] = h;
         for (int64_t d = 0; d < dim; d++) {
             vf c;
-            memcpy(&c, bookt + d * kpad + k0, sizeof(c));
+            memcpy(&c, bookt + d * kstride + k0, sizeof(c));
             for (int i = 0; i < ROWS; i++) s[i] -= r[i][d] * c;
         }
-        vi code = lane + (int32_t)k0;
+        vi code = lane + (code0 + (int32_t)k0);
         for (int i = 0; i < ROWS; i++) keep_smaller(s[i], code, &best[i], &index[i]);
     }
-    for (int i = 0; i < rows; i++) best_code[i] = merge_lanes(best[i], index[i]);
+    for (int i = 0; i < rows; i++) best_code[i] = merge_lanes(best[i], index[i], &best_score[i]);
 }
+
+/* Row blocks searched together against each code tile when a level's codes are tiled: the group's rows stay in
+ * this thread's stack (3 x GROUP_BLOCKS x ROWS x MAX_DIM floats) while each tile of the transposed codebook is read
+ * once per group instead of once per row block. */
+#define GROUP_BLOCKS 16
 
 /* Greedy residual quantization of rows [row0, row0 + count): for every level l < num_active (and, per row,
  * l < row_levels[n] when row_levels is not NULL) the nearest code c_l of the residual, r <- r - C_l[c_l].
  * Writes codes [n, num_levels] (-1 where skipped; levels >= num_active are left to the caller), when quantized is
  * not NULL quantized [n, dim] = sum_l C_l[c_l], when commit is not NULL commit [n, dim] = sum_l r_{l+1} over the row's levels, and when sqdist
  * is not NULL sqdist [n] = |r|^2 of the row's final residual r = x - quantized, by the direct difference (for one
- * level: sum_d (x_d - e_d)^2, summed in order d = 0 .. dim-1). */
+ * level: sum_d (x_d - e_d)^2, summed in order d = 0 .. dim-1).
+ * Codes tiles: with kpad > tile (a multiple of 2 LANES) a level's codes are searched tile after tile, for
+ * GROUP_BLOCKS row blocks at a time (the transposed codebook of a large K no longer fits the first cache levels,
+ * and each row block read all of it); each row keeps the best score and code over the tiles, a later tile winning
+ * only with a strictly smaller score, so the result is the untiled one: every code's score is the same
+ * instructions either way, and among equal scores the smallest index wins. */
 static inline __attribute__((always_inline)) void search_walk(
     const float *x, int64_t row0, int64_t count, int64_t dim, const float *books, const float *bookt, const float *half,
-    const float *mu, int64_t num_levels, int64_t num_codes, int64_t kpad, int64_t num_active, const int64_t *row_levels,
-    int64_t *codes, float *quantized, float *commit, float *sqdist) {
-    float r[ROWS][MAX_DIM];
+    const float *mu, int64_t num_levels, int64_t num_codes, int64_t kpad, int64_t tile, int64_t num_active,
+    const int64_t *row_levels, int64_t *codes, float *quantized, float *commit, float *sqdist) {
+    float r[GROUP_BLOCKS * ROWS][MAX_DIM];
+    float q[GROUP_BLOCKS * ROWS][MAX_DIM];
+    float cd[GROUP_BLOCKS * ROWS][MAX_DIM];
     float centred[ROWS][MAX_DIM];
-    float q[ROWS][MAX_DIM];
-    float cd[ROWS][MAX_DIM];
-    int32_t found[ROWS];
-    for (int64_t b0 = row0; b0 < row0 + count; b0 += ROWS) {
-        int rows = (int)((row0 + count - b0) < ROWS ? (row0 + count - b0) : ROWS);
-        int64_t levels_of[ROWS];
+    int64_t levels_of[GROUP_BLOCKS * ROWS];
+    int32_t found[GROUP_BLOCKS * ROWS];
+    float score[GROUP_BLOCKS * ROWS];
+    int32_t tile_code[ROWS];
+    float tile_score[ROWS];
+    const int tiled = tile > 0 && kpad > tile;
+    const int64_t step = tiled ? tile : kpad;
+    const int64_t group_rows = (tiled ? GROUP_BLOCKS : 1) * ROWS;
+    for (int64_t g0 = row0; g0 < row0 + count; g0 += group_rows) {
+        const int64_t grows = (row0 + count - g0) < group_rows ? (row0 + count - g0) : group_rows;
+        const int blocks = (int)((grows + ROWS - 1) / ROWS);
         /* plain copies of whole rows (a per-element select, row < rows ? x : 0, compiles to masked loads, which
          * cost about a third of the whole call at D = 4, K = 128: perf annotate, 2026-12-01); only the first dim
          * columns are ever read, so only they are zeroed (whole-array memsets were a tenth of the call at D = 4) */
-        for (int i = 0; i < ROWS; i++) {
-            if (i < rows) {
-                memcpy(r[i], x + (b0 + i) * dim, dim * sizeof(float));
-                int64_t lv = row_levels ? row_levels[b0 + i] : num_active;
+        for (int64_t i = 0; i < (int64_t)blocks * ROWS; i++) {
+            if (i < grows) {
+                memcpy(r[i], x + (g0 + i) * dim, dim * sizeof(float));
+                int64_t lv = row_levels ? row_levels[g0 + i] : num_active;
                 levels_of[i] = lv < num_active ? (lv > 0 ? lv : 0) : num_active;
             } else {
                 memset(r[i], 0, dim * sizeof(float));
@@ -278,13 +300,27 @@ static inline __attribute__((always_inline)) void search_walk(
             memset(cd[i], 0, dim * sizeof(float));
         }
         for (int64_t l = 0; l < num_active; l++) {
-            const float *shift = mu + l * dim;
-            for (int i = 0; i < ROWS; i++)
-                for (int64_t d = 0; d < dim; d++) centred[i][d] = r[i][d] - shift[d];
-            nearest_rows(centred, rows, dim, bookt + l * dim * kpad, half + l * kpad, kpad, found);
+            const float *shift = mu + l * dim, *level_bookt = bookt + l * dim * kpad, *level_half = half + l * kpad;
+            for (int64_t t0 = 0; t0 < kpad; t0 += step) {
+                const int64_t length = (kpad - t0) < step ? (kpad - t0) : step;
+                for (int b = 0; b < blocks; b++) {
+                    const int64_t first = (int64_t)b * ROWS;
+                    const int rows = (int)((grows - first) < ROWS ? (grows - first) : ROWS);
+                    for (int i = 0; i < ROWS; i++)
+                        for (int64_t d = 0; d < dim; d++) centred[i][d] = r[first + i][d] - shift[d];
+                    nearest_rows(centred, rows, dim, level_bookt + t0, level_half + t0, kpad, length, (int32_t)t0,
+                                 tile_code, tile_score);
+                    for (int i = 0; i < rows; i++) {
+                        if (t0 == 0 || tile_score[i] < score[first + i]) {
+                            score[first + i] = tile_score[i];
+                            found[first + i] = tile_code[i];
+                        }
+                    }
+                }
+            }
             const float *book = books + l * num_codes * dim;
-            for (int i = 0; i < rows; i++) {
-                int64_t n = b0 + i;
+            for (int64_t i = 0; i < grows; i++) {
+                int64_t n = g0 + i;
                 if (l >= levels_of[i]) {
                     codes[n * num_levels + l] = -1;
                     continue;
@@ -298,8 +334,8 @@ static inline __attribute__((always_inline)) void search_walk(
                 }
             }
         }
-        for (int i = 0; i < rows; i++) {
-            int64_t n = b0 + i;
+        for (int64_t i = 0; i < grows; i++) {
+            int64_t n = g0 + i;
             if (quantized) memcpy(quantized + n * dim, q[i], dim * sizeof(float));
             if (commit) memcpy(commit + n * dim, cd[i], dim * sizeof(float));
             if (sqdist) {
@@ -313,9 +349,9 @@ static inline __attribute__((always_inline)) void search_walk(
 
 void fastrq_search_walk(const float *x, int64_t row0, int64_t count, int64_t dim, const float *books,
                         const float *bookt, const float *half, const float *mu, int64_t num_levels, int64_t num_codes,
-                        int64_t kpad, int64_t num_active, const int64_t *row_levels, int64_t *codes, float *quantized,
+                        int64_t kpad, int64_t tile, int64_t num_active, const int64_t *row_levels, int64_t *codes, float *quantized,
                         float *commit, float *sqdist) {
-#define WALK(D) search_walk(x, row0, count, D, books, bookt, half, mu, num_levels, num_codes, kpad, num_active, \
+#define WALK(D) search_walk(x, row0, count, D, books, bookt, half, mu, num_levels, num_codes, kpad, tile, num_active, \
                             row_levels, codes, quantized, commit, sqdist)
     WITH_CONSTANT_DIM(dim, WALK);
 #undef WALK
@@ -326,8 +362,9 @@ void fastrq_search_walk(const float *x, int64_t row0, int64_t count, int64_t dim
  * same instructions whichever thread runs it, so the outputs do not depend on the thread count. */
 void fastrq_search_walk_parallel(const float *x, int64_t n, int64_t threads, int64_t dim, const float *books,
                                  const float *bookt, const float *half, const float *mu, int64_t num_levels,
-                                 int64_t num_codes, int64_t kpad, int64_t num_active, const int64_t *row_levels,
-                                 int64_t *codes, float *quantized, float *commit, float *sqdist) {
+                                 int64_t num_codes, int64_t kpad, int64_t tile, int64_t num_active,
+                                 const int64_t *row_levels, int64_t *codes, float *quantized, float *commit,
+                                 float *sqdist) {
     int64_t blocks = (n + ROWS - 1) / ROWS;
     if (threads < 1) threads = 1;
     if (threads > blocks) threads = blocks > 0 ? blocks : 1;
@@ -339,8 +376,8 @@ void fastrq_search_walk_parallel(const float *x, int64_t n, int64_t threads, int
         int64_t r1 = blocks * (t + 1) / threads * ROWS;
         if (r1 > n) r1 = n;
         if (r1 > r0)
-            fastrq_search_walk(x, r0, r1 - r0, dim, books, bookt, half, mu, num_levels, num_codes, kpad, num_active,
-                               row_levels, codes, quantized, commit, sqdist);
+            fastrq_search_walk(x, r0, r1 - r0, dim, books, bookt, half, mu, num_levels, num_codes, kpad, tile,
+                               num_active, row_levels, codes, quantized, commit, sqdist);
     }
 }
 
@@ -348,12 +385,12 @@ void fastrq_search_walk_parallel(const float *x, int64_t n, int64_t threads, int
  * into scratch (kpad * (dim + 1) + dim floats, kpad = K rounded up to LANES), then the search of x [n, dim] with
  * codes [n] and the direct-difference sqdist [n]. */
 void fastrq_nearest_code(const float *x, int64_t n, int64_t threads, int64_t dim, const float *codebook,
-                         int64_t num_codes, int64_t kpad, float *scratch, int64_t *codes, float *sqdist) {
+                         int64_t num_codes, int64_t kpad, int64_t tile, float *scratch, int64_t *codes, float *sqdist) {
     float *bookt = scratch, *half = scratch + dim * kpad, *mu = scratch + (dim + 1) * kpad;
     const int64_t size = num_codes;
     fastrq_prepare_books(codebook, 1, num_codes, dim, &size, kpad, bookt, half, mu);
-    fastrq_search_walk_parallel(x, n, threads, dim, codebook, bookt, half, mu, 1, num_codes, kpad, 1, NULL, codes,
-                                NULL, NULL, sqdist);
+    fastrq_search_walk_parallel(x, n, threads, dim, codebook, bookt, half, mu, 1, num_codes, kpad, tile, 1, NULL,
+                                codes, NULL, NULL, sqdist);
 }
 
 /* The reductions of the walk, in one sequential pass in row order (deterministic): per level l the squared error

@@ -249,9 +249,8 @@ static inline __attribute__((always_inline)) void nearest_rows(float r[ROWS][MAX
     for (int i = 0; i < rows; i++) best_code[i] = merge_lanes(best[i], index[i], &best_score[i]);
 }
 
-/* Row blocks searched together against each code tile when a level's codes are tiled: the group's rows stay in
- * this thread's stack (3 x GROUP_BLOCKS x ROWS x MAX_DIM floats) while each tile of the transposed codebook is read
- * once per group instead of once per row block. */
+/* Row blocks searched together against each code tile when a level's codes are tiled: each tile of the transposed
+ * codebook is read once per group instead of once per row block. */
 #define GROUP_BLOCKS 16
 
 /* Greedy residual quantization of rows [row0, row0 + count): for every level l < num_active (and, per row,
@@ -265,22 +264,17 @@ static inline __attribute__((always_inline)) void nearest_rows(float r[ROWS][MAX
  * and each row block read all of it); each row keeps the best score and code over the tiles, a later tile winning
  * only with a strictly smaller score, so the result is the untiled one: every code's score is the same
  * instructions either way, and among equal scores the smallest index wins. */
-static inline __attribute__((always_inline)) void search_walk(
+static inline __attribute__((always_inline)) void walk_groups(
     const float *x, int64_t row0, int64_t count, int64_t dim, const float *books, const float *bookt, const float *half,
-    const float *mu, int64_t num_levels, int64_t num_codes, int64_t kpad, int64_t tile, int64_t num_active,
-    const int64_t *row_levels, int64_t *codes, float *quantized, float *commit, float *sqdist) {
-    float r[GROUP_BLOCKS * ROWS][MAX_DIM];
-    float q[GROUP_BLOCKS * ROWS][MAX_DIM];
-    float cd[GROUP_BLOCKS * ROWS][MAX_DIM];
+    const float *mu, int64_t num_levels, int64_t num_codes, int64_t kpad, int64_t step, int64_t group_rows,
+    int64_t num_active, const int64_t *row_levels, int64_t *codes, float *quantized, float *commit, float *sqdist,
+    float r[][MAX_DIM], float q[][MAX_DIM], float cd[][MAX_DIM]) {
     float centred[ROWS][MAX_DIM];
     int64_t levels_of[GROUP_BLOCKS * ROWS];
     int32_t found[GROUP_BLOCKS * ROWS];
     float score[GROUP_BLOCKS * ROWS];
     int32_t tile_code[ROWS];
     float tile_score[ROWS];
-    const int tiled = tile > 0 && kpad > tile;
-    const int64_t step = tiled ? tile : kpad;
-    const int64_t group_rows = (tiled ? GROUP_BLOCKS : 1) * ROWS;
     for (int64_t g0 = row0; g0 < row0 + count; g0 += group_rows) {
         const int64_t grows = (row0 + count - g0) < group_rows ? (row0 + count - g0) : group_rows;
         const int blocks = (int)((grows + ROWS - 1) / ROWS);
@@ -345,6 +339,27 @@ static inline __attribute__((always_inline)) void search_walk(
             }
         }
     }
+}
+
+/* walk_groups on one row block at a time with its rows on the stack, or, when a level's codes are tiled, on
+ * groups of GROUP_BLOCKS row blocks whose rows (3 x GROUP_BLOCKS x ROWS x MAX_DIM floats, 96 KiB) are on the heap:
+ * a thread's stack may be small (128 KiB on musl). Untiled if that allocation fails. Two instances, so that the
+ * untiled one keeps its arrays on the stack (through pointers into the heap it was 5-17 % slower at D = 4-8). */
+static inline __attribute__((always_inline)) void search_walk(
+    const float *x, int64_t row0, int64_t count, int64_t dim, const float *books, const float *bookt, const float *half,
+    const float *mu, int64_t num_levels, int64_t num_codes, int64_t kpad, int64_t tile, int64_t num_active,
+    const int64_t *row_levels, int64_t *codes, float *quantized, float *commit, float *sqdist) {
+    float (*group)[MAX_DIM] = tile > 0 && kpad > tile ? malloc(3 * sizeof(float[MAX_DIM]) * GROUP_BLOCKS * ROWS) : NULL;
+    if (group) {
+        walk_groups(x, row0, count, dim, books, bookt, half, mu, num_levels, num_codes, kpad, tile, GROUP_BLOCKS * ROWS,
+                    num_active, row_levels, codes, quantized, commit, sqdist, group, group + GROUP_BLOCKS * ROWS,
+                    group + 2 * GROUP_BLOCKS * ROWS);
+        free(group);
+        return;
+    }
+    float r[ROWS][MAX_DIM], q[ROWS][MAX_DIM], cd[ROWS][MAX_DIM];
+    walk_groups(x, row0, count, dim, books, bookt, half, mu, num_levels, num_codes, kpad, kpad, ROWS, num_active,
+                row_levels, codes, quantized, commit, sqdist, r, q, cd);
 }
 
 void fastrq_search_walk(const float *x, int64_t row0, int64_t count, int64_t dim, const float *books,

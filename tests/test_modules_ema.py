@@ -104,6 +104,16 @@ def test_dead_code_restart_finds_every_cluster():
     assert torch.all(dist < 0.3), dist
 
 
+def _kill_codes_from(first: int, *modules) -> None:
+    """Codes ``first``.. of every level moved far away, their cluster sizes (and EMA sums) below any threshold."""
+    for module in modules:
+        with torch.no_grad():
+            module.codebook[:, first:] = 1e3
+            module.cluster_size[:, first:] = 0.1
+            if module.ema:
+                module.embed_sum.copy_(module.codebook * module.cluster_size[..., None])
+
+
 @pytest.mark.parametrize("options", [
     dict(num_quantizers=2),
     dict(num_quantizers=3, codebook_size=[16, 12, 8]),
@@ -126,12 +136,7 @@ def test_skipping_a_restart_without_dead_codes_changes_nothing(monkeypatch, opti
     for step in range(12):
         x = _rand(step, 600, 4)
         if step % 6 == 0:  # now and then codes 8.. fall far away and below the threshold, in both modules alike
-            for module in (fast, full):
-                with torch.no_grad():
-                    module.codebook[:, 8:] = 1e3
-                    module.cluster_size[:, 8:] = 0.1
-                    if module.ema:
-                        module.embed_sum.copy_(module.codebook * module.cluster_size[..., None])
+            _kill_codes_from(8, fast, full)
         fast(x)
         with monkeypatch.context() as patch:
             patch.setattr(codebook_state, "_host_reads_are_free", lambda t: False)
@@ -172,12 +177,7 @@ def test_the_native_restart_matches_the_tensor_ops(monkeypatch, options):
         if masked:
             mask = torch.zeros(300, dtype=torch.bool) if masked == "all" else _rand(step + 50, 300) > 0.3
         if step % 3 == 0:  # codes 8.. fall far away and below the threshold, in both modules alike
-            for module in (native, tensor):
-                with torch.no_grad():
-                    module.codebook[:, 8:] = 1e3
-                    module.cluster_size[:, 8:] = 0.1
-                    if module.ema:
-                        module.embed_sum.copy_(module.codebook * module.cluster_size[..., None])
+            _kill_codes_from(8, native, tensor)
         torch.manual_seed(step)
         native(x, mask=mask)
         with monkeypatch.context() as patch:

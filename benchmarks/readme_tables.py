@@ -93,7 +93,8 @@ def ops_rq(document: dict, L: int | None = None) -> str:
     return "\n".join([*lines, "", *ops.footnotes(), "**Bold**: ResidualVQ / fastrq below issue 2's 10×. "
                       f"ResidualVQ / gemm-floor is left out at D ≤ {SMALL_D}: there fastrq does not search with a GEMM "
                       "(faiss' fused kernel in the files before 2026-12-01, the native CPU kernel since), so the "
-                      "floor does not bound it."])
+                      "floor does not bound it; since 2026-12-02 the native kernel also runs at D ≤ 64 with "
+                      "K ≤ 1,024, where the column is kept as the floor of any GEMM search."])
 
 
 def ops_nearest(document: dict) -> str:

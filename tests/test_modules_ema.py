@@ -192,6 +192,27 @@ def test_the_native_restart_matches_the_tensor_ops(monkeypatch, options):
     assert any(restarted) == (masked != "all"), restarted  # restarts happened, except without a valid row
 
 
+def test_native_candidates_of_an_empty_batch_are_zeros():
+    """The launcher on no rows at all (the module never calls it so, but it is exported): no row took part and
+    the candidates are zeros, as the tensor version gives; a one-column slice of a shared codebook's codes reads
+    every level it is given, nothing beyond."""
+    from fastrq.kernels.cpu import launch
+
+    if not launch.walk_available(torch.empty(0)):
+        pytest.skip("the native library does not build here")
+    books = torch.randn(2, 5, 4)
+    out = torch.full((2, 5, 4), 7.0)
+    assert launch.dead_code_candidates(torch.empty(0, 4), books, torch.empty(0, 2, dtype=torch.long), 2, False, 3, 0,
+                                       out) == 0
+    assert torch.equal(out, torch.zeros_like(out))
+    x, codes = torch.randn(6, 4), torch.randint(0, 5, (6, 3))
+    key = torch.tensor(11)
+    want, _ = codebook_state._dead_code_candidates(x, books[:1], codes, 3, key, True)
+    got = torch.empty(1, 5, 4)
+    assert launch.dead_code_candidates(x, books[:1], codes.contiguous(), 3, True, 11, codebook_state._DEAD_STREAM, got) == 6
+    assert torch.equal(got, want)
+
+
 def test_the_restart_is_skipped_only_when_no_code_can_be_dead():
     cluster_size = torch.tensor([[5.0, 3.0, 0.0]])
     counts = torch.tensor([[5.0, 3.0, 0.0]])

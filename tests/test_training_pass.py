@@ -187,7 +187,8 @@ def test_the_portable_search_kernel_matches_the_avx512_one():
     """rq_cpu.c keeps each lane's running minimum and merges the lanes with AVX-512F instructions where the compiler
     targets them, else with portable vector code: the library built without AVX-512 gives bitwise the same
     outputs, on exact ties (twins in the same and in other lanes, every code equal), ragged levels, skipped levels,
-    rows holding NaN or inf, and random data, at the compiled widths and others."""
+    rows holding NaN or inf, and random data, at the compiled widths and others, one pair of code blocks at a time
+    (D ≥ 16) and in code tiles (D = 64, K = 600)."""
     from fastrq.kernels.cpu import build, launch
 
     with backend_env("torch-native"):
@@ -196,7 +197,9 @@ def test_the_portable_search_kernel_matches_the_avx512_one():
     assert portable is not None, reason
     gen = torch.Generator().manual_seed(0)
     cases = []
-    for d, k, period in ((4, 200, 16), (4, 37, 1), (3, 64, 5), (8, 130, 17), (32, 48, 16), (13, 100, 3)):
+    # D = 64, K = 600: a tiled level (more than CODE_TILE_BYTES of transposed codes)
+    for d, k, period in ((4, 200, 16), (4, 37, 1), (3, 64, 5), (8, 130, 17), (32, 48, 16), (13, 100, 3), (48, 90, 32),
+                         (64, 600, 64)):
         base = torch.randint(-2, 3, (period, d), generator=gen).float()
         books = torch.stack([base.repeat(k // period + 1, 1)[:k], torch.randn(k, d, generator=gen)])
         x = torch.cat([torch.randint(-3, 4, (150, d), generator=gen).float(), torch.randn(60, d, generator=gen)])

@@ -226,13 +226,14 @@ def _native_candidates(x, codebooks, codes, rng_state, num_active: int, shared: 
     seed, step = rng_state.tolist()
     key = (seed * 7919 + step + 2**63) % 2**64 - 2**63
     num_stored, num_codes, dim = codebooks.shape
-    per_group = num_stored // groups
+    per_group = num_stored // groups  # stored codebooks of a group
+    group_levels = codes.shape[1] // groups  # its levels (a shared codebook: one stored, every level's codes read)
     width = x.shape[1] // groups
     cands = torch.empty(num_stored, num_codes, dim, dtype=torch.float32)
     took_part = [
         cpu_kernels.dead_code_candidates(
             x[:, g * width : (g + 1) * width], codebooks[g * per_group : (g + 1) * per_group],
-            codes[:, g * per_group : (g + 1) * per_group], num_active, shared, key, _DEAD_STREAM + 4096 * g,
+            codes[:, g * group_levels : (g + 1) * group_levels], num_active, shared, key, _DEAD_STREAM + 4096 * g,
             cands[g * per_group : (g + 1) * per_group],
         )
         for g in range(groups)

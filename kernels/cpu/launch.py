@@ -311,8 +311,9 @@ def restart_available(x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Ten
 def dead_code_candidates(x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, num_active: int,
                          shared: bool, key: int, stream: int, out: torch.Tensor) -> int:
     """:func:`fastrq.ops.codebook_state._dead_code_candidates` bit for bit, for a host-known ``key``: rows x
-    ``[N, D]`` (a column slice of a wider tensor is fine), pre-update codebooks ``[S, K, D]``, codes ``[N, ≥ S]``
-    (a column slice too) → ``out`` ``[S, K, D]`` (contiguous float32). Returns the number of rows that took part."""
+    ``[N, D]`` (a column slice of a wider tensor is fine), pre-update codebooks ``[S, K, D]``, codes ``[N, L]`` of
+    the group's L levels (a column slice too) → ``out`` ``[S, K, D]`` (contiguous float32). Returns the number of
+    rows that took part."""
     n, dim = x.shape
     num_stored, num_codes, _ = codebooks.shape
     valid_rows = torch.empty(max(n, 1), dtype=torch.int64)
@@ -328,10 +329,11 @@ def restart_dead_(codebooks, cluster_size, embed_sum, cands, level_sizes: list[i
     code of an active stored codebook whose cluster size is below ``threshold`` takes its candidate from ``cands``
     ``[S, K, D]`` (contiguous float32), with ``cluster_size = threshold`` and ``embed_sum = cand · threshold``."""
     num_stored, num_codes, dim = codebooks.shape
+    sizes = _int_tensor(tuple(level_sizes))  # held here: the cache alone might drop them before the call
+    mask = _int_tensor(tuple(map(bool, active)), torch.uint8)
     library().fastrq_restart_dead(
         codebooks.data_ptr(), cluster_size.data_ptr(), None if embed_sum is None else embed_sum.data_ptr(),
-        cands.data_ptr(), num_stored, num_codes, dim, _int_tensor(tuple(level_sizes)).data_ptr(),
-        _int_tensor(tuple(map(bool, active)), torch.uint8).data_ptr(), float(threshold),
+        cands.data_ptr(), num_stored, num_codes, dim, sizes.data_ptr(), mask.data_ptr(), float(threshold),
     )
 
 

@@ -21,8 +21,10 @@
  *
  * Layout: codes of a level are scored 16 at a time (LANES, one AVX-512 register) for ROWS rows at once (each
  * codebook load serves ROWS rows); lane j of code block b holds code 16b + j, and each lane keeps its own running
- * (min, argmin); the lanes are merged at the end of the level (min value, then the smallest index among equal ones).
- * Codes at or beyond a level's size are +inf in the transposed codebook and never win.
+ * (min, argmin); the lanes are merged at the end of the level (min value, then the smallest index among equal ones),
+ * or, when a large level is searched in code tiles (search_walk), at the end of each tile, the tiles then merged
+ * with a strict < in increasing order. Codes at or beyond a level's size are +inf in the transposed codebook and
+ * never win.
  *
  * Threads: fastrq_search_walk_parallel splits the rows into equal runs of whole ROWS-row blocks, one per OpenMP
  * thread. Built with -fopenmp, this library links libgomp.so.1 by soname, so inside a PyTorch process it shares
@@ -31,8 +33,9 @@
  * threads (each ctypes call releases the GIL). The reductions (EMA statistics, per-level errors) run in one
  * sequential pass in row order, so every result is deterministic and independent of the thread count.
  * Written with GCC/Clang vector extensions (compiled with -march=native: AVX-512 where the CPU has it, else
- * AVX2 / SSE / NEON); one intrinsic, the certified selection's AVX-512BW compare-to-mask, with a portable form
- * beside it (tests/test_certified.py builds the library without AVX-512BW to check that the two agree).
+ * AVX2 / SSE / NEON); a few intrinsics, each with a portable form beside it: the lanes' running minimum and their
+ * merge (AVX-512F; tests/test_training_pass.py builds the library without AVX-512 to check that the forms agree)
+ * and the certified selection's compare-to-mask (AVX-512BW; tests/test_certified.py does the same).
  */
 #include <math.h>
 #include <stdint.h>
@@ -259,7 +262,7 @@ static inline __attribute__((always_inline)) void nearest_rows(float r[ROWS][MAX
  * not NULL quantized [n, dim] = sum_l C_l[c_l], when commit is not NULL commit [n, dim] = sum_l r_{l+1} over the row's levels, and when sqdist
  * is not NULL sqdist [n] = |r|^2 of the row's final residual r = x - quantized, by the direct difference (for one
  * level: sum_d (x_d - e_d)^2, summed in order d = 0 .. dim-1).
- * Codes tiles: with kpad > tile (a multiple of 2 LANES) a level's codes are searched tile after tile, for
+ * Code tiles: with kpad > tile (a multiple of 2 LANES) a level's codes are searched tile after tile, for
  * GROUP_BLOCKS row blocks at a time (the transposed codebook of a large K no longer fits the first cache levels,
  * and each row block read all of it); each row keeps the best score and code over the tiles, a later tile winning
  * only with a strictly smaller score, so the result is the untiled one: every code's score is the same
@@ -921,13 +924,18 @@ void fastrq_hash_uniform_int(int64_t key, int64_t stream, int64_t count, int64_t
  * draw-th row that took part (codes[r * codes_stride] >= 0), draw = hash_uniform_int(key, stream + 2 s, K,
  * max(valid, 1))[k], computed with the codebooks given (the pre-update ones); skipped levels of a row (code -1)
  * subtract code 0, as the tensor version's clamp does. x rows are x_stride floats apart (a group's columns of a
- * wider x); cands [num_stored, num_codes, dim]; valid_rows: scratch of n int64. Returns the number of rows that
- * took part (with none, every candidate is the last row's residual, as searchsorted + clamp give, and the caller
- * replaces nothing). */
+ * wider x), codes rows codes_stride apart, with the group's levels (at least num_active - 1 of a shared codebook's,
+ * num_stored otherwise); cands [num_stored, num_codes, dim]; valid_rows: scratch of n int64. Returns the number of
+ * rows that took part (with none, every candidate is the last row's residual, as searchsorted + clamp give, and
+ * the caller replaces nothing; with n = 0, zeros). */
 int64_t fastrq_dead_code_candidates(const float *x, int64_t n, int64_t dim, int64_t x_stride, const float *books,
                                     int64_t num_stored, int64_t num_codes, const int64_t *codes, int64_t codes_stride,
                                     int64_t num_active, int64_t shared, int64_t key, int64_t stream,
                                     int64_t *valid_rows, float *cands) {
+    if (n <= 0) { /* no row: zeros, as the tensor version gives */
+        memset(cands, 0, (size_t)(num_stored * num_codes * dim) * sizeof(float));
+        return 0;
+    }
     int64_t valid = 0;
     for (int64_t r = 0; r < n; r++)
         if (codes[r * codes_stride] >= 0) valid_rows[valid++] = r;

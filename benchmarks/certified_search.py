@@ -80,9 +80,9 @@ def _default(x, codebook):
 
 
 def _search(x, codebook, mode: str, row_block_factor: int = 1, native: bool = True):
-    """nearest_code on the GEMM path (D > 32); ``row_block_factor`` > 1 scales the torch backend's row blocks (a
-    what-if for the certified path, whose per-block costs amortise over more rows); ``native`` False: no native
-    library (``FASTRQ_CPU_KERNEL=0``)."""
+    """nearest_code on the GEMM path (:func:`_gemm_path`); ``row_block_factor`` > 1 scales the torch backend's row
+    blocks (a what-if for the certified path, whose per-block costs amortise over more rows); ``native`` False: no
+    native library (``FASTRQ_CPU_KERNEL=0``)."""
     tiles = {"TILE_ELEMENTS": torch_backend.TILE_ELEMENTS * row_block_factor}
 
     def call():

@@ -209,6 +209,11 @@ def _dead_code_candidates(
     return torch.stack(cands), num_valid > 0
 
 
+def _restart_key(rng_state: torch.Tensor) -> torch.Tensor:
+    """The counter-based key of this step's restart draws: ``seed · 7919 + step`` (0-d int64, wrapping)."""
+    return rng_state[0] * 7919 + rng_state[1]
+
+
 def _native_restart_available(x, codebooks, codes, cluster_size) -> bool:
     """Whether the dead-code candidates can come from one native call per group (float32 CPU state and rows, eager
     mode, a non-empty batch): :func:`fastrq.kernels.cpu.launch.dead_code_candidates` computes exactly what
@@ -221,10 +226,8 @@ def _native_restart_available(x, codebooks, codes, cluster_size) -> bool:
 
 def _native_candidates(x, codebooks, codes, rng_state, num_active: int, shared: bool, groups: int):
     """:func:`_dead_code_candidates` of every group through the native kernel: (candidates ``[S, K, D]``, whether any
-    row took part, a Python bool). The key ``seed · 7919 + step`` is read on the host (free on the CPU), in the
-    tensor version's wrapping int64 arithmetic."""
-    seed, step = rng_state.tolist()
-    key = (seed * 7919 + step + 2**63) % 2**64 - 2**63
+    row took part, a Python bool). The key (:func:`_restart_key`) is read on the host, free on the CPU."""
+    key = int(_restart_key(rng_state))
     num_stored, num_codes, dim = codebooks.shape
     per_group = num_stored // groups  # stored codebooks of a group
     group_levels = codes.shape[1] // groups  # its levels (a shared codebook: one stored, every level's codes read)
@@ -356,7 +359,7 @@ def codebook_update_(
     if restart and native_restart:
         cands, has_rows = _native_candidates(x, codebooks.detach(), codes, rng_state, num_active, shared, groups)
     elif restart:
-        key = rng_state[0] * 7919 + rng_state[1]
+        key = _restart_key(rng_state)
         width = x.shape[1] // groups
         parts = [
             _dead_code_candidates(

@@ -196,6 +196,12 @@ def _float32_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_contiguous() else t.contiguous()
 
 
+def _level_operands(level_sizes: list[int], active: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stored codebooks' sizes (int64) and active flags (uint8) as small cached tensors, returned to be held by
+    the caller across its native call (the cache alone might drop them before it)."""
+    return _int_tensor(tuple(level_sizes)), _int_tensor(tuple(map(bool, active)), torch.uint8)
+
+
 def can_update(codebooks: torch.Tensor, cluster_size: torch.Tensor, embed_sum: torch.Tensor) -> bool:
     """Whether :func:`ema_update_` can update this state in place (contiguous float32 CPU buffers)."""
     return (
@@ -210,8 +216,7 @@ def ema_update_(codebooks, cluster_size, embed_sum, counts, sums, level_sizes: l
     codebooks / embed_sum ``[S, K, D]``, cluster_size ``[S, K]``, counts ``[S, K]``, sums ``[S, K, D]``."""
     num_stored, num_codes, dim = codebooks.shape
     counts, sums = _float32_contiguous(counts), _float32_contiguous(sums)
-    sizes = _int_tensor(tuple(level_sizes))
-    mask = _int_tensor(tuple(map(bool, active)), torch.uint8)
+    sizes, mask = _level_operands(level_sizes, active)
     library().fastrq_ema_update(
         codebooks.data_ptr(), cluster_size.data_ptr(), embed_sum.data_ptr(), counts.data_ptr(), sums.data_ptr(),
         num_stored, num_codes, dim, sizes.data_ptr(), mask.data_ptr(), float(decay), float(eps),
@@ -329,8 +334,7 @@ def restart_dead_(codebooks, cluster_size, embed_sum, cands, level_sizes: list[i
     code of an active stored codebook whose cluster size is below ``threshold`` takes its candidate from ``cands``
     ``[S, K, D]`` (contiguous float32), with ``cluster_size = threshold`` and ``embed_sum = cand · threshold``."""
     num_stored, num_codes, dim = codebooks.shape
-    sizes = _int_tensor(tuple(level_sizes))  # held here: the cache alone might drop them before the call
-    mask = _int_tensor(tuple(map(bool, active)), torch.uint8)
+    sizes, mask = _level_operands(level_sizes, active)
     library().fastrq_restart_dead(
         codebooks.data_ptr(), cluster_size.data_ptr(), None if embed_sum is None else embed_sum.data_ptr(),
         cands.data_ptr(), num_stored, num_codes, dim, sizes.data_ptr(), mask.data_ptr(), float(threshold),

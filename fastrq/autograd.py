@@ -45,7 +45,8 @@ def _forward_pass(x, codebooks, codes, level_sizes, active_levels, row_levels, b
 
 class ResidualStraightThrough(torch.autograd.Function):
     """``(quantized, loss, codes, level_sqerr, counts, sums) = ResidualStraightThrough.apply(x, codebooks, codes,
-    level_sizes, active_levels, row_levels, num_valid, commitment_weight, learn_codebook, per_level_grad, backend)``.
+    level_sizes, active_levels, row_levels, num_valid, commitment_weight, learn_codebook, per_level_grad, backend,
+    done)``.
 
     x ``[N, D]`` and codebooks ``[L, K, D]`` in the compute dtype (float32); codes None (search here) or int64
     ``[N, L]`` (beam search); active_levels None or a 0-d int64 CPU tensor (levels ≥ it are skipped); row_levels
@@ -53,6 +54,10 @@ class ResidualStraightThrough(torch.autograd.Function):
     (an int or a 0-d tensor). ``loss`` carries the gradient: the 0-d sum Σ_l loss_l, or with ``per_level_grad``
     the ``[L]`` vector of the levels' losses (which the caller may weight differently; the backward then recomputes
     the residuals). codes, level_sqerr ``[L]``, counts ``[L, K]`` and sums ``[L, K, D]`` carry no gradient.
+    done: None, or the outputs ``(quantized, codes, level_sqerr, commit_dir, counts, sums)`` of a training pass the
+    caller has already run (:func:`fastrq.ops.training.quantize_and_update_`, which updated the EMA state in the
+    same native call); only for the summed loss of an EMA codebook (neither ``learn_codebook`` nor
+    ``per_level_grad``).
     """
 
     @staticmethod
@@ -69,10 +74,15 @@ class ResidualStraightThrough(torch.autograd.Function):
         learn_codebook: bool,
         per_level_grad: bool,
         backend: str,
+        done: Optional[tuple] = None,
     ):
-        quantized, codes, level_sqerr, commit_dir, counts, sums, grad_base, residuals = _forward_pass(
-            x, codebooks, codes, level_sizes, active_levels, row_levels, backend, learn_codebook, per_level_grad
-        )
+        if done is not None:
+            quantized, codes, level_sqerr, commit_dir, counts, sums = done
+            grad_base = residuals = None
+        else:
+            quantized, codes, level_sqerr, commit_dir, counts, sums, grad_base, residuals = _forward_pass(
+                x, codebooks, codes, level_sizes, active_levels, row_levels, backend, learn_codebook, per_level_grad
+            )
         numel = num_valid * x.shape[1] if isinstance(num_valid, int) else num_valid.to(x.dtype) * x.shape[1]
         numel = max(numel, 1) if isinstance(numel, int) else numel.clamp_min(1)
         weight = commitment_weight + (1.0 if learn_codebook else 0.0)
@@ -111,4 +121,4 @@ class ResidualStraightThrough(torch.autograd.Function):
                     grad_x = torch.addcmul(grad_x, direction, weight * scale)
         if ctx.learn_codebook and ctx.needs_input_grad[1] and grad_loss is not None:
             grad_codebook = grad_codebooks * (grad_loss[:, None, None] if grad_loss.dim() else grad_loss)
-        return grad_x, grad_codebook, None, None, None, None, None, None, None, None, None
+        return grad_x, grad_codebook, None, None, None, None, None, None, None, None, None, None

@@ -33,3 +33,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def disable_fused_step(patch) -> None:
+    """Make the quantizer modules run the training pass and ``codebook_update_`` as two steps (the path of every
+    case the fused native step does not cover), for tests of those pieces: ``patch`` is a pytest monkeypatch (or one
+    of its contexts)."""
+    from fastrq.ops import training
+
+    patch.setattr(training, "quantize_and_update_", lambda *args, **kwargs: None)
+
+
+@pytest.fixture
+def unfused_step(monkeypatch):
+    """:func:`disable_fused_step` for the whole test."""
+    disable_fused_step(monkeypatch)

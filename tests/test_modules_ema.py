@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import disable_fused_step
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -123,6 +124,7 @@ def _kill_codes_from(first: int, *modules) -> None:
 def test_skipping_a_restart_without_dead_codes_changes_nothing(monkeypatch, options):
     """On the CPU a step whose update cannot leave a code below the threshold skips the restart's candidates: the
     state after a sequence of steps (some restarting, some not) is bitwise that of the full path."""
+    disable_fused_step(monkeypatch)  # the skip belongs to codebook_update_, which the fused native step replaces
     options = {"codebook_size": 16, **options}
     torch.manual_seed(0)
     fast = ResidualQuantizer(4, dead_code_threshold=2.0, decay=0.8, **options)
@@ -159,7 +161,10 @@ def test_skipping_a_restart_without_dead_codes_changes_nothing(monkeypatch, opti
 def test_the_native_restart_matches_the_tensor_ops(monkeypatch, options):
     """The native dead-code restart (candidates, then the replacement after the native EMA step) leaves bitwise
     the state of the tensor-op restart, step after step: shared and per-level codebooks, levels of different sizes,
-    learned codebooks, per-sample dropout (skipped levels), groups, masked rows and a batch with no valid row."""
+    learned codebooks, per-sample dropout (skipped levels), groups, masked rows and a batch with no valid row.
+    (The native pieces of codebook_update_; the fused native step that replaces them for per-level EMA codebooks
+    is checked against them in tests/test_fused_step.py.)"""
+    disable_fused_step(monkeypatch)
     options = {"codebook_size": 16, **options}
     masked = options.pop("masked", False)
     make = fastrq.GroupedResidualQuantizer if "groups" in options else ResidualQuantizer

@@ -318,3 +318,37 @@ def test_dead_code_statistic_counts_small_cluster_sizes():
         rq.cluster_size.copy_(torch.tensor([[0.1, 0.6, 0.2, 0.9], [0.4, 0.0, 2.0, 0.0]]))  # [1, 3] is padding
     _, _, _, stats = rq(_rand(0, 10, 2), return_stats=True)
     assert stats["dead_codes"].tolist() == [2.0, 2.0]
+
+
+@given(
+    sizes=st.sampled_from([[1], [16], [16, 12, 5], [300, 300]]),
+    shared=st.booleans(),
+    num_valid=st.sampled_from([0, 1, 37, "tensor"]),
+    threshold=st.sampled_from([0.5, 1.0, 4.0]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_native_level_statistics_match_the_tensor_ops(sizes, shared, num_valid, threshold, seed):
+    """fastrq.ops.training.level_statistics in one native call against its tensor-op form: mse, usage and dead
+    codes exactly, the perplexity (float64 entropy natively, float32 in the ops) to 1e-6 relative; levels of
+    different sizes, a shared codebook's cluster sizes [1, K], levels with no count, num_valid 0 / a tensor."""
+    from fastrq.ops import training
+
+    if shared and len(set(sizes)) > 1:
+        sizes = [sizes[0]] * len(sizes)
+    gen = torch.Generator().manual_seed(seed)
+    levels, k = len(sizes), max(sizes)
+    counts = torch.randint(0, 5, (levels, k), generator=gen).float() * (torch.rand(levels, k, generator=gen) < 0.6)
+    for level, size in enumerate(sizes):
+        counts[level, size:] = 0.0
+    counts[-1] *= seed % 2  # sometimes a level without any count
+    cluster_size = torch.rand(1 if shared else levels, k, generator=gen) * 2 * threshold
+    sqerr = torch.rand(levels, generator=gen) * 100
+    valid = torch.tensor(23) if num_valid == "tensor" else num_valid
+    native = training.level_statistics(sqerr, counts, cluster_size, sizes, valid, 8, threshold)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "_native_statistics", lambda *tensors: False)
+        ops = training.level_statistics(sqerr, counts, cluster_size, sizes, valid, 8, threshold)
+    assert native.keys() == ops.keys()
+    for name in ("mse", "usage", "dead_codes"):
+        assert torch.equal(native[name], ops[name].float()), name
+    torch.testing.assert_close(native["perplexity"], ops["perplexity"], rtol=1e-6, atol=0)

@@ -193,7 +193,7 @@ def test_the_portable_search_kernel_matches_the_avx512_one():
 
     with backend_env("torch-native"):
         default = build.library()
-    portable, reason = build.load_built(build._compiler(), build.FLAGS + build.OPENMP_FLAGS + ("-mno-avx512f",))
+    portable, reason = build.load_built(build._compiler(), build.VARIANT_FLAGS + build.OPENMP_FLAGS + ("-mno-avx512f",))
     assert portable is not None, reason
     gen = torch.Generator().manual_seed(0)
     cases = []

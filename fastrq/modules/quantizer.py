@@ -11,7 +11,6 @@ know before changing state); ``"skip"`` decides on the device.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import warnings
 from typing import Sequence
@@ -67,24 +66,6 @@ def _reject_unknown_arguments(cls_name: str, unknown: dict) -> None:
             "See docs/migrating-from-vector-quantize-pytorch.md"
         )
     raise TypeError(f"{cls_name}.__init__() got an unexpected keyword argument {name!r}")
-
-
-def _level_size_tensors(sizes: tuple[int, ...], num_codes: int, device: torch.device, dtype: torch.dtype):
-    """(level sizes ``[L]`` in ``dtype``, the padding mask ``[L, K]`` of codes within each level's size, or None
-    when every level has all K), built once per value outside torch.compile."""
-    if torch.compiler.is_compiling():
-        return _build_level_size_tensors(sizes, num_codes, device, dtype)
-    return _cached_level_size_tensors(sizes, num_codes, device, dtype)
-
-
-def _build_level_size_tensors(sizes, num_codes, device, dtype):
-    values = torch.tensor(sizes, dtype=dtype, device=device)
-    if all(k == num_codes for k in sizes):
-        return values, None
-    return values, torch.arange(num_codes, device=device)[None, :] < values[:, None]
-
-
-_cached_level_size_tensors = functools.lru_cache(maxsize=64)(_build_level_size_tensors)
 
 
 def _autocast_off(x):
@@ -424,6 +405,7 @@ class ResidualQuantizer(nn.Module):
         learn = not self.ema and training_step and not self.freeze_codebook
         # this step's statistics die in its own EMA update below: they may reuse the last step's memory
         scope = self._workspace.active() if update and not compiling else contextlib.nullcontext()
+        done = None  # the training pass and the state update, when one native call ran both
         with scope:
             if self.rotation_trick or self.use_cosine_sim:
                 if codes is None:
@@ -438,11 +420,13 @@ class ResidualQuantizer(nn.Module):
                     cosine=self.use_cosine_sim, per_level_loss=self.loss_per_level,
                 )
             else:
+                if update and codes is None and not compiling:
+                    done = self._fused_step(z, active, row_levels, sync)
                 quantized, loss, codes, level_sqerr, counts, sums = ResidualStraightThrough.apply(
                     z, self.codebooks, codes, self.level_sizes, active, row_levels, num_valid, self.commitment_weight,
-                    learn, self.loss_per_level, self.backend,
+                    learn, self.loss_per_level, self.backend, done,
                 )
-            if update:
+            if update and done is None:
                 self._update(z, codes, counts, sums, level_sqerr, active, sync, compiling)
         out = quantized if self.project_out is None else self.project_out(quantized)
         if valid is not None:
@@ -459,6 +443,25 @@ class ResidualQuantizer(nn.Module):
             return codes
         skipped = torch.arange(self.num_quantizers, device=codes.device)[None, :] >= row_levels[:, None]
         return codes.masked_fill(skipped, -1)
+
+    def _fused_step(self, z: torch.Tensor, active, row_levels, sync: bool):
+        """The training pass and this step's state update in one native call
+        (:func:`fastrq.ops.training.quantize_and_update_`), for EMA codebooks of their own at every level without a
+        distributed sync, where the backend runs it: its six forward outputs, else None (the caller then runs the
+        pass and :meth:`_update`). A step skipped for non-finite input follows the non-finite policy."""
+        if not self.ema or self.shared_codebook or sync or self.loss_per_level:
+            return None
+        done = training.quantize_and_update_(
+            z, self.codebook, self.cluster_size, self.embed_sum, self.rng_state, self.level_sizes,
+            library.num_active(active, self.num_quantizers), row_levels, self.backend,
+            decay=self.decay, eps=self.eps, dead_code_threshold=self.dead_code_threshold,
+        )
+        if done is None:
+            return None
+        if not done[6]:
+            self._report_nonfinite(z)  # raises under on_nonfinite="raise": the state is as it was
+            codebook_state.advance_step_(self.rng_state)  # a skipped step counts, as in codebook_update_
+        return done[:6]
 
     def _update(self, z, codes, counts, sums, level_sqerr, active, sync: bool, compiling: bool) -> None:
         """This step's state update (EMA, restarts), skipped for non-finite input by the policy."""
@@ -507,13 +510,17 @@ class ResidualQuantizer(nn.Module):
                 return finite
             if bool(finite):
                 return True
+        self._report_nonfinite(rows)
+        return False
+
+    def _report_nonfinite(self, rows: torch.Tensor) -> None:
+        """Raise or warn (``on_nonfinite``) about a batch whose squared residuals are not finite, naming the cause."""
         if bool(torch.isfinite(rows).all()):
             library.raise_or_warn_nonfinite(
                 self.on_nonfinite, "the squared residuals of the quantizer input overflowed to infinity"
             )
         else:
             library.raise_or_warn_nonfinite(self.on_nonfinite)
-        return False
 
     def _search(self, rows: torch.Tensor, active) -> torch.Tensor:
         if torch.compiler.is_compiling():
@@ -524,25 +531,12 @@ class ResidualQuantizer(nn.Module):
         return search.search_codes(rows, self._search_codebooks(), self.level_sizes, num, self.beam_size, self.backend)
 
     def _stats(self, num_valid, level_sqerr: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
-        """mse, usage, perplexity and dead codes per level ``[L]`` (``forward``'s docstring), in about a dozen
-        small ops (the trainer asks for them at every step)."""
-        sizes, padding = _level_size_tensors(tuple(self.level_sizes), self.codebook_size, counts.device, counts.dtype)
-        entropy = torch.special.entr(counts / counts.sum(-1, keepdim=True).clamp_min(1)).sum(-1)  # −Σ p log p
+        """mse, usage, perplexity and dead codes per level ``[L]`` (``forward``'s docstring; the trainer asks for
+        them at every step): :func:`fastrq.ops.training.level_statistics`."""
         threshold = self.dead_code_threshold if self.dead_code_threshold > 0 else DEAD_STATS_FLOOR
-        dead_mask = self.cluster_size < threshold  # [S, K]
-        if padding is not None:
-            dead_mask = dead_mask & padding
-        dead = dead_mask.sum(-1)
-        if dead.shape[0] != self.num_quantizers:  # a shared codebook: the same count at every level
-            dead = dead.expand(self.num_quantizers)
-        numel = num_valid * self.codebook_dim
-        numel = max(numel, 1) if isinstance(numel, int) else numel.clamp_min(1)
-        return {
-            "mse": level_sqerr / numel,
-            "usage": (counts > 0).sum(-1) / sizes,
-            "perplexity": torch.exp(entropy),
-            "dead_codes": dead.to(counts.dtype),
-        }
+        return training.level_statistics(
+            level_sqerr, counts, self.cluster_size, self.level_sizes, num_valid, self.codebook_dim, threshold
+        )
 
     # ---------------------------------------------------------------- encode / decode
 

@@ -28,7 +28,7 @@ from .backends import resolve_backend
 from .counter_random import hash_uniform_float, hash_uniform_int
 from .distributed import all_reduce_sum_, rank_and_world
 
-__all__ = ["kmeans_init_", "kmeans_plus_plus_seeds", "codebook_update_", "renormalize_", "DEAD_STATS_FLOOR"]
+__all__ = ["kmeans_init_", "kmeans_plus_plus_seeds", "codebook_update_", "advance_step_", "renormalize_", "DEAD_STATS_FLOOR"]
 
 # Codes whose EMA cluster size is below this count as dead in the statistics when no restart threshold is set
 # (fewer than one assignment per batch on average over the EMA window).
@@ -249,7 +249,7 @@ def _step_increment(device: torch.device) -> torch.Tensor:
     return torch.tensor([0, 1], dtype=torch.int64, device=device)
 
 
-def _advance_step_(rng_state: torch.Tensor) -> None:
+def advance_step_(rng_state: torch.Tensor) -> None:
     """``rng_state[1] += 1`` in one op (an indexed ``+=`` is three: a view, the add and a copy back)."""
     rng_state.add_(_step_increment(rng_state.device))
 
@@ -282,22 +282,25 @@ def _may_have_dead_codes(cluster_size, counts, level_sizes, shared: bool, decay:
 
 
 def _levels_kept(ok, level_active, device: torch.device):
-    """Which stored levels take this step's update: True / False when the host knows (ok a Python bool and
-    level_active a list), else a bool tensor [S]."""
+    """Which stored levels take this step's update: True / False / a list of S bools when the host knows (ok a
+    Python bool and level_active a list), else a bool tensor [S]."""
     if isinstance(ok, bool) and isinstance(level_active, list):
         if not ok:
             return False
-        return True if all(level_active) else torch.tensor(level_active, device=device)
+        return True if all(level_active) else list(level_active)
     return torch.as_tensor(ok, device=device) & torch.as_tensor(level_active, device=device)
 
 
 def _select(keep_new, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """``new`` where ``keep_new`` else ``old``: keep_new is a Python bool (decided on the host, no tensor op) or a
-    bool tensor broadcast from the left over new's trailing dimensions (decided on the device, no host sync)."""
+    """``new`` where ``keep_new`` else ``old``: keep_new is a Python bool (decided on the host, no tensor op), a
+    list of bools or a bool tensor, broadcast from the left over new's trailing dimensions (a tensor: decided on the
+    device, no host sync)."""
     if keep_new is True:
         return new
     if keep_new is False:
         return old
+    if isinstance(keep_new, list):
+        keep_new = torch.tensor(keep_new, device=new.device)
     return torch.where(keep_new.reshape(keep_new.shape + (1,) * (new.dim() - keep_new.dim())), new, old)
 
 
@@ -385,21 +388,21 @@ def codebook_update_(
     else:
         stored_active = _levels_kept(ok, level_active, cluster_size.device)
     if stored_active is False:  # nothing to learn from this batch (non-finite input)
-        _advance_step_(rng_state)
+        advance_step_(rng_state)
         return
 
     sizes = level_sizes[:num_stored]
     uniform = all(k == num_codes for k in sizes)
     in_place = ema and not isinstance(stored_active, torch.Tensor) and cpu_kernels.can_update(codebooks, cluster_size, embed_sum)
     if in_place:  # the native EMA step, in place (the host knows which levels update)
-        active_mask = [stored_active] * num_stored if isinstance(stored_active, bool) else stored_active.tolist()
+        active_mask = [stored_active] * num_stored if isinstance(stored_active, bool) else stored_active
         cpu_kernels.ema_update_(codebooks.detach(), cluster_size, embed_sum, g_counts, g_sums, sizes, active_mask, decay, eps)
         new_cb, new_cs, new_es = codebooks.detach(), cluster_size, embed_sum
         if restart and native_restart and isinstance(cand_exists, bool):  # and the native restart, in place
             if cand_exists:
                 cpu_kernels.restart_dead_(codebooks.detach(), cluster_size, embed_sum, cands, sizes, active_mask,
                                           dead_code_threshold)
-            _advance_step_(rng_state)
+            advance_step_(rng_state)
             return
     elif ema:
         num_codes_per = num_codes if uniform else torch.tensor(sizes, dtype=dtype, device=cluster_size.device)[:, None]
@@ -426,7 +429,7 @@ def codebook_update_(
         if ema:
             new_es = torch.where(dead[..., None], cands * dead_code_threshold, new_es)
     if in_place and not restart:  # the native step wrote everything already
-        _advance_step_(rng_state)
+        advance_step_(rng_state)
         return
     with torch.no_grad():
         if (ema or restart) and new_cb is not codebooks.detach() and new_cb.data_ptr() != codebooks.data_ptr():
@@ -435,7 +438,7 @@ def codebook_update_(
             cluster_size.copy_(new_cs)
         if ema and new_es is not embed_sum:
             embed_sum.copy_(new_es)
-        _advance_step_(rng_state)
+        advance_step_(rng_state)
 
 
 def _all_reduce_statistics(counts, sums, cands, finite, level_active, has_rows, ema, dtype):

@@ -371,6 +371,19 @@ def quantize_for_training(
     return _residual_pass(x, codebooks, level_sizes, num_active, row_levels, training=True)
 
 
+def quantize_and_update_(x, codebooks, cluster_size, embed_sum, rng_state, level_sizes, num_active, row_levels,
+                         decay, eps, dead_code_threshold, stream):
+    """:func:`quantize_for_training` and the EMA state update after it in one native call
+    (:func:`fastrq.kernels.cpu.launch.training_step_`, the contract of
+    :func:`fastrq.ops.training.quantize_and_update_`), or None where that kernel cannot run these tensors."""
+    if x.shape[0] == 0 or num_active == 0 or not cpu_kernels.training_step_available(
+        x, codebooks, cluster_size, embed_sum, rng_state
+    ):
+        return None
+    return cpu_kernels.training_step_(x, codebooks, cluster_size, embed_sum, rng_state, level_sizes, num_active,
+                                      row_levels, decay, eps, dead_code_threshold, stream)
+
+
 def _residual_pass(x, codebooks, level_sizes, num_active, row_levels, *, training: bool):
     """Greedy codes for levels < num_active and, with ``training``, the walk's outputs (the training contract)."""
     n, dim = x.shape

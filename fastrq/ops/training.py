@@ -17,11 +17,18 @@ oracle, ``fastrq.ops.torch_backend`` one walk over row blocks, ``fastrq.kernels.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
+from ..kernels.cpu import launch as cpu_kernels
 from .backends import resolve_backend
+from .codebook_state import _DEAD_STREAM
 
-__all__ = ["quantize_for_training", "walk_given_codes", "straight_through_forward", "level_residuals"]
+__all__ = [
+    "quantize_for_training", "quantize_and_update_", "walk_given_codes", "straight_through_forward", "level_residuals",
+    "level_statistics",
+]
 
 
 def quantize_for_training(
@@ -45,6 +52,39 @@ def quantize_for_training(
         codes[:, :num_active] = greedy_codes(x, codebooks[:num_active], level_sizes, backend)
         return walk_given_codes(x, codebooks, codes, num_active, row_levels, backend)
     return run(x, codebooks, level_sizes, num_active, row_levels)
+
+
+def quantize_and_update_(
+    x: torch.Tensor,
+    codebooks: torch.Tensor,
+    cluster_size: torch.Tensor,
+    embed_sum: torch.Tensor,
+    rng_state: torch.Tensor,
+    level_sizes: list[int],
+    num_active: int,
+    row_levels: torch.Tensor | None,
+    backend: str,
+    *,
+    decay: float,
+    eps: float,
+    dead_code_threshold: float,
+):
+    """:func:`quantize_for_training` followed by the state update of
+    :func:`fastrq.ops.codebook_state.codebook_update_` (EMA, dead-code restarts, the step counter; no distributed
+    sync, L levels each with its own stored codebook), fused where the backend has a fused step for these tensors
+    (the torch backend on the CPU with the native kernel: one call, no tensor op between the pieces); else None,
+    and the caller runs the two.
+
+    codebooks / embed_sum ``[L, K, D]``, cluster_size ``[L, K]``, rng_state int64 ``[2]``: the EMA state, updated in
+    place after the pass has read the codebooks. Returns ``(quantized, codes, level_sqerr, commit_dir, counts,
+    sums, updated)``: the outputs of :func:`quantize_for_training` and whether the state was updated (False: a
+    non-finite squared error, and then nothing changed; the caller's non-finite policy raises or advances the step
+    counter as ``codebook_update_`` does for a skipped step)."""
+    run = getattr(resolve_backend(backend, x.device), "quantize_and_update_", None)
+    if run is None:
+        return None
+    return run(x.detach(), codebooks.detach(), cluster_size, embed_sum, rng_state, level_sizes, num_active, row_levels,
+               decay, eps, dead_code_threshold, _DEAD_STREAM)
 
 
 def walk_given_codes(
@@ -105,6 +145,74 @@ def level_residuals(x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tenso
         residual = residual - codebooks[level].index_select(0, codes[:, level].clamp(min=0)) * taken
         out.append(residual * taken)
     return torch.stack(out)
+
+
+def level_statistics(
+    level_sqerr: torch.Tensor,
+    counts: torch.Tensor,
+    cluster_size: torch.Tensor,
+    level_sizes: list[int],
+    num_valid,
+    dim: int,
+    dead_threshold: float,
+) -> dict[str, torch.Tensor]:
+    """The per-level statistics of a training step, each ``[L]`` float32, from its level_sqerr ``[L]`` and counts
+    ``[L, K]`` (:func:`quantize_for_training`) and the updated cluster_size ``[S, K]`` (S = 1: a shared codebook):
+
+        mse         = level_sqerr / max(N_valid · D, 1)
+        usage       = #{k : counts_k > 0} / K_l
+        perplexity  = exp(−Σ_k p_k log p_k),  p_k = counts_k / max(Σ_k counts_k, 1)
+        dead_codes  = #{k < K_l : cluster_size_k < dead_threshold}
+
+    num_valid: an int or a 0-d tensor. One native call for contiguous float32 CPU tensors in eager mode (the
+    entropy in float64 there), else about a dozen tensor ops without a host sync."""
+    if _native_statistics(level_sqerr, counts, cluster_size):
+        numel = max((num_valid if isinstance(num_valid, int) else int(num_valid)) * dim, 1)
+        values = cpu_kernels.level_statistics(level_sqerr, counts, cluster_size, level_sizes, numel, dead_threshold)
+        return dict(zip(("mse", "usage", "perplexity", "dead_codes"), values.unbind()))
+    num_levels, num_codes = counts.shape
+    sizes, padding = _level_size_tensors(tuple(level_sizes), num_codes, counts.device, counts.dtype)
+    entropy = torch.special.entr(counts / counts.sum(-1, keepdim=True).clamp_min(1)).sum(-1)  # −Σ p log p
+    dead_mask = cluster_size < dead_threshold  # [S, K]
+    if padding is not None:
+        dead_mask = dead_mask & padding[: cluster_size.shape[0]]
+    dead = dead_mask.sum(-1)
+    if dead.shape[0] != num_levels:  # a shared codebook: the same count at every level
+        dead = dead.expand(num_levels)
+    numel = num_valid * dim
+    numel = max(numel, 1) if isinstance(numel, int) else numel.clamp_min(1)
+    return {
+        "mse": level_sqerr / numel,
+        "usage": (counts > 0).sum(-1) / sizes,
+        "perplexity": torch.exp(entropy),
+        "dead_codes": dead.to(counts.dtype),
+    }
+
+
+def _native_statistics(*tensors: torch.Tensor) -> bool:
+    return (
+        not torch.compiler.is_compiling()
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+        and cpu_kernels.library() is not None
+    )
+
+
+def _level_size_tensors(sizes: tuple[int, ...], num_codes: int, device: torch.device, dtype: torch.dtype):
+    """(level sizes ``[L]`` in ``dtype``, the padding mask ``[L, K]`` of codes within each level's size, or None
+    when every level has all K), built once per value outside torch.compile."""
+    if torch.compiler.is_compiling():
+        return _build_level_size_tensors(sizes, num_codes, device, dtype)
+    return _cached_level_size_tensors(sizes, num_codes, device, dtype)
+
+
+def _build_level_size_tensors(sizes, num_codes, device, dtype):
+    values = torch.tensor(sizes, dtype=dtype, device=device)
+    if all(k == num_codes for k in sizes):
+        return values, None
+    return values, torch.arange(num_codes, device=device)[None, :] < values[:, None]
+
+
+_cached_level_size_tensors = functools.lru_cache(maxsize=64)(_build_level_size_tensors)
 
 
 def straight_through_forward(

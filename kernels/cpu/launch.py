@@ -31,7 +31,7 @@ from fastrq.ops import recycled
 from .build import library, loaded_library
 
 __all__ = [
-    "available", "residual_pass", "nearest_code", "can_update", "ema_update_",
+    "available", "residual_pass", "training_step_available", "training_step_", "level_statistics", "nearest_code", "can_update", "ema_update_",
     "certified_available", "certified_codes", "certified_rows", "certified_select",
     "walk_available", "walk_level", "prepare_centred", "hashes_available", "row_hashes", "repeated_hashes",
     "hash_uniform_int", "restart_available", "dead_code_candidates", "restart_dead_", "MAX_DIM", "SMALL_DIM",
@@ -155,6 +155,86 @@ def residual_pass(
         starts = range(0, n, chunk)
         list(_pool(threads).map(lambda r0: lib.fastrq_search_walk(args[0], r0, min(chunk, n - r0), *args[1:]), starts))
     return _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training)
+
+
+def training_step_available(x: torch.Tensor, codebooks: torch.Tensor, cluster_size: torch.Tensor,
+                            embed_sum: torch.Tensor, rng_state: torch.Tensor) -> bool:
+    """Whether :func:`training_step_` can run this step: :func:`available` and :func:`can_update`, a contiguous
+    int64 CPU step counter, and the OpenMP build (without it the search's rows are split across Python threads by
+    :func:`residual_pass`, not inside one call)."""
+    return (
+        available(x, codebooks.shape[2], codebooks.shape[1]) and can_update(codebooks, cluster_size, embed_sum)
+        and rng_state.device.type == "cpu" and rng_state.dtype == torch.int64 and rng_state.is_contiguous()
+        and _openmp(loaded_library())
+    )
+
+
+def training_step_(
+    x: torch.Tensor,
+    codebooks: torch.Tensor,
+    cluster_size: torch.Tensor,
+    embed_sum: torch.Tensor,
+    rng_state: torch.Tensor,
+    level_sizes: list[int],
+    num_active: int,
+    row_levels: torch.Tensor | None,
+    decay: float,
+    eps: float,
+    dead_code_threshold: float,
+    stream: int,
+):
+    """:func:`residual_pass` with ``training`` and the state update of
+    :func:`fastrq.ops.codebook_state.codebook_update_` that follows it, in one native call: rows x ``[N, D]``
+    float32; the EMA state of L levels with their own codebooks, updated in place: codebooks / embed_sum
+    ``[L, K, D]``, cluster_size ``[L, K]`` (contiguous float32, :func:`can_update`), rng_state int64 ``[2]``
+    (contiguous). Returns ``(quantized, codes, level_sqerr, commit_dir, counts, sums, updated)``, ``updated``
+    False when a non-finite squared error left the state as it was (its step counter included). The caller has
+    checked :func:`training_step_available`."""
+    lib = loaded_library()
+    n, dim = x.shape
+    num_levels, num_codes, _ = codebooks.shape
+    x = x.contiguous()
+    kpad = -(-num_codes // LANES) * LANES
+    prepared = recycled.empty((num_active * (dim * kpad + kpad + dim),))
+    codes = torch.empty(n, num_levels, dtype=torch.long)
+    if num_active < num_levels:
+        codes[:, num_active:] = -1
+    quantized = torch.empty_like(x)
+    commit = torch.empty_like(x)
+    sqerr = torch.empty(num_levels, dtype=torch.float32)
+    counts = recycled.empty((num_levels, num_codes))  # zeroed by the kernel
+    sums = recycled.empty((num_levels, num_codes, dim))
+    restart = dead_code_threshold > 0
+    valid_rows = recycled.empty((max(n, 1),), torch.int64) if restart else None
+    cands = recycled.empty((num_levels, num_codes, dim)) if restart else None
+    levels = None if row_levels is None else row_levels.to(torch.int64).contiguous()
+    sizes = _int_tensor(tuple(level_sizes))
+    threads = max(1, min(torch.get_num_threads(), n * num_codes * num_active // PAIRS_PER_THREAD)) if _openmp(lib) else 1
+    updated = lib.fastrq_training_step(
+        x.data_ptr(), n, threads, dim, codebooks.data_ptr(), cluster_size.data_ptr(), embed_sum.data_ptr(),
+        rng_state.data_ptr(), num_levels, num_codes, sizes.data_ptr(), kpad, _code_tile(dim), num_active,
+        None if levels is None else levels.data_ptr(), prepared.data_ptr(), codes.data_ptr(), quantized.data_ptr(),
+        commit.data_ptr(), sqerr.data_ptr(), counts.data_ptr(), sums.data_ptr(), float(decay), float(eps),
+        float(dead_code_threshold), stream, None if valid_rows is None else valid_rows.data_ptr(),
+        None if cands is None else cands.data_ptr(),
+    )
+    return quantized, codes, sqerr, commit, counts, sums, bool(updated)
+
+
+def level_statistics(level_sqerr: torch.Tensor, counts: torch.Tensor, cluster_size: torch.Tensor,
+                     level_sizes: list[int], numel: float, threshold: float) -> torch.Tensor:
+    """``[4, L]`` float32: per level the mse (``level_sqerr / numel``), usage (fraction of its K_l codes counted),
+    perplexity of the counts and dead codes (stored cluster sizes below ``threshold``; a shared codebook's
+    ``cluster_size`` is ``[1, K]``), from level_sqerr ``[L]``, counts ``[L, K]`` and cluster_size ``[S, K]``
+    (contiguous float32 CPU tensors; the library builds here)."""
+    num_levels, num_codes = counts.shape
+    out = torch.empty(4, num_levels, dtype=torch.float32)
+    sizes = _int_tensor(tuple(level_sizes))
+    library().fastrq_level_statistics(
+        level_sqerr.data_ptr(), counts.data_ptr(), cluster_size.data_ptr(), num_levels, cluster_size.shape[0],
+        num_codes, sizes.data_ptr(), float(numel), float(threshold), out.data_ptr(),
+    )
+    return out
 
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -121,9 +121,41 @@ static void centring_shift(const float *restrict book, int64_t size, int64_t dim
     }
 }
 
+/* The 16 x 16 transpose of r[i][j] in place, in four rounds that swap the off-diagonal blocks of 1, 2, 4 and 8
+ * (two two-source shuffles per pair of rows a round). */
+static inline __attribute__((always_inline)) void transpose16(vf r[16]) {
+    static const vi low[4] = {
+        {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+        {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+        {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+        {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+    };
+    static const vi high[4] = {
+        {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31},
+        {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+        {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+        {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+    };
+#pragma GCC unroll 4
+    for (int round = 0; round < 4; round++) {
+        const int b = 1 << round;
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) {
+            if (i & b) continue;
+            vf a = r[i], c = r[i + b];
+            r[i] = __builtin_shuffle(a, c, low[round]);
+            r[i + b] = __builtin_shuffle(a, c, high[round]);
+        }
+    }
+}
+
 /* Per level l (K_l = level_sizes[l] codes): the shift mu[l][d], the centred transposed codes
  * bookt[l][d][k] = books[l][k][d] - mu[l][d] and half[l][k] = 1/2 |books[l][k] - mu[l]|^2 for k < K_l; for k in
- * [K_l, kpad) the codes are 0 and the half norms +inf (never chosen). */
+ * [K_l, kpad) the codes are 0 and the half norms +inf (never chosen). Half norms are summed over d in order
+ * 0..dim-1 for every code alike (identical rows, identical scores).
+ * From D = 16: blocks of 16 codes x 16 columns, loaded as rows, centred, transposed in registers and stored as
+ * columns (the column-by-column loop below read each code row once per d, from beyond the first cache level at
+ * D = 64: 0.9-4.6 ns an element). */
 void fastrq_prepare_books(const float *books, int64_t num_levels, int64_t num_codes, int64_t dim,
                           const int64_t *level_sizes, int64_t kpad, float *bookt, float *half, float *mu) {
     for (int64_t l = 0; l < num_levels; l++) {
@@ -132,23 +164,54 @@ void fastrq_prepare_books(const float *books, int64_t num_levels, int64_t num_co
         float *out = bookt + l * dim * kpad;
         float *shift = mu + l * dim;
         float *norm = half + l * kpad;
-        /* loops run along memory (row by row, and the transposed output d by d: a stride of kpad floats between
-         * stores thrashes the L1 cache's sets) */
         double total[MAX_DIM];
         float mean[MAX_DIM];
         centring_shift(book, size, dim, total, mean, shift);
-        /* half norms summed over d in order 0..dim-1 for every code alike (identical rows, identical scores) */
-        for (int64_t k = 0; k < kpad; k++) norm[k] = 0.0f;
-        for (int64_t d = 0; d < dim; d++) {
-            float *column = out + d * kpad;
-            for (int64_t k = 0; k < size; k++) {
-                float c = book[k * dim + d] - shift[d];
-                column[k] = c;
-                norm[k] += c * c;
+        if (dim < LANES) {
+            /* loops run along memory (row by row, and the transposed output d by d: a stride of kpad floats
+             * between stores thrashes the L1 cache's sets) */
+            for (int64_t k = 0; k < kpad; k++) norm[k] = 0.0f;
+            for (int64_t d = 0; d < dim; d++) {
+                float *column = out + d * kpad;
+                for (int64_t k = 0; k < size; k++) {
+                    float c = book[k * dim + d] - shift[d];
+                    column[k] = c;
+                    norm[k] += c * c;
+                }
+                for (int64_t k = size; k < kpad; k++) column[k] = 0.0f;
             }
-            for (int64_t k = size; k < kpad; k++) column[k] = 0.0f;
+            for (int64_t k = 0; k < kpad; k++) norm[k] = k < size ? 0.5f * norm[k] : INFINITY;
+            continue;
         }
-        for (int64_t k = 0; k < kpad; k++) norm[k] = k < size ? 0.5f * norm[k] : INFINITY;
+        const int64_t whole = dim / LANES * LANES;
+        for (int64_t k0 = 0; k0 < kpad; k0 += LANES) {
+            const int64_t count = size - k0 >= LANES ? LANES : (size > k0 ? size - k0 : 0);
+            vf acc = {0};
+            for (int64_t d0 = 0; d0 < whole; d0 += LANES) {
+                vf block[LANES], centre;
+                memcpy(&centre, shift + d0, sizeof(centre));
+                for (int64_t j = 0; j < LANES; j++) {
+                    vf row = {0};
+                    if (j < count) {
+                        memcpy(&row, book + (k0 + j) * dim + d0, sizeof(row));
+                        row -= centre;
+                    }
+                    block[j] = row;
+                }
+                transpose16(block);
+                for (int64_t i = 0; i < LANES; i++) {
+                    memcpy(out + (d0 + i) * kpad + k0, &block[i], sizeof(vf));
+                    acc += block[i] * block[i];
+                }
+            }
+            for (int64_t d = whole; d < dim; d++) {
+                vf c = {0};
+                for (int64_t j = 0; j < count; j++) c[j] = book[(k0 + j) * dim + d] - shift[d];
+                memcpy(out + d * kpad + k0, &c, sizeof(c));
+                acc += c * c;
+            }
+            for (int64_t j = 0; j < LANES; j++) norm[k0 + j] = j < count ? 0.5f * acc[j] : INFINITY;
+        }
     }
 }
 

@@ -14,8 +14,9 @@ library on torch's own OpenMP team, whose threads are awake right after any torc
 (``PYTHON_PAIRS_PER_THREAD``). The GEMM path's walk takes one thread per ``WALK_ELEMENTS_PER_THREAD`` row elements
 (OpenMP only); its results do not depend on the count.
 
-Buffers: outputs are fresh tensors; scratch and the statistics come from :mod:`fastrq.ops.recycled`, which reuses
-them only inside a quantizer module's own training step.
+Buffers: outputs are fresh tensors; the statistics come from :mod:`fastrq.ops.recycled`, which reuses them only
+inside a quantizer module's own training step; scratch that lives only inside one native call (prepared codebooks,
+restart candidates) from one buffer per thread (:func:`_call_scratch`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ PYTHON_PAIRS_PER_THREAD = 1 << 22  # without OpenMP: a Python thread pool
 
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+# Scratch that lives only inside one native call (prepared codebooks, restart candidates) comes from one buffer per
+# thread, grown as needed and kept up to this size: a fresh tensor cost 2-4 us a call here (2026-12-02), a fixed
+# cost that small calls pay in full.
+CALL_SCRATCH_MAX_BYTES = 16 << 20
+_CALL_SCRATCH = threading.local()
 
 
 def available(x: torch.Tensor, dim: int, num_codes: int) -> bool:
@@ -90,6 +96,24 @@ def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
         return _POOL
 
 
+def _call_scratch(*sizes: int) -> tuple[torch.Tensor, list[int]]:
+    """(buffer, addresses): scratch regions of ``sizes`` 4-byte elements each, 64-byte aligned, for the duration
+    of one native call on this thread (the buffer must stay referenced until the call returns)."""
+    padded = [-(-size // LANES) * LANES for size in sizes]
+    total = sum(padded) + LANES  # + one vector of slack for the alignment
+    buffer = getattr(_CALL_SCRATCH, "buffer", None)
+    if buffer is None or buffer.numel() < total:
+        buffer = torch.empty(total, dtype=torch.float32)
+        if total * 4 <= CALL_SCRATCH_MAX_BYTES:
+            _CALL_SCRATCH.buffer = buffer
+    address = -(-buffer.data_ptr() // 64) * 64
+    addresses = []
+    for size in padded:
+        addresses.append(address)
+        address += size * 4
+    return buffer, addresses
+
+
 def _code_tile(dim: int) -> int:
     """Codes per tile of the fused search at width ``dim``: about ``CODE_TILE_BYTES`` of the transposed codebook, a
     multiple of two SIMD blocks."""
@@ -102,9 +126,7 @@ def _prepared_books(lib, books: torch.Tensor, num_active: int, sizes: tuple[int,
     ``[A, kpad]`` and shifts ``[A, D]``, and (scratch, kpad, their three addresses)."""
     num_codes, dim = books.shape[1], books.shape[2]
     kpad = -(-num_codes // LANES) * LANES
-    scratch = recycled.empty((num_active * (dim * kpad + kpad + dim),))  # a module step's workspace: no page faults
-    base, step = scratch.data_ptr(), scratch.element_size()
-    bookt, half, mu = base, base + num_active * dim * kpad * step, base + num_active * (dim + 1) * kpad * step
+    scratch, (bookt, half, mu) = _call_scratch(num_active * dim * kpad, num_active * kpad, num_active * dim)
     lib.fastrq_prepare_books(books.data_ptr(), num_active, num_codes, dim, _int_tensor(sizes).data_ptr(), kpad, bookt,
                              half, mu)
     return scratch, kpad, bookt, half, mu
@@ -195,7 +217,11 @@ def training_step_(
     num_levels, num_codes, _ = codebooks.shape
     x = x.contiguous()
     kpad = -(-num_codes // LANES) * LANES
-    prepared = recycled.empty((num_active * (dim * kpad + kpad + dim),))
+    restart = dead_code_threshold > 0
+    # the prepared codebooks; with restarts the candidates [L, K, D] and the valid rows int64 [max(N, 1)]
+    sizes_of = [num_active * (dim * kpad + kpad + dim)] + ([num_levels * num_codes * dim, 2 * max(n, 1)] if restart else [])
+    scratch, (prepared, *restart_scratch) = _call_scratch(*sizes_of)
+    cands, valid_rows = restart_scratch if restart else (None, None)
     codes = torch.empty(n, num_levels, dtype=torch.long)
     if num_active < num_levels:
         codes[:, num_active:] = -1
@@ -204,19 +230,15 @@ def training_step_(
     sqerr = torch.empty(num_levels, dtype=torch.float32)
     counts = recycled.empty((num_levels, num_codes))  # zeroed by the kernel
     sums = recycled.empty((num_levels, num_codes, dim))
-    restart = dead_code_threshold > 0
-    valid_rows = recycled.empty((max(n, 1),), torch.int64) if restart else None
-    cands = recycled.empty((num_levels, num_codes, dim)) if restart else None
     levels = None if row_levels is None else row_levels.to(torch.int64).contiguous()
     sizes = _int_tensor(tuple(level_sizes))
     threads = max(1, min(torch.get_num_threads(), n * num_codes * num_active // PAIRS_PER_THREAD)) if _openmp(lib) else 1
     updated = lib.fastrq_training_step(
         x.data_ptr(), n, threads, dim, codebooks.data_ptr(), cluster_size.data_ptr(), embed_sum.data_ptr(),
         rng_state.data_ptr(), num_levels, num_codes, sizes.data_ptr(), kpad, _code_tile(dim), num_active,
-        None if levels is None else levels.data_ptr(), prepared.data_ptr(), codes.data_ptr(), quantized.data_ptr(),
+        None if levels is None else levels.data_ptr(), prepared, codes.data_ptr(), quantized.data_ptr(),
         commit.data_ptr(), sqerr.data_ptr(), counts.data_ptr(), sums.data_ptr(), float(decay), float(eps),
-        float(dead_code_threshold), stream, None if valid_rows is None else valid_rows.data_ptr(),
-        None if cands is None else cands.data_ptr(),
+        float(dead_code_threshold), stream, valid_rows, cands,
     )
     return quantized, codes, sqerr, commit, counts, sums, bool(updated)
 
@@ -246,12 +268,12 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
     n, dim = x.shape
     num_codes = codebook.shape[0]
     kpad = -(-num_codes // LANES) * LANES
-    scratch = recycled.empty((kpad * (dim + 1) + dim,))
+    scratch, (prepared,) = _call_scratch(kpad * (dim + 1) + dim)
     codes = torch.empty(n, dtype=torch.long)
     sqdist = torch.empty(n, dtype=torch.float32)
     threads = max(1, min(torch.get_num_threads(), n * num_codes // PAIRS_PER_THREAD)) if _openmp(lib) else 1
     lib.fastrq_nearest_code(x.data_ptr(), n, threads, dim, codebook.data_ptr(), num_codes, kpad, _code_tile(dim),
-                            scratch.data_ptr(), codes.data_ptr(), sqdist.data_ptr())
+                            prepared, codes.data_ptr(), sqdist.data_ptr())
     return codes, sqdist
 
 

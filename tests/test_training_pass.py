@@ -156,18 +156,26 @@ def test_native_ema_step_equals_the_torch_one(levels, k, d, decay, ragged, seed)
 
 @pytest.mark.parametrize("pool", ["openmp", "python"])
 @pytest.mark.parametrize("threads", [2, 3])
-def test_native_kernel_row_chunks_on_threads_match_one_call(monkeypatch, pool, threads):
+@pytest.mark.parametrize("n", [1001, 9000])
+def test_native_kernel_row_chunks_on_threads_match_one_call(monkeypatch, pool, threads, n):
     """Large calls split rows across threads (torch's OpenMP team inside the library, or a Python thread pool where
-    it is built without OpenMP): the result must be bitwise the one-call result (the statistics run in one
-    sequential pass either way)."""
+    it is built without OpenMP): the result must be bitwise the one-thread result. The statistics are summed over
+    runs of rows that the shape alone fixes (one run at N = 1,001, four at 9,000), so they too; and they are the
+    float64 walk's to rounding."""
     from fastrq.kernels.cpu import build, launch
 
     gen = torch.Generator().manual_seed(0)
-    x, codebooks = torch.randn(1001, 5, generator=gen), torch.randn(3, 40, 5, generator=gen)
-    row_levels = torch.randint(0, 4, (1001,), generator=gen)
+    x, codebooks = torch.randn(n, 5, generator=gen), torch.randn(3, 40, 5, generator=gen)
+    row_levels = torch.randint(0, 4, (n,), generator=gen)
     with backend_env("torch-native"):
-        one = launch.residual_pass(x, codebooks, [40, 30, 20], 3, row_levels, True)
         lib = build.library()
+        assert lib.fastrq_statistics_chunks(n, 40) == (1 if n < 4096 else 4)
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            one = launch.residual_pass(x, codebooks, [40, 30, 20], 3, row_levels, True)
+        finally:
+            torch.set_num_threads(before)
         if pool == "python":
             monkeypatch.setattr(lib, "fastrq_openmp", lambda: 0)
         elif not lib.fastrq_openmp():
@@ -182,6 +190,11 @@ def test_native_kernel_row_chunks_on_threads_match_one_call(monkeypatch, pool, t
             torch.set_num_threads(before)
     for a, b in zip(one, split):
         assert torch.equal(a, b)
+    _, codes, sqerr, _, counts, sums = one
+    want = training.walk_given_codes(x.double(), codebooks.double(), codes, 3, row_levels, "reference")
+    assert torch.equal(counts.double(), want[4])
+    torch.testing.assert_close(sums.double(), want[5], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(sqerr.double(), want[2], rtol=1e-5, atol=0)
 
 def test_the_portable_search_kernel_matches_the_avx512_one():
     """rq_cpu.c keeps each lane's running minimum and merges the lanes with AVX-512F instructions where the compiler

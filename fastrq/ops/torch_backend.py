@@ -366,7 +366,8 @@ def quantize_for_training(
     x ``[N, D]``; codebooks ``[L, K, D]``, level l using its first ``level_sizes[l]`` rows; levels ≥ ``num_active``
     skipped, and for row n also levels ≥ ``row_levels[n]`` (0: the row takes no part). Returns ``(quantized [N, D],
     codes int64 [N, L] (−1 where skipped), level_sqerr [L], commit_dir [N, D], counts [L, K], sums [L, K, D])``.
-    Deterministic: every sum is accumulated in row order.
+    Deterministic and independent of the thread count: every sum is accumulated in row order (the native kernel: in
+    runs of rows fixed by the shape, added in run order).
     """
     return _residual_pass(x, codebooks, level_sizes, num_active, row_levels, training=True)
 

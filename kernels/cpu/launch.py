@@ -218,9 +218,12 @@ def training_step_(
     x = x.contiguous()
     kpad = -(-num_codes // LANES) * LANES
     restart = dead_code_threshold > 0
-    # the prepared codebooks; with restarts the candidates [L, K, D] and the valid rows int64 [max(N, 1)]
-    sizes_of = [num_active * (dim * kpad + kpad + dim)] + ([num_levels * num_codes * dim, 2 * max(n, 1)] if restart else [])
-    scratch, (prepared, *restart_scratch) = _call_scratch(*sizes_of)
+    # the prepared codebooks, the statistics' tables; with restarts the candidates [L, K, D] and the valid rows
+    # int64 [max(N, 1)]
+    sizes_of = [num_active * (dim * kpad + kpad + dim), _statistics_scratch(lib, n, num_levels, num_codes, dim)]
+    if restart:
+        sizes_of += [num_levels * num_codes * dim, 2 * max(n, 1)]
+    scratch, (prepared, tables, *restart_scratch) = _call_scratch(*sizes_of)
     cands, valid_rows = restart_scratch if restart else (None, None)
     codes = torch.empty(n, num_levels, dtype=torch.long)
     if num_active < num_levels:
@@ -238,7 +241,7 @@ def training_step_(
         rng_state.data_ptr(), num_levels, num_codes, sizes.data_ptr(), kpad, _code_tile(dim), num_active,
         None if levels is None else levels.data_ptr(), prepared, codes.data_ptr(), quantized.data_ptr(),
         commit.data_ptr(), sqerr.data_ptr(), counts.data_ptr(), sums.data_ptr(), float(decay), float(eps),
-        float(dead_code_threshold), stream, valid_rows, cands,
+        float(dead_code_threshold), stream, valid_rows, cands, tables,
     )
     return quantized, codes, sqerr, commit, counts, sums, bool(updated)
 
@@ -277,17 +280,25 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
     return codes, sqdist
 
 
+def _statistics_scratch(lib, n: int, num_levels: int, num_codes: int, dim: int) -> int:
+    """Floats of scratch that ``fastrq_statistics`` needs: one [L, K] + [L, K, D] table per run of rows after the
+    first (rq_cpu.c's ``fastrq_statistics_chunks``, a function of the shape alone)."""
+    return (lib.fastrq_statistics_chunks(n, num_codes) - 1) * num_levels * num_codes * (dim + 1)
+
+
 def _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training):
-    """The walk's outputs, and with ``training`` its reductions (one sequential pass in row order)."""
+    """The walk's outputs, and with ``training`` its reductions (runs of rows fixed by the shape, in row order)."""
     n, dim = x.shape
     if not training:
         return quantized, codes
     sqerr = torch.empty(num_levels, dtype=torch.float32)
     counts = recycled.empty((num_levels, num_codes))  # zeroed by the kernel
     sums = recycled.empty((num_levels, num_codes, dim))
+    scratch, (tables,) = _call_scratch(_statistics_scratch(lib, n, num_levels, num_codes, dim))
+    threads = torch.get_num_threads() if _openmp(lib) else 1
     lib.fastrq_statistics(
-        x.data_ptr(), n, dim, books.data_ptr(), num_levels, num_codes, num_active, codes.data_ptr(),
-        sqerr.data_ptr(), counts.data_ptr(), sums.data_ptr(),
+        x.data_ptr(), n, threads, dim, books.data_ptr(), num_levels, num_codes, num_active, codes.data_ptr(),
+        sqerr.data_ptr(), counts.data_ptr(), sums.data_ptr(), tables,
     )
     return quantized, codes, sqerr, commit, counts, sums
 

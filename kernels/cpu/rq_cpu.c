@@ -30,8 +30,9 @@
  * thread. Built with -fopenmp, this library links libgomp.so.1 by soname, so inside a PyTorch process it shares
  * torch's own OpenMP runtime and thread team: the threads a torch op just used (and that spin for a while after it)
  * run the search, instead of competing with it for the cores. Without OpenMP the caller splits rows across Python
- * threads (each ctypes call releases the GIL). The reductions (EMA statistics, per-level errors) run in one
- * sequential pass in row order, so every result is deterministic and independent of the thread count.
+ * threads (each ctypes call releases the GIL). The reductions (EMA statistics, per-level errors) run over runs of
+ * rows whose number depends on the shape alone, each in row order, added in run order, so every result is
+ * deterministic and independent of the thread count.
  * Written with GCC/Clang vector extensions (compiled with -march=native: AVX-512 where the CPU has it, else
  * AVX2 / SSE / NEON); a few intrinsics, each with a portable form beside it: the lanes' running minimum and their
  * merge (AVX-512F; tests/test_training_pass.py builds the library without AVX-512 to check that the forms agree)
@@ -479,12 +480,9 @@ void fastrq_nearest_code(const float *x, int64_t n, int64_t threads, int64_t dim
                                 codes, NULL, NULL, sqdist);
 }
 
-/* The reductions of the walk, in one sequential pass in row order (deterministic): per level l the squared error
- * left sqerr[l] = sum_n |r_{l+1,n}|^2 (accumulated in double; each row's |r|^2 over whole chunks of 8 columns in 8
- * partial sums, d mod 8, added as a fixed tree, then the remaining columns in order), the counts [L, K] and the sums
- * [L, K, dim] of r_l per code, over the (row, level) pairs with codes >= 0 (counts and sums are zeroed here first).
- * Written in 8-wide vectors: the scalar loop (the compiler could not rule out that sums aliases the rows) with one
- * dependent chain of dim double additions took 55 ns a row and level at D = 64 (perf, 2026-12-02). */
+/* One row and level of the walk's reductions (fastrq_statistics): sum += r, r -= e, and |r|^2 returned. Written in
+ * 8-wide vectors: the scalar loop (the compiler could not rule out that sums aliases the rows) with one dependent
+ * chain of dim double additions took 55 ns a row and level at D = 64 (perf, 2026-12-02). */
 static inline __attribute__((always_inline)) double walk_row_statistics(float *restrict r, float *restrict sum,
                                                                         const float *restrict e, int64_t dim) {
     vd acc = {0.0};
@@ -510,10 +508,12 @@ static inline __attribute__((always_inline)) double walk_row_statistics(float *r
     return err;
 }
 
+/* The statistics of rows [0, n) of x (and their codes) into sqerr_out (double [num_levels]), counts and sums,
+ * which it zeroes first (the errors summed in a local array: runs on other threads write next to sqerr_out). */
 static inline __attribute__((always_inline)) void statistics(const float *x, int64_t n, int64_t dim,
                                                              const float *books, int64_t num_levels,
                                                              int64_t num_codes, int64_t num_active,
-                                                             const int64_t *codes, float *sqerr_out, float *counts,
+                                                             const int64_t *codes, double *sqerr_out, float *counts,
                                                              float *sums) {
     double sqerr[num_levels > 0 ? num_levels : 1];
     for (int64_t l = 0; l < num_levels; l++) sqerr[l] = 0.0;
@@ -531,15 +531,67 @@ static inline __attribute__((always_inline)) void statistics(const float *x, int
             sqerr[l] += walk_row_statistics(r, sum, e, dim);
         }
     }
-    for (int64_t l = 0; l < num_levels; l++) sqerr_out[l] = (float)sqerr[l];
+    for (int64_t l = 0; l < num_levels; l++) sqerr_out[l] = sqerr[l];
 }
 
-void fastrq_statistics(const float *x, int64_t n, int64_t dim, const float *books, int64_t num_levels,
-                       int64_t num_codes, int64_t num_active, const int64_t *codes, float *sqerr_out, float *counts,
-                       float *sums) {
-#define STATS(D) statistics(x, n, D, books, num_levels, num_codes, num_active, codes, sqerr_out, counts, sums)
-    WITH_CONSTANT_DIM(dim, STATS);
+/* Rows per chunk of the statistics, at least (and at least 4 K: each chunk beyond the first costs a merge of its
+ * [L, K, D] sums). */
+#define STATISTICS_CHUNK_ROWS 2048
+#define STATISTICS_MAX_CHUNKS 4
+
+/* How many chunks of rows fastrq_statistics sums separately: a function of the shape only, never of the thread
+ * count, so the results are the same on any number of threads. */
+int64_t fastrq_statistics_chunks(int64_t n, int64_t num_codes) {
+    const int64_t rows = 4 * num_codes > STATISTICS_CHUNK_ROWS ? 4 * num_codes : STATISTICS_CHUNK_ROWS;
+    int64_t chunks = n / rows;
+    if (chunks < 1) chunks = 1;
+    return chunks > STATISTICS_MAX_CHUNKS ? STATISTICS_MAX_CHUNKS : chunks;
+}
+
+/* The reductions of the walk (deterministic, whatever the thread count): per level l the squared error left
+ * sqerr[l] = sum_n |r_{l+1,n}|^2 (in double; each row's |r|^2 over whole chunks of 8 columns in 8 partial sums,
+ * d mod 8, added as a fixed tree, then the remaining columns in order), the counts [L, K] and the sums [L, K, dim]
+ * of r_l per code, over the (row, level) pairs with codes >= 0. The rows are cut into fastrq_statistics_chunks
+ * equal runs, each summed in row order (on up to `threads` OpenMP threads), then the runs' sums added in run
+ * order: 0.57-0.73x the time of the single pass on 2 threads at N = 4,096-65,536 (D = 4-64, 2026-12-02; 1.0-1.1x on
+ * one thread; a first version, whose runs summed their errors into adjacent doubles, shared that cache line and
+ * gained nothing). scratch: (chunks - 1) * num_levels * num_codes * (dim + 1) floats for the runs after the first. */
+void fastrq_statistics(const float *x, int64_t n, int64_t threads, int64_t dim, const float *books,
+                       int64_t num_levels, int64_t num_codes, int64_t num_active, const int64_t *codes,
+                       float *sqerr_out, float *counts, float *sums, float *scratch) {
+    const int64_t chunks = fastrq_statistics_chunks(n, num_codes);
+    const int64_t levels = num_levels > 0 ? num_levels : 1, table = num_levels * num_codes;
+    double errors[STATISTICS_MAX_CHUNKS][levels];
+    if (threads < 1) threads = 1;
+    if (chunks == 1) { /* no parallel region at all: entering one, even an empty one, costs about a microsecond */
+#define STATS(D) statistics(x, n, D, books, num_levels, num_codes, num_active, codes, errors[0], counts, sums)
+        WITH_CONSTANT_DIM(dim, STATS);
 #undef STATS
+        for (int64_t l = 0; l < num_levels; l++) sqerr_out[l] = (float)errors[0][l];
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)threads) schedule(static, 1) if (threads > 1)
+#endif
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t r0 = n * c / chunks, r1 = n * (c + 1) / chunks;
+        float *chunk_counts = c == 0 ? counts : scratch + (c - 1) * table * (dim + 1);
+        float *chunk_sums = c == 0 ? sums : chunk_counts + table;
+#define STATS(D) statistics(x + r0 * (D), r1 - r0, D, books, num_levels, num_codes, num_active, codes + r0 * num_levels, \
+                            errors[c], chunk_counts, chunk_sums)
+        WITH_CONSTANT_DIM(dim, STATS);
+#undef STATS
+    }
+    for (int64_t c = 1; c < chunks; c++) { /* elementwise, in run order */
+        const float *chunk_counts = scratch + (c - 1) * table * (dim + 1), *chunk_sums = chunk_counts + table;
+        for (int64_t i = 0; i < table; i++) counts[i] += chunk_counts[i];
+        for (int64_t i = 0; i < table * dim; i++) sums[i] += chunk_sums[i];
+    }
+    for (int64_t l = 0; l < num_levels; l++) {
+        double total = 0.0;
+        for (int64_t c = 0; c < chunks; c++) total += errors[c][l];
+        sqerr_out[l] = (float)total;
+    }
 }
 
 /* The EMA codebook step of every stored codebook s < num_stored with active[s] != 0 (fastrq.ops.ema_step):
@@ -1066,20 +1118,23 @@ void fastrq_restart_dead(float *codebooks, float *cluster_size, float *embed_sum
  * as codebook_update_ does). The same calls in the same order as the tensor-op path's native
  * pieces, so the state is bitwise what that path gives; its Python between them (about 150 us a step at N = 1,024,
  * 2026-12-02) is what this saves. prepared: num_active * (dim * kpad + kpad + dim) floats of scratch; valid_rows
- * [max(n, 1)] and cands [L, K, dim] scratch for the restart (unused without it). Returns 1 when the state was
+ * [max(n, 1)] and cands [L, K, dim] scratch for the restart (unused without it); statistics_scratch: that of
+ * fastrq_statistics. Returns 1 when the state was
  * updated, 0 when the step was skipped (non-finite input). */
 int64_t fastrq_training_step(const float *x, int64_t n, int64_t threads, int64_t dim, float *codebooks,
                              float *cluster_size, float *embed_sum, int64_t *rng_state, int64_t num_levels,
                              int64_t num_codes, const int64_t *level_sizes, int64_t kpad, int64_t tile,
                              int64_t num_active, const int64_t *row_levels, float *prepared, int64_t *codes,
                              float *quantized, float *commit, float *sqerr, float *counts, float *sums, double decay,
-                             double eps, double threshold, int64_t stream, int64_t *valid_rows, float *cands) {
+                             double eps, double threshold, int64_t stream, int64_t *valid_rows, float *cands,
+                             float *statistics_scratch) {
     float *bookt = prepared, *half = prepared + num_active * dim * kpad;
     float *mu = half + num_active * kpad;
     fastrq_prepare_books(codebooks, num_active, num_codes, dim, level_sizes, kpad, bookt, half, mu);
     fastrq_search_walk_parallel(x, n, threads, dim, codebooks, bookt, half, mu, num_levels, num_codes, kpad, tile,
                                 num_active, row_levels, codes, quantized, commit, NULL);
-    fastrq_statistics(x, n, dim, codebooks, num_levels, num_codes, num_active, codes, sqerr, counts, sums);
+    fastrq_statistics(x, n, threads, dim, codebooks, num_levels, num_codes, num_active, codes, sqerr, counts, sums,
+                      statistics_scratch);
     int64_t finite = 1;
     for (int64_t l = 0; l < num_levels; l++)
         if (!isfinite(sqerr[l])) finite = 0;

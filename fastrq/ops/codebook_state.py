@@ -28,7 +28,9 @@ from .backends import resolve_backend
 from .counter_random import hash_uniform_float, hash_uniform_int
 from .distributed import all_reduce_sum_, rank_and_world
 
-__all__ = ["kmeans_init_", "kmeans_plus_plus_seeds", "codebook_update_", "advance_step_", "renormalize_", "DEAD_STATS_FLOOR"]
+__all__ = [
+    "kmeans_init_", "kmeans_plus_plus_seeds", "codebook_update_", "advance_step_", "renormalize_", "DEAD_STATS_FLOOR",
+]
 
 # Codes whose EMA cluster size is below this count as dead in the statistics when no restart threshold is set
 # (fewer than one assignment per batch on average over the EMA window).
@@ -292,15 +294,12 @@ def _levels_kept(ok, level_active, device: torch.device):
 
 
 def _select(keep_new, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """``new`` where ``keep_new`` else ``old``: keep_new is a Python bool (decided on the host, no tensor op), a
-    list of bools or a bool tensor, broadcast from the left over new's trailing dimensions (a tensor: decided on the
-    device, no host sync)."""
+    """``new`` where ``keep_new`` else ``old``: keep_new is a Python bool (decided on the host, no tensor op) or a
+    bool tensor broadcast from the left over new's trailing dimensions (decided on the device, no host sync)."""
     if keep_new is True:
         return new
     if keep_new is False:
         return old
-    if isinstance(keep_new, list):
-        keep_new = torch.tensor(keep_new, device=new.device)
     return torch.where(keep_new.reshape(keep_new.shape + (1,) * (new.dim() - keep_new.dim())), new, old)
 
 
@@ -394,6 +393,8 @@ def codebook_update_(
     sizes = level_sizes[:num_stored]
     uniform = all(k == num_codes for k in sizes)
     in_place = ema and not isinstance(stored_active, torch.Tensor) and cpu_kernels.can_update(codebooks, cluster_size, embed_sum)
+    if isinstance(stored_active, list) and not in_place:  # the tensor-op path selects on the device: one tensor
+        stored_active = torch.tensor(stored_active, device=cluster_size.device)
     if in_place:  # the native EMA step, in place (the host knows which levels update)
         active_mask = [stored_active] * num_stored if isinstance(stored_active, bool) else stored_active
         cpu_kernels.ema_update_(codebooks.detach(), cluster_size, embed_sum, g_counts, g_sums, sizes, active_mask, decay, eps)

@@ -16,7 +16,7 @@ library on torch's own OpenMP team, whose threads are awake right after any torc
 
 Buffers: outputs are fresh tensors; the statistics come from :mod:`fastrq.ops.recycled`, which reuses them only
 inside a quantizer module's own training step; scratch that lives only inside one native call (prepared codebooks,
-restart candidates) from one buffer per thread (:func:`_call_scratch`).
+the statistics' run tables, restart candidates) from one buffer per thread (:func:`_call_scratch`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from fastrq.ops import recycled
 from .build import library, loaded_library
 
 __all__ = [
-    "available", "residual_pass", "training_step_available", "training_step_", "level_statistics", "nearest_code", "can_update", "ema_update_",
+    "available", "residual_pass", "training_step_available", "training_step_", "level_statistics", "nearest_code",
+    "can_update", "ema_update_",
     "certified_available", "certified_codes", "certified_rows", "certified_select",
     "walk_available", "walk_level", "prepare_centred", "hashes_available", "row_hashes", "repeated_hashes",
     "hash_uniform_int", "restart_available", "dead_code_candidates", "restart_dead_", "MAX_DIM", "SMALL_DIM",
@@ -60,9 +61,9 @@ PYTHON_PAIRS_PER_THREAD = 1 << 22  # without OpenMP: a Python thread pool
 
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
-# Scratch that lives only inside one native call (prepared codebooks, restart candidates) comes from one buffer per
-# thread, grown as needed and kept up to this size: a fresh tensor cost 2-4 us a call here (2026-12-02), a fixed
-# cost that small calls pay in full.
+# Scratch that lives only inside one native call (prepared codebooks, the statistics' tables of their runs after
+# the first, restart candidates) comes from one buffer per thread, grown as needed and kept up to this size: a
+# fresh tensor cost 2-4 us a call here (2026-12-02), a fixed cost that small calls pay in full.
 CALL_SCRATCH_MAX_BYTES = 16 << 20
 _CALL_SCRATCH = threading.local()
 

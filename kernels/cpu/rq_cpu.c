@@ -534,6 +534,16 @@ static inline __attribute__((always_inline)) void statistics(const float *x, int
     for (int64_t l = 0; l < num_levels; l++) sqerr_out[l] = sqerr[l];
 }
 
+/* statistics() of rows [r0, r1) at the compiled widths. */
+static void statistics_run(const float *x, int64_t r0, int64_t r1, int64_t dim, const float *books,
+                           int64_t num_levels, int64_t num_codes, int64_t num_active, const int64_t *codes,
+                           double *sqerr, float *counts, float *sums) {
+#define STATS(D) statistics(x + r0 * (D), r1 - r0, D, books, num_levels, num_codes, num_active, \
+                            codes + r0 * num_levels, sqerr, counts, sums)
+    WITH_CONSTANT_DIM(dim, STATS);
+#undef STATS
+}
+
 /* Rows per chunk of the statistics, at least (and at least 4 K: each chunk beyond the first costs a merge of its
  * [L, K, D] sums). */
 #define STATISTICS_CHUNK_ROWS 2048
@@ -562,30 +572,24 @@ void fastrq_statistics(const float *x, int64_t n, int64_t threads, int64_t dim, 
     const int64_t chunks = fastrq_statistics_chunks(n, num_codes);
     const int64_t levels = num_levels > 0 ? num_levels : 1, table = num_levels * num_codes;
     double errors[STATISTICS_MAX_CHUNKS][levels];
-    if (threads < 1) threads = 1;
     if (chunks == 1) { /* no parallel region at all: entering one, even an empty one, costs about a microsecond */
-#define STATS(D) statistics(x, n, D, books, num_levels, num_codes, num_active, codes, errors[0], counts, sums)
-        WITH_CONSTANT_DIM(dim, STATS);
-#undef STATS
-        for (int64_t l = 0; l < num_levels; l++) sqerr_out[l] = (float)errors[0][l];
-        return;
-    }
+        statistics_run(x, 0, n, dim, books, num_levels, num_codes, num_active, codes, errors[0], counts, sums);
+    } else {
+        if (threads < 1) threads = 1;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads((int)threads) schedule(static, 1) if (threads > 1)
 #endif
-    for (int64_t c = 0; c < chunks; c++) {
-        const int64_t r0 = n * c / chunks, r1 = n * (c + 1) / chunks;
-        float *chunk_counts = c == 0 ? counts : scratch + (c - 1) * table * (dim + 1);
-        float *chunk_sums = c == 0 ? sums : chunk_counts + table;
-#define STATS(D) statistics(x + r0 * (D), r1 - r0, D, books, num_levels, num_codes, num_active, codes + r0 * num_levels, \
-                            errors[c], chunk_counts, chunk_sums)
-        WITH_CONSTANT_DIM(dim, STATS);
-#undef STATS
-    }
-    for (int64_t c = 1; c < chunks; c++) { /* elementwise, in run order */
-        const float *chunk_counts = scratch + (c - 1) * table * (dim + 1), *chunk_sums = chunk_counts + table;
-        for (int64_t i = 0; i < table; i++) counts[i] += chunk_counts[i];
-        for (int64_t i = 0; i < table * dim; i++) sums[i] += chunk_sums[i];
+        for (int64_t c = 0; c < chunks; c++) {
+            float *chunk_counts = c == 0 ? counts : scratch + (c - 1) * table * (dim + 1);
+            float *chunk_sums = c == 0 ? sums : chunk_counts + table;
+            statistics_run(x, n * c / chunks, n * (c + 1) / chunks, dim, books, num_levels, num_codes, num_active,
+                           codes, errors[c], chunk_counts, chunk_sums);
+        }
+        for (int64_t c = 1; c < chunks; c++) { /* elementwise, in run order */
+            const float *chunk_counts = scratch + (c - 1) * table * (dim + 1), *chunk_sums = chunk_counts + table;
+            for (int64_t i = 0; i < table; i++) counts[i] += chunk_counts[i];
+            for (int64_t i = 0; i < table * dim; i++) sums[i] += chunk_sums[i];
+        }
     }
     for (int64_t l = 0; l < num_levels; l++) {
         double total = 0.0;

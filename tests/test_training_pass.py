@@ -196,18 +196,37 @@ def test_native_kernel_row_chunks_on_threads_match_one_call(monkeypatch, pool, t
     torch.testing.assert_close(sums.double(), want[5], rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(sqerr.double(), want[2], rtol=1e-5, atol=0)
 
-def test_the_portable_search_kernel_matches_the_avx512_one():
-    """rq_cpu.c keeps each lane's running minimum and merges the lanes with AVX-512F instructions where the compiler
-    targets them, else with portable vector code: the library built without AVX-512 gives bitwise the same
-    outputs, on exact ties (twins in the same and in other lanes, every code equal), ragged levels, skipped levels,
-    rows holding NaN or inf, and random data, at the compiled widths and others, one pair of code blocks at a time
-    (D ≥ 16) and in code tiles (D = 64, K = 600)."""
+# Builds of rq_cpu.c whose search must agree bitwise with the default one: without AVX-512 (8 lanes, AVX2's running
+# minimum), the 16-lane layout without AVX-512 (portable minimum and merge), without AVX2 either (portable forms
+# of everything), and 4-row blocks.
+SEARCH_LAYOUTS = {
+    "no-avx512": ("-mno-avx512f",),
+    "16-lanes": ("-mno-avx512f", "-DLANES=16"),
+    "no-avx2": ("-mno-avx512f", "-mno-avx2"),
+    "4-rows": ("-DROWS=4",),
+}
+
+
+@pytest.mark.parametrize("layout", SEARCH_LAYOUTS)
+def test_every_search_layout_gives_the_default_outputs(layout):
+    """rq_cpu.c scores 16 codes a vector with AVX-512 and 8 otherwise, keeps each lane's running minimum with
+    AVX-512F or AVX2 instructions where the compiler targets them, else with portable vector code, and merges the
+    lanes with AVX-512F or a scan: every build gives bitwise the default build's outputs, on exact ties (twins in
+    the same and in other lanes, every code equal), ragged levels, skipped levels, rows holding NaN or inf, and
+    random data, at the compiled widths and others, one pair of code blocks at a time (D ≥ 16) and in code tiles
+    (D = 64, K = 600)."""
     from fastrq.kernels.cpu import build, launch
 
     with backend_env("torch-native"):
         default = build.library()
-    portable, reason = build.load_built(build._compiler(), build.VARIANT_FLAGS + build.OPENMP_FLAGS + ("-mno-avx512f",))
+    portable, reason = build.load_built(build._compiler(), build.VARIANT_FLAGS + build.OPENMP_FLAGS + SEARCH_LAYOUTS[layout])
     assert portable is not None, reason
+    if layout == "16-lanes":
+        assert portable.fastrq_lanes() == 16
+    elif layout == "4-rows":
+        assert portable.fastrq_rows() == 4
+    else:
+        assert portable.fastrq_lanes() == 8
     gen = torch.Generator().manual_seed(0)
     cases = []
     # D = 64, K = 600: a tiled level (more than CODE_TILE_BYTES of transposed codes)

@@ -42,6 +42,7 @@ _I = ctypes.c_int64
 _D = ctypes.c_double
 _SIGNATURES = {
     "fastrq_lanes": ([], ctypes.c_int),
+    "fastrq_rows": ([], ctypes.c_int),
     "fastrq_max_dim": ([], ctypes.c_int),
     "fastrq_prepare_books": ([_P, _I, _I, _I, _P, _I, _P, _P, _P], None),
     "fastrq_openmp": ([], ctypes.c_int),
@@ -70,6 +71,11 @@ _SIGNATURES = {
         [_P, _I, _I, _I, _I, _P, _P, _D, _D, _D, _P, _I, _P, _P, _I, _P, _P, _P, _I], None
     ),
 }
+
+
+# What the launchers (launch.LANES, launch.ROWS) pad codebooks and cut row runs to: multiples of every build's
+# lanes (16 with AVX-512, else 8) and rows a block (8).
+PAD_CODES, PAD_ROWS = 16, 8
 
 
 def _cache_dir() -> Path:
@@ -150,6 +156,9 @@ def load_built(compiler: str, flags: tuple[str, ...]) -> tuple[ctypes.CDLL | Non
     for name, (argtypes, restype) in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = argtypes, restype
+    if PAD_CODES % lib.fastrq_lanes() or PAD_ROWS % lib.fastrq_rows():
+        return None, (f"{target.name} scores {lib.fastrq_lanes()} codes of {lib.fastrq_rows()} rows at a time; the "
+                      f"launchers pad to multiples of {PAD_CODES} codes and {PAD_ROWS} rows")
     return lib, None
 
 

@@ -29,6 +29,7 @@ import torch
 
 from fastrq.ops import recycled
 
+from . import build
 from .build import library, loaded_library
 
 __all__ = [
@@ -47,8 +48,9 @@ MAX_DIM = 64
 # runs at any K (D = 32, K = 8,192: 0.82x the GEMM path's time at N = 6,272; D = 16: 0.95x).
 SMALL_DIM = 32
 WIDE_MAX_CODES = 1024
-LANES = 16
-ROWS = 8
+# Codebooks are padded to multiples of LANES codes and row runs cut at multiples of ROWS rows: multiples of the
+# library's own lanes and rows a block, checked where it loads (build.load_built).
+LANES, ROWS = build.PAD_CODES, build.PAD_ROWS
 # The fused search reads a level's transposed codebook in tiles of about this many bytes (rq_cpu.c's code tiles,
 # for GROUP_BLOCKS row blocks at a time) once it is larger: untiled, each row block of 8 rows read the whole of it,
 # and of every level, from beyond the first cache levels. Tiles of 32 KiB-1 MiB measured (2026-12-02, 2 threads,

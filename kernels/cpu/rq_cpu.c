@@ -19,8 +19,9 @@
  * updated with a strict <, so among exactly equal scores the smallest index wins without a duplicate-row table. NaN
  * scores never win: a row holding NaN keeps code 0.
  *
- * Layout: codes of a level are scored 16 at a time (LANES, one AVX-512 register) for ROWS rows at once (each
- * codebook load serves ROWS rows); lane j of code block b holds code 16b + j, and each lane keeps its own running
+ * Layout: codes of a level are scored LANES at a time (16 in one AVX-512 register, 8 in one AVX2 register) for ROWS
+ * rows at once (each codebook load serves ROWS rows); lane j of code block b holds code LANES b + j, and each lane
+ * keeps its own running
  * (min, argmin); the lanes are merged at the end of the level (min value, then the smallest index among equal ones),
  * or, when a large level is searched in code tiles (search_walk), at the end of each tile, the tiles then merged
  * with a strict < in increasing order. Codes at or beyond a level's size are +inf in the transposed codebook and
@@ -34,24 +35,43 @@
  * rows whose number depends on the shape alone, each in row order, added in run order, so every result is
  * deterministic and independent of the thread count.
  * Written with GCC/Clang vector extensions (compiled with -march=native: AVX-512 where the CPU has it, else
- * AVX2 / SSE / NEON); a few intrinsics, each with a portable form beside it: the lanes' running minimum and their
- * merge (AVX-512F; tests/test_training_pass.py builds the library without AVX-512 to check that the forms agree)
- * and the certified selection's compare-to-mask (AVX-512BW; tests/test_certified.py does the same).
+ * AVX2 / SSE / NEON); a few intrinsics, each with a portable form beside it: the lanes' running minimum (AVX-512F,
+ * AVX2) and their merge (AVX-512F; tests/test_training_pass.py builds the library without AVX-512, without AVX2 and
+ * with the other lane count to check that the forms agree) and the certified selection's compare-to-mask
+ * (AVX-512BW; tests/test_certified.py does the same).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+/* LANES floats a vector: one AVX-512 register where the CPU has AVX-512F, else one AVX2 register (two SSE / NEON
+ * registers); ROWS rows a block (each codebook load serves ROWS rows). The 16-lane layout compiled for AVX2 (pairs
+ * of registers, 16 of them in all) spilled its running minima and ran 2.5-10x slower than PyTorch's GEMM path on a
+ * Zen 3 (2026-12-02); 8 lanes there: 0.20-0.34x its time. ROWS = 8 on AVX2 too: 0.88-0.93x the time of 4 rows at
+ * D = 4-64 (the extra spills cost less than the codebook loads saved). Every result is the same for any LANES and
+ * ROWS (each code's score is the same instructions; the lanes' minima merge to the smallest index among equal
+ * scores): tests/test_training_pass.py builds both layouts and compares them bitwise. Either can be set with -D. */
+#ifndef LANES
+#if defined(__AVX512F__)
 #define LANES 16
+#else
+#define LANES 8
+#endif
+#endif
+#ifndef ROWS
 #define ROWS 8
+#endif
 #define MAX_DIM 64
+#ifndef PAIR_FROM_DIM
+#define PAIR_FROM_DIM 16
+#endif
 
 typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(LANES * sizeof(int32_t))));
@@ -60,6 +80,8 @@ typedef uint16_t vh __attribute__((vector_size(LANES * sizeof(uint16_t))));
 typedef int16_t vs __attribute__((vector_size(2 * LANES * sizeof(int16_t))));
 typedef double vd __attribute__((vector_size(LANES / 2 * sizeof(double))));
 typedef float vhf __attribute__((vector_size(LANES / 2 * sizeof(float))));
+typedef float vf8 __attribute__((vector_size(8 * sizeof(float))));   /* fixed widths: results independent of LANES */
+typedef double vd8 __attribute__((vector_size(8 * sizeof(double))));
 
 /* CALL(D) with D a compile-time constant for the usual widths (unrolled d loops: 20-30 % faster at D = 4), any
  * other D through the generic body; the same instructions per row either way, so results do not depend on the
@@ -78,6 +100,7 @@ static inline vf select_f(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((
 static inline vi select_i(vi mask, vi a, vi b) { return (a & mask) | (b & ~mask); }
 
 int fastrq_lanes(void) { return LANES; }
+int fastrq_rows(void) { return ROWS; }
 int fastrq_max_dim(void) { return MAX_DIM; }
 #ifdef _OPENMP
 int fastrq_openmp(void) { return 1; }
@@ -123,30 +146,47 @@ static inline __attribute__((always_inline)) void centring_shift(const float *re
     }
 }
 
-/* The 16 x 16 transpose of r[i][j] in place, in four rounds that swap the off-diagonal blocks of 1, 2, 4 and 8
- * (two two-source shuffles per pair of rows a round). */
-static inline __attribute__((always_inline)) void transpose16(vf r[16]) {
-    static const vi low[4] = {
-        {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
-        {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
-        {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
-        {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
-    };
-    static const vi high[4] = {
-        {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31},
-        {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
-        {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
-        {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
-    };
+/* The LANES x LANES transpose of r[i][j] in place, in log2(LANES) rounds that swap the off-diagonal blocks of 1, 2,
+ * 4 (and 8) (two two-source shuffles per pair of rows a round). */
+#if LANES == 16
+#define TRANSPOSE_ROUNDS 4
+static const vi transpose_low[4] = {
+    {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+    {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+    {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+    {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+};
+static const vi transpose_high[4] = {
+    {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31},
+    {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+    {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+    {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+};
+#elif LANES == 8
+#define TRANSPOSE_ROUNDS 3
+static const vi transpose_low[3] = {
+    {0, 8, 2, 10, 4, 12, 6, 14},
+    {0, 1, 8, 9, 4, 5, 12, 13},
+    {0, 1, 2, 3, 8, 9, 10, 11},
+};
+static const vi transpose_high[3] = {
+    {1, 9, 3, 11, 5, 13, 7, 15},
+    {2, 3, 10, 11, 6, 7, 14, 15},
+    {4, 5, 6, 7, 12, 13, 14, 15},
+};
+#else
+#error "LANES must be 8 or 16"
+#endif
+static inline __attribute__((always_inline)) void transpose_lanes(vf r[LANES]) {
 #pragma GCC unroll 4
-    for (int round = 0; round < 4; round++) {
+    for (int round = 0; round < TRANSPOSE_ROUNDS; round++) {
         const int b = 1 << round;
 #pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) {
+        for (int i = 0; i < LANES; i++) {
             if (i & b) continue;
             vf a = r[i], c = r[i + b];
-            r[i] = __builtin_shuffle(a, c, low[round]);
-            r[i + b] = __builtin_shuffle(a, c, high[round]);
+            r[i] = __builtin_shuffle(a, c, transpose_low[round]);
+            r[i + b] = __builtin_shuffle(a, c, transpose_high[round]);
         }
     }
 }
@@ -155,7 +195,7 @@ static inline __attribute__((always_inline)) void transpose16(vf r[16]) {
  * bookt[l][d][k] = books[l][k][d] - mu[l][d] and half[l][k] = 1/2 |books[l][k] - mu[l]|^2 for k < K_l; for k in
  * [K_l, kpad) the codes are 0 and the half norms +inf (never chosen). Half norms are summed over d in order
  * 0..dim-1 for every code alike (identical rows, identical scores).
- * From D = 16: blocks of 16 codes x 16 columns, loaded as rows, centred, transposed in registers and stored as
+ * From D = LANES: blocks of LANES codes x LANES columns, loaded as rows, centred, transposed in registers and stored as
  * columns (the column-by-column loop below read each code row once per d, from beyond the first cache level at
  * D = 64: 0.9-4.6 ns an element). */
 static inline __attribute__((always_inline)) void prepare_level(const float *book, int64_t size, int64_t dim,
@@ -194,7 +234,7 @@ static inline __attribute__((always_inline)) void prepare_level(const float *boo
                 }
                 block[j] = row;
             }
-            transpose16(block);
+            transpose_lanes(block);
             for (int64_t i = 0; i < LANES; i++) {
                 memcpy(out + (d0 + i) * kpad + k0, &block[i], sizeof(vf));
                 acc += block[i] * block[i];
@@ -227,10 +267,14 @@ void fastrq_prepare_books(const float *books, int64_t num_levels, int64_t num_co
  * updates (min_ps(a, b) is a < b ? a : b, exactly the select); the portable form is the same select in vector
  * code (the compiler makes two bitwise operations of each). */
 static inline __attribute__((always_inline)) void keep_smaller(vf s, vi code, vf *best, vi *index) {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && LANES == 16
     __mmask16 better = _mm512_cmp_ps_mask((__m512)s, (__m512)*best, _CMP_LT_OQ);
     *best = (vf)_mm512_min_ps((__m512)s, (__m512)*best);
     *index = (vi)_mm512_mask_mov_epi32((__m512i)*index, better, (__m512i)code);
+#elif defined(__AVX2__) && LANES == 8
+    __m256 better = _mm256_cmp_ps((__m256)s, (__m256)*best, _CMP_LT_OQ);
+    *best = (vf)_mm256_min_ps((__m256)s, (__m256)*best);
+    *index = (vi)_mm256_blendv_ps((__m256)*index, (__m256)code, better);
 #else
     vi better = s < *best;
     *best = select_f(better, s, *best);
@@ -243,7 +287,7 @@ static inline __attribute__((always_inline)) void keep_smaller(vf s, vi code, vf
  * by a shuffle tree, then the smallest index among the lanes equal to it, in about twenty instructions a row, rows
  * independent of each other; the portable form scans the lanes in order. */
 static inline __attribute__((always_inline)) int32_t merge_lanes(vf best, vi index, float *best_value) {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && LANES == 16
     float value = _mm512_reduce_min_ps((__m512)best);
     __mmask16 at = _mm512_cmp_ps_mask((__m512)best, _mm512_set1_ps(value), _CMP_EQ_OQ);
     *best_value = value;
@@ -281,7 +325,7 @@ static inline __attribute__((always_inline)) void nearest_rows(float r[ROWS][MAX
     /* from D = 16, two code blocks at a time: each broadcast row value serves two multiply-adds (the broadcasts no
      * longer fit in registers there and were loads as many as the multiply-adds: 0.68-0.80x the time at D = 32,
      * 0.86-0.91x at D = 64; at D = 4 the broadcasts stay in registers and the pair was 1.03-1.08x slower) */
-    for (; dim >= 16 && k0 + 2 * LANES <= count; k0 += 2 * LANES) {
+    for (; dim >= PAIR_FROM_DIM && k0 + 2 * LANES <= count; k0 += 2 * LANES) {
         vf s[ROWS], t[ROWS];
         vf h, g;
         memcpy(&h, half + k0, sizeof(h));
@@ -319,6 +363,71 @@ static inline __attribute__((always_inline)) void nearest_rows(float r[ROWS][MAX
         for (int i = 0; i < ROWS; i++) keep_smaller(s[i], code, &best[i], &index[i]);
     }
     for (int i = 0; i < rows; i++) best_code[i] = merge_lanes(best[i], index[i], &best_score[i]);
+}
+
+/* nearest_rows with the rows in the lanes (LANES = ROWS): each vector holds one column d of the ROWS rows, each code
+ * is broadcast, and lane i keeps row i's running (min, argmin) over the codes in increasing order with a strict <,
+ * so no merge is needed: the same score instructions (s = h_k, then s -= r_d c_kd for d = 0 .. dim-1, one fused
+ * multiply-add each) and the same result as nearest_rows. For small D without AVX-512: there the codes-in-lanes
+ * layout needs ROWS x D broadcast row values, which AVX2 can neither keep in its 16 registers nor fold into its
+ * multiply-adds (AVX-512 broadcasts from memory within the instruction). */
+/* LANES copies of *p (one broadcast load) */
+static inline __attribute__((always_inline)) vf splat(const float *p) {
+#if defined(__AVX2__) && LANES == 8
+    return (vf)_mm256_broadcast_ss(p);
+#else
+    vf v;
+    for (int j = 0; j < LANES; j++) v[j] = *p;
+    return v;
+#endif
+}
+#ifndef ROW_LANES_MAX_DIM
+#define ROW_LANES_MAX_DIM (LANES == ROWS ? 7 : 0)
+#endif
+#if ROW_LANES_MAX_DIM > 0 && LANES != ROWS
+#error "the rows-in-lanes search needs LANES == ROWS"
+#endif
+#ifndef CODE_CHAINS
+#define CODE_CHAINS 8
+#endif
+static inline __attribute__((always_inline)) void nearest_rows_in_lanes(float r[ROWS][MAX_DIM], int rows,
+                                                                        int64_t dim, const float *bookt,
+                                                                        const float *half, int64_t kstride,
+                                                                        int64_t count, int32_t code0,
+                                                                        int32_t *best_code, float *best_score) {
+#if ROW_LANES_MAX_DIM > 0
+    vf column[ROW_LANES_MAX_DIM];
+    for (int64_t d = 0; d < dim; d++)
+        for (int i = 0; i < LANES; i++) column[d][i] = r[i][d];
+    vf best, zero = {0};
+    vi index = (vi)zero * 0, code = index + code0;
+    for (int j = 0; j < LANES; j++) best[j] = INFINITY;
+    int64_t k = 0;
+    /* CODE_CHAINS codes at a time: independent chains of dim multiply-adds, kept in code order */
+    for (; k + CODE_CHAINS <= count; k += CODE_CHAINS) {
+        vf s[CODE_CHAINS];
+        for (int j = 0; j < CODE_CHAINS; j++) s[j] = splat(half + k + j);
+        for (int64_t d = 0; d < dim; d++)
+            for (int j = 0; j < CODE_CHAINS; j++) s[j] -= column[d] * splat(bookt + d * kstride + k + j);
+        for (int j = 0; j < CODE_CHAINS; j++) {
+            keep_smaller(s[j], code, &best, &index);
+            code += 1;
+        }
+    }
+    for (; k < count; k++) {
+        vf s = splat(half + k);
+        for (int64_t d = 0; d < dim; d++) s -= column[d] * splat(bookt + d * kstride + k);
+        keep_smaller(s, code, &best, &index);
+        code += 1;
+    }
+    /* all ROWS lanes (the caller's arrays hold ROWS; a copy of `rows` values compiled to a slow rep movs) */
+    (void)rows;
+    memcpy(best_code, &index, sizeof(index));
+    memcpy(best_score, &best, sizeof(best));
+#else
+    (void)r, (void)rows, (void)dim, (void)bookt, (void)half, (void)kstride, (void)count, (void)code0;
+    (void)best_code, (void)best_score;
+#endif
 }
 
 /* Row blocks searched together against each code tile when a level's codes are tiled: each tile of the transposed
@@ -374,8 +483,12 @@ static inline __attribute__((always_inline)) void walk_groups(
                     const int rows = (int)((grows - first) < ROWS ? (grows - first) : ROWS);
                     for (int i = 0; i < ROWS; i++)
                         for (int64_t d = 0; d < dim; d++) centred[i][d] = r[first + i][d] - shift[d];
-                    nearest_rows(centred, rows, dim, level_bookt + t0, level_half + t0, kpad, length, (int32_t)t0,
-                                 tile_code, tile_score);
+                    if (dim <= ROW_LANES_MAX_DIM)
+                        nearest_rows_in_lanes(centred, rows, dim, level_bookt + t0, level_half + t0, kpad, length,
+                                              (int32_t)t0, tile_code, tile_score);
+                    else
+                        nearest_rows(centred, rows, dim, level_bookt + t0, level_half + t0, kpad, length,
+                                     (int32_t)t0, tile_code, tile_score);
                     for (int i = 0; i < rows; i++) {
                         if (t0 == 0 || tile_score[i] < score[first + i]) {
                             score[first + i] = tile_score[i];
@@ -485,10 +598,10 @@ void fastrq_nearest_code(const float *x, int64_t n, int64_t threads, int64_t dim
  * chain of dim double additions took 55 ns a row and level at D = 64 (perf, 2026-12-02). */
 static inline __attribute__((always_inline)) double walk_row_statistics(float *restrict r, float *restrict sum,
                                                                         const float *restrict e, int64_t dim) {
-    vd acc = {0.0};
+    vd8 acc = {0.0};
     int64_t d = 0;
     for (; d + 8 <= dim; d += 8) {
-        vhf rv, sv, ev;
+        vf8 rv, sv, ev;
         memcpy(&rv, r + d, sizeof(rv));
         memcpy(&sv, sum + d, sizeof(sv));
         memcpy(&ev, e + d, sizeof(ev));
@@ -496,7 +609,7 @@ static inline __attribute__((always_inline)) double walk_row_statistics(float *r
         rv -= ev;
         memcpy(sum + d, &sv, sizeof(sv));
         memcpy(r + d, &rv, sizeof(rv));
-        vd wide = __builtin_convertvector(rv, vd);
+        vd8 wide = __builtin_convertvector(rv, vd8);
         acc += wide * wide;
     }
     double err = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
@@ -734,10 +847,16 @@ void fastrq_certified_rows(const float *rows, int64_t num_rows, int64_t dim, uin
 
 /* The sum of the lanes of v, as a tree (any order: the bounds that use it allow it). */
 static inline float sum_lanes(vf v) {
+#if LANES == 16
     v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
     v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
     v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
     v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+#else
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+#endif
     return v[0];
 }
 
@@ -765,6 +884,7 @@ static inline int16_t min_lanes_s(vs v) {
     w = __builtin_shufflevector(v, v, __VA_ARGS__);                                                                    \
     less = w < v;                                                                                                      \
     v = (less & w) | (~less & v)
+#if LANES == 16
     FOLD(16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
          15);
     FOLD(8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7, 24, 25, 26, 27, 28, 29, 30, 31, 16, 17, 18, 19, 20, 21, 22,
@@ -775,6 +895,12 @@ static inline int16_t min_lanes_s(vs v) {
          29);
     FOLD(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14, 17, 16, 19, 18, 21, 20, 23, 22, 25, 24, 27, 26, 29, 28, 31,
          30);
+#else
+    FOLD(8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    FOLD(4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    FOLD(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    FOLD(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+#endif
 #undef FOLD
     return v[0];
 }
@@ -929,10 +1055,19 @@ void fastrq_certified_codes(const float *codes, const float *half, int64_t num_c
         for (; d + LANES <= dim; d += LANES) {
             vf r32;
             vf e32 = bf16_store_lanes(b + d, out + d, 0x8000u, &r32); /* -bf16(b) */
-            vhf e_lo = __builtin_shufflevector(e32, e32, 0, 1, 2, 3, 4, 5, 6, 7);
-            vhf e_hi = __builtin_shufflevector(e32, e32, 8, 9, 10, 11, 12, 13, 14, 15);
-            vhf r_lo = __builtin_shufflevector(r32, r32, 0, 1, 2, 3, 4, 5, 6, 7);
-            vhf r_hi = __builtin_shufflevector(r32, r32, 8, 9, 10, 11, 12, 13, 14, 15);
+#if LANES == 16
+#define LOW_HALF 0, 1, 2, 3, 4, 5, 6, 7
+#define HIGH_HALF 8, 9, 10, 11, 12, 13, 14, 15
+#else
+#define LOW_HALF 0, 1, 2, 3
+#define HIGH_HALF 4, 5, 6, 7
+#endif
+            vhf e_lo = __builtin_shufflevector(e32, e32, LOW_HALF);
+            vhf e_hi = __builtin_shufflevector(e32, e32, HIGH_HALF);
+            vhf r_lo = __builtin_shufflevector(r32, r32, LOW_HALF);
+            vhf r_hi = __builtin_shufflevector(r32, r32, HIGH_HALF);
+#undef LOW_HALF
+#undef HIGH_HALF
             vd e = __builtin_convertvector(e_lo, vd), r = __builtin_convertvector(r_lo, vd);
             rounding_v += (r - e) * (r - e);
             rounded_v += r * r;

@@ -11,7 +11,7 @@ A block is written in the markdown as
 
 so every number in it comes from that file, and the file is cited under the table. Renderers: ``ops-rq`` (greedy
 RQ, optional ``L=``), ``ops-nearest``, ``small-d``, ``module-step`` (module_step.json or train_step.json), ``sampling``,
-``memory``.
+``memory``, ``kernel-layouts``.
 """
 
 from __future__ import annotations
@@ -172,9 +172,17 @@ def memory_table(document: dict) -> str:
     return "\n".join(lines)
 
 
+def kernel_layouts_table(document: dict) -> str:
+    from .kernel_layouts import render_table
+
+    return (render_table(document["records"]) + "\n\nms per bare `residual_quantize` call (backend `torch`), medians; "
+            "ratios: medians of per-round ratios to the default layout (> 1: the default is faster); every layout "
+            "gave bitwise the default's codes.")
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
     "ops-rq": ops_rq, "ops-nearest": ops_nearest, "small-d": small_d_table, "module-step": module_step_table, "sampling": sampling_table,
-    "memory": memory_table,
+    "memory": memory_table, "kernel-layouts": kernel_layouts_table,
 }
 
 

@@ -28,9 +28,12 @@ ENVIRONMENT_VARIABLES = (
 
 
 def _native_threads(cpu_build) -> str:
-    """How the native kernel splits rows across threads here."""
-    return ("rows split on torch's OpenMP threads" if cpu_build.library().fastrq_openmp()
-            else "built without OpenMP: rows split on Python threads")
+    """The native kernel's vector width here and how it splits rows across threads."""
+    lib = cpu_build.library()
+    lanes = lib.fastrq_lanes()
+    width = f"{lanes}-float vectors ({'AVX-512' if lanes == 16 else 'AVX2 or narrower'}), "
+    return width + ("rows split on torch's OpenMP threads" if lib.fastrq_openmp()
+                    else "built without OpenMP: rows split on Python threads")
 
 
 def _version(dist: str) -> str:

@@ -321,3 +321,21 @@ def test_train_step_is_the_module_step_at_one_shape(tmp_path):
     assert {(r["provider"], r["baseline"]) for r in harness.select(document["records"], metric="time_ratio")} == {
         ("vqp", "fastrq"), ("fastrq", "search")}
     assert result["path"] == str(tmp_path / "train_step.json")
+
+
+def test_kernel_layouts_gates_every_layout_on_the_default_codes(tmp_path):
+    """The layouts benchmark (quick preset, the default build and pure PyTorch: the other layouts' builds take
+    minutes) writes well-formed records; every timed layout passed the bitwise gate against the default build."""
+    from benchmarks import kernel_layouts
+
+    result = kernel_layouts.main(["--preset", "quick", "--layouts", "default", "pure", "--reps", "2",
+                                  "--out", str(tmp_path)])
+    document = harness.read_results(tmp_path / "kernel_layouts.json")
+    timings = harness.select(document["records"], metric="time_ms")
+    assert {r["provider"] for r in timings} == {"default", "pure"}
+    assert all(r["status"] == "ok" and r["check"] == "bitwise the default's codes" for r in timings)
+    assert {(r["shape"], r["N"]) for r in timings} == {("mnist-vq", 256), ("dac", 256)}
+    ratios = harness.select(document["records"], metric="time_ratio")
+    assert {(r["provider"], r["baseline"]) for r in ratios} == {("pure", "default")}
+    assert "| MNIST VQ" in (tmp_path / "kernel_layouts.md").read_text()
+    assert result["path"] == str(tmp_path / "kernel_layouts.json")

@@ -75,7 +75,7 @@ def available(x: torch.Tensor, dim: int, num_codes: int) -> bool:
     float32 on the CPU, D ≤ ``SMALL_DIM`` at any K or D ≤ ``MAX_DIM`` with K ≤ ``WIDE_MAX_CODES``, and the
     library builds here."""
     return (
-        x.device.type == "cpu" and x.dtype == torch.float32 and 1 <= dim <= MAX_DIM
+        x.is_cpu and x.dtype == torch.float32 and 1 <= dim <= MAX_DIM
         and (dim <= SMALL_DIM or num_codes <= WIDE_MAX_CODES) and library() is not None
     )
 
@@ -188,8 +188,8 @@ def training_step_available(x: torch.Tensor, codebooks: torch.Tensor, cluster_si
     int64 CPU step counter, and the OpenMP build (without it the search's rows are split across Python threads by
     :func:`residual_pass`, not inside one call)."""
     return (
-        available(x, codebooks.shape[2], codebooks.shape[1]) and can_update(codebooks, cluster_size, embed_sum)
-        and rng_state.device.type == "cpu" and rng_state.dtype == torch.int64 and rng_state.is_contiguous()
+        available(x, codebooks.shape[2], codebooks.shape[1]) and _updatable(codebooks, cluster_size, embed_sum)
+        and rng_state.is_cpu and rng_state.dtype == torch.int64 and rng_state.is_contiguous()
         and _openmp(loaded_library())
     )
 
@@ -320,11 +320,18 @@ def _level_operands(level_sizes: list[int], active: list[bool]) -> tuple[torch.T
 
 def can_update(codebooks: torch.Tensor, cluster_size: torch.Tensor, embed_sum: torch.Tensor) -> bool:
     """Whether :func:`ema_update_` can update this state in place (contiguous float32 CPU buffers)."""
-    return (
-        all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in (codebooks, cluster_size, embed_sum))
-        and codebooks.shape == embed_sum.shape
-        and library() is not None
-    )
+    return _updatable(codebooks, cluster_size, embed_sum) and library() is not None
+
+
+def _updatable(codebooks: torch.Tensor, cluster_size: torch.Tensor, embed_sum: torch.Tensor) -> bool:
+    """can_update without the library check (the caller made it)."""
+    return (_cpu_float32_contiguous(codebooks) and _cpu_float32_contiguous(cluster_size)
+            and _cpu_float32_contiguous(embed_sum) and codebooks.shape == embed_sum.shape)
+
+
+def _cpu_float32_contiguous(t: torch.Tensor) -> bool:
+    # is_cpu, not device.type: building the device object cost ~1 us a tensor here (2026-12-02)
+    return t.is_cpu and t.dtype == torch.float32 and t.is_contiguous()
 
 
 def ema_update_(codebooks, cluster_size, embed_sum, counts, sums, level_sizes: list[int], active: list[bool], decay: float, eps: float) -> None:
@@ -425,7 +432,7 @@ def restart_available(x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Ten
     float32 codebooks, int64 codes with unit column stride; the library builds here)."""
     return (
         walk_available(x) and x.stride(-1) == 1 and codebooks.dtype == torch.float32 and codebooks.is_contiguous()
-        and codebooks.device.type == "cpu" and codes.dtype == torch.int64 and codes.stride(-1) == 1
+        and codebooks.is_cpu and codes.dtype == torch.int64 and codes.stride(-1) == 1
     )
 
 
@@ -460,7 +467,7 @@ def restart_dead_(codebooks, cluster_size, embed_sum, cands, level_sizes: list[i
 # ---------------------------------------------------------------------------------------------- the GEMM path's walk
 def walk_available(x: torch.Tensor) -> bool:
     """Whether :func:`walk_level` can run on rows like ``x`` (float32 on the CPU, the library builds here)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and library() is not None
+    return x.is_cpu and x.dtype == torch.float32 and library() is not None
 
 
 def walk_level(codes: torch.Tensor, book: torch.Tensor, residual: torch.Tensor, quantized: torch.Tensor,

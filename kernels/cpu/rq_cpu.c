@@ -53,11 +53,12 @@
 
 /* LANES floats a vector: one AVX-512 register where the CPU has AVX-512F, else one AVX2 register (two SSE / NEON
  * registers); ROWS rows a block (each codebook load serves ROWS rows). The 16-lane layout compiled for AVX2 (pairs
- * of registers, 16 of them in all) spilled its running minima and ran 2.5-10x slower than PyTorch's GEMM path on a
- * Zen 3 (2026-12-02); 8 lanes there: 0.20-0.34x its time. ROWS = 8 on AVX2 too: 0.88-0.93x the time of 4 rows at
- * D = 4-64 (the extra spills cost less than the codebook loads saved). Every result is the same for any LANES and
- * ROWS (each code's score is the same instructions; the lanes' minima merge to the smallest index among equal
- * scores): tests/test_training_pass.py builds both layouts and compares them bitwise. Either can be set with -D. */
+ * of registers, 16 of them in all) spilled its running minima and ran 1.1-13x slower than PyTorch's GEMM path on a
+ * Zen 3 (2026-12-02); 8 lanes there take 0.05-0.26x its time (benchmarks/results/2026-12-02-avx2/kernel_layouts.md).
+ * ROWS = 8 on AVX2 too: 0.88-0.93x the time of 4 rows at D = 4-64 (the extra spills cost less than the codebook
+ * loads saved). Every result is the same for any LANES and ROWS (each code's score is the same instructions; the
+ * lanes' minima merge to the smallest index among equal scores): tests/test_training_pass.py builds the layouts and
+ * compares them bitwise. Either can be set with -D. */
 #ifndef LANES
 #if defined(__AVX512F__)
 #define LANES 16
@@ -365,12 +366,6 @@ static inline __attribute__((always_inline)) void nearest_rows(float r[ROWS][MAX
     for (int i = 0; i < rows; i++) best_code[i] = merge_lanes(best[i], index[i], &best_score[i]);
 }
 
-/* nearest_rows with the rows in the lanes (LANES = ROWS): each vector holds one column d of the ROWS rows, each code
- * is broadcast, and lane i keeps row i's running (min, argmin) over the codes in increasing order with a strict <,
- * so no merge is needed: the same score instructions (s = h_k, then s -= r_d c_kd for d = 0 .. dim-1, one fused
- * multiply-add each) and the same result as nearest_rows. For small D without AVX-512: there the codes-in-lanes
- * layout needs ROWS x D broadcast row values, which AVX2 can neither keep in its 16 registers nor fold into its
- * multiply-adds (AVX-512 broadcasts from memory within the instruction). */
 /* LANES copies of *p (one broadcast load) */
 static inline __attribute__((always_inline)) vf splat(const float *p) {
 #if defined(__AVX2__) && LANES == 8
@@ -390,6 +385,14 @@ static inline __attribute__((always_inline)) vf splat(const float *p) {
 #ifndef CODE_CHAINS
 #define CODE_CHAINS 8
 #endif
+/* nearest_rows with the rows in the lanes (LANES = ROWS): each vector holds one column d of the ROWS rows, each code
+ * is broadcast, and lane i keeps row i's running (min, argmin) over the codes in increasing order with a strict <,
+ * so no merge is needed: the same score instructions (s = h_k, then s -= r_d c_kd for d = 0 .. dim-1, one fused
+ * multiply-add each) and the same result as nearest_rows. For D <= ROW_LANES_MAX_DIM without AVX-512: there the
+ * codes-in-lanes layout needs ROWS x D broadcast row values, which AVX2 can neither keep in its 16 registers nor
+ * fold into its multiply-adds (AVX-512 broadcasts from memory within the instruction). Measured on a Zen 3
+ * (2026-12-02, interleaved -D builds): 0.72-0.84x the codes-in-lanes time at D = 2-7, N >= 6,272; 1.25-1.6x at
+ * D = 8 and 16, hence the limit; CODE_CHAINS = 8 independent codes at a time, 0.82-0.93x the time of 4. */
 static inline __attribute__((always_inline)) void nearest_rows_in_lanes(float r[ROWS][MAX_DIM], int rows,
                                                                         int64_t dim, const float *bookt,
                                                                         const float *half, int64_t kstride,

@@ -20,9 +20,8 @@ kernel serves (D ≤ 64). Writes ``kernel_layouts.json`` / ``.md`` into ``--out`
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -57,14 +56,9 @@ def layout_library(flags: tuple[str, ...]):
     return lib
 
 
-@contextlib.contextmanager
 def _using(lib):
-    previous = launch.loaded_library
-    launch.loaded_library = lambda: lib
-    try:
-        yield
-    finally:
-        launch.loaded_library = previous
+    """The launchers call ``lib`` inside this context."""
+    return mock.patch.object(launch, "loaded_library", lambda: lib)
 
 
 def _search(x: torch.Tensor, codebooks: torch.Tensor, lib):
@@ -142,14 +136,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    layouts = ["default", *(name for name in args.layouts if name != "default")]
     settings = {"preset": args.preset, "shapes": list(args.shapes or preset["shapes"]), "ns": list(args.n or preset["ns"]),
                 "reps": args.reps or preset["reps"], "budget_s": preset["budget_s"], "seed": args.seed,
-                "threads": args.threads, "layouts": {k: (None if v is None else list(v)) for k, v in LAYOUTS.items()}}
+                "threads": args.threads,
+                "layouts": {k: (None if LAYOUTS[k] is None else list(LAYOUTS[k])) for k in layouts}}
     harness.set_threads(args.threads)
     if build.library() is None:
         raise SystemExit(f"the native library is unavailable here: {build.unavailable_reason()}")
-    layouts = ["default", *(name for name in args.layouts if name != "default")]
-    settings["layouts"] = {k: settings["layouts"][k] for k in layouts}
     libraries = {name: layout_library(LAYOUTS[name]) for name in layouts if LAYOUTS[name] is not None}
     settings["lanes"] = {name: lib.fastrq_lanes() for name, lib in libraries.items()}
     records = []

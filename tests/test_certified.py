@@ -415,4 +415,7 @@ def test_the_portable_selection_matches_the_avx512_one(monkeypatch, flags):
     monkeypatch.setattr(build, "_load", lambda: (portable, None))
     for (codes, stats), (want, want_stats) in zip(run(), default):
         assert torch.equal(codes, want)
-        assert stats == want_stats or not same_lanes
+        if same_lanes:
+            assert stats == want_stats
+        else:  # the same rows through the certified path; which of them it re-scores may differ
+            assert (stats["calls"], stats["rows"]) == (want_stats["calls"], want_stats["rows"]) and stats["rows"] > 0

@@ -70,9 +70,6 @@
 #define ROWS 8
 #endif
 #define MAX_DIM 64
-#ifndef PAIR_FROM_DIM
-#define PAIR_FROM_DIM 16
-#endif
 
 typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(LANES * sizeof(int32_t))));
@@ -326,7 +323,7 @@ static inline __attribute__((always_inline)) void nearest_rows(float r[ROWS][MAX
     /* from D = 16, two code blocks at a time: each broadcast row value serves two multiply-adds (the broadcasts no
      * longer fit in registers there and were loads as many as the multiply-adds: 0.68-0.80x the time at D = 32,
      * 0.86-0.91x at D = 64; at D = 4 the broadcasts stay in registers and the pair was 1.03-1.08x slower) */
-    for (; dim >= PAIR_FROM_DIM && k0 + 2 * LANES <= count; k0 += 2 * LANES) {
+    for (; dim >= 16 && k0 + 2 * LANES <= count; k0 += 2 * LANES) {
         vf s[ROWS], t[ROWS];
         vf h, g;
         memcpy(&h, half + k0, sizeof(h));
@@ -402,8 +399,8 @@ static inline __attribute__((always_inline)) void nearest_rows_in_lanes(float r[
     vf column[ROW_LANES_MAX_DIM];
     for (int64_t d = 0; d < dim; d++)
         for (int i = 0; i < LANES; i++) column[d][i] = r[i][d];
-    vf best, zero = {0};
-    vi index = (vi)zero * 0, code = index + code0;
+    vf best;
+    vi index = {0}, code = index + code0;
     for (int j = 0; j < LANES; j++) best[j] = INFINITY;
     int64_t k = 0;
     /* CODE_CHAINS codes at a time: independent chains of dim multiply-adds, kept in code order */

@@ -73,6 +73,7 @@ candidates.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import os
@@ -98,6 +99,8 @@ __all__ = [
     "score_error_bound",
     "rescore_error_bound",
     "search_stats",
+    "native_counters",
+    "record_native",
     "reset_search_stats",
 ]
 
@@ -123,6 +126,10 @@ AUTO_MIN_DIM = 64
 AUTO_MIN_CODES = 512
 AUTO_MIN_ROWS = 512
 AUTO_MIN_CODES_NATIVE = 128
+# auto mode, the fused native kernel's own bf16 first pass (rq_cpu.c, section 1b: no GEMM, its bound without the
+# output rounding, the rows it cannot certify searched again in float32 inside the same call): from this width
+# (benchmarks/README.md, note 21, measured on a Zen 5 with AVX512-BF16)
+NATIVE_MIN_DIM = 32
 
 
 def gamma(n: int) -> float:
@@ -400,6 +407,13 @@ class _Stats:
 
     def reset(self):
         self.rows = self.rescored_rows = self.exact_rows = self.candidates = self.calls = 0
+        self.native_rows = self.native_researched = 0
+
+    def record_native(self, rows: int, researched: int) -> None:
+        """One fused-kernel call's counts: row-levels its bf16 pass searched, and searched again in float32."""
+        with self.lock:
+            self.native_rows += rows
+            self.native_researched += researched
 
     def record(self, rows: int, rescored: int, exact: int, candidates: int) -> None:
         """One row block's counts (either row pass)."""
@@ -417,11 +431,17 @@ _STATS = _Stats()
 def search_stats() -> dict:
     """Counters since the last :func:`reset_search_stats`: rows searched by the certified path, rows re-scored in
     float32 (2 … MAX_CANDIDATES candidates), rows re-searched by the exact float32 path, total candidates, and the
-    rates derived from them."""
+    rates derived from them; for the fused native kernel's bf16 pass (:func:`native_counters`) the row-levels it
+    searched (``native_rows``) and those it searched again in float32 (``native_researched_rows``,
+    ``native_research_rate``)."""
     with _STATS.lock:
         rows, rescored, exact, cands = _STATS.rows, _STATS.rescored_rows, _STATS.exact_rows, _STATS.candidates
         calls = _STATS.calls
+        native_rows, native_researched = _STATS.native_rows, _STATS.native_researched
     return {
+        "native_rows": native_rows,
+        "native_researched_rows": native_researched,
+        "native_research_rate": native_researched / native_rows if native_rows else 0.0,
         "calls": calls,
         "rows": rows,
         "rescored_rows": rescored,
@@ -431,6 +451,23 @@ def search_stats() -> dict:
         "rescore_rate": rescored / rows if rows else 0.0,
         "mean_candidates": cands / rows if rows else 0.0,
     }
+
+
+def native_counters(dim: int):
+    """For a call of the fused native kernel at width ``dim``: a ctypes int64 pair that turns its certified bf16
+    first pass on (the kernel adds its counts to it; hand it to :func:`record_native` after the call) where that
+    pass runs here (:func:`fastrq.kernels.cpu.launch.bf16_search_available`) and ``FASTRQ_BF16_SEARCH`` asks for it
+    (``1``; ``auto`` from ``NATIVE_MIN_DIM``); else None (the float32 search)."""
+    mode = search_mode()
+    if mode == "0" or (mode == "auto" and dim < NATIVE_MIN_DIM) or not cpu_kernels.bf16_search_available():
+        return None
+    return (ctypes.c_int64 * 2)()
+
+
+def record_native(counters) -> None:
+    """Add a fused-kernel call's counts (from :func:`native_counters`; None: nothing) to :func:`search_stats`."""
+    if counters is not None and counters[0]:
+        _STATS.record_native(counters[0], counters[1])
 
 
 def reset_search_stats() -> None:

@@ -47,8 +47,11 @@ _SIGNATURES = {
     "fastrq_prepare_books": ([_P, _I, _I, _I, _P, _I, _P, _P, _P], None),
     "fastrq_openmp": ([], ctypes.c_int),
     "fastrq_search_walk": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P], None),
-    "fastrq_search_walk_parallel": ([_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P], None),
-    "fastrq_nearest_code": ([_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _P], None),
+    "fastrq_search_walk_parallel": (
+        [_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _I, _P], None
+    ),
+    "fastrq_nearest_code": ([_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _P, _I, _P], None),
+    "fastrq_bf16_search": ([], ctypes.c_int),
     "fastrq_statistics": ([_P, _I, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _P], None),
     "fastrq_statistics_chunks": ([_I, _I], _I),
     "fastrq_ema_update": ([_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, ctypes.c_double, ctypes.c_double], None),
@@ -61,7 +64,7 @@ _SIGNATURES = {
     "fastrq_level_statistics": ([_P, _P, _P, _I, _I, _I, _P, _D, _D, _P], None),
     "fastrq_training_step": (
         [_P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _D, _D, _D, _I, _P, _P,
-         _P],
+         _P, _I, _P],
         _I,
     ),
     "fastrq_walk_level": ([_P, _I, _I, _P, _I, _P, _P, _P, _P, _P, _P, _I, _P, _I], None),

@@ -33,7 +33,7 @@ from . import build
 from .build import library, loaded_library
 
 __all__ = [
-    "available", "residual_pass", "training_step_available", "training_step_", "level_statistics", "nearest_code",
+    "available", "residual_pass", "bf16_search_available", "training_step_available", "training_step_", "level_statistics", "nearest_code",
     "can_update", "ema_update_",
     "certified_available", "certified_codes", "certified_rows", "certified_select",
     "walk_available", "walk_level", "prepare_centred", "hashes_available", "row_hashes", "repeated_hashes",
@@ -142,12 +142,16 @@ def residual_pass(
     num_active: int,
     row_levels: torch.Tensor | None,
     training: bool,
+    bf16_counters=None,
 ):
     """x ``[N, D]`` float32 (CPU), codebooks ``[L, K, D]`` float32, level l using its first ``level_sizes[l]`` rows
     (None: all K), levels ≥ ``num_active`` skipped, per row also levels ≥ ``row_levels[n]``.
 
     Returns ``(quantized, codes)`` or, with ``training``, ``(quantized, codes, level_sqerr, commit_dir, counts,
-    sums)`` as in :mod:`fastrq.ops.training`. The caller has checked :func:`available`."""
+    sums)`` as in :mod:`fastrq.ops.training`. The caller has checked :func:`available`. ``bf16_counters``: None,
+    or a ctypes int64 pair (:func:`bf16_search_available`): the search then takes the certified bf16 first pass
+    (same outputs bit for bit) and adds to it the row-levels that pass searched and those it searched again in
+    float32 (with the OpenMP build; without it the float32 search runs)."""
     lib = loaded_library()
     n, dim = x.shape
     num_levels, num_codes, _ = codebooks.shape
@@ -169,7 +173,8 @@ def residual_pass(
     pairs = n * num_codes * num_active
     if _openmp(lib):
         threads = max(1, min(torch.get_num_threads(), pairs // PAIRS_PER_THREAD))
-        lib.fastrq_search_walk_parallel(args[0], n, threads, *args[1:])
+        lib.fastrq_search_walk_parallel(args[0], n, threads, *args[1:], _int_tensor(sizes).data_ptr(),
+                                        int(bf16_counters is not None), bf16_counters)
         return _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training)
     threads = min(torch.get_num_threads(), pairs // PYTHON_PAIRS_PER_THREAD)
     if threads <= 1 or n < 2 * ROWS:
@@ -180,6 +185,18 @@ def residual_pass(
         starts = range(0, n, chunk)
         list(_pool(threads).map(lambda r0: lib.fastrq_search_walk(args[0], r0, min(chunk, n - r0), *args[1:]), starts))
     return _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training)
+
+
+@functools.lru_cache(maxsize=4)
+def _bf16_search(lib) -> bool:
+    return bool(lib.fastrq_bf16_search())
+
+
+def bf16_search_available() -> bool:
+    """Whether the fused search has its certified bf16 first pass here: the library builds, with AVX512-BF16 (the
+    compiler targets this CPU), and with OpenMP (the Python-threads split runs the float32 search)."""
+    lib = library()
+    return lib is not None and _bf16_search(lib) and _openmp(lib)
 
 
 def training_step_available(x: torch.Tensor, codebooks: torch.Tensor, cluster_size: torch.Tensor,
@@ -207,6 +224,7 @@ def training_step_(
     eps: float,
     dead_code_threshold: float,
     stream: int,
+    bf16_counters=None,
 ):
     """:func:`residual_pass` with ``training`` and the state update of
     :func:`fastrq.ops.codebook_state.codebook_update_` that follows it, in one native call: rows x ``[N, D]``
@@ -214,7 +232,7 @@ def training_step_(
     ``[L, K, D]``, cluster_size ``[L, K]`` (contiguous float32, :func:`can_update`), rng_state int64 ``[2]``
     (contiguous). Returns ``(quantized, codes, level_sqerr, commit_dir, counts, sums, updated)``, ``updated``
     False when a non-finite squared error left the state as it was (its step counter included). The caller has
-    checked :func:`training_step_available`."""
+    checked :func:`training_step_available`. ``bf16_counters``: as for :func:`residual_pass`."""
     lib = loaded_library()
     n, dim = x.shape
     num_levels, num_codes, _ = codebooks.shape
@@ -244,7 +262,7 @@ def training_step_(
         rng_state.data_ptr(), num_levels, num_codes, sizes.data_ptr(), kpad, _code_tile(dim), num_active,
         None if levels is None else levels.data_ptr(), prepared, codes.data_ptr(), quantized.data_ptr(),
         commit.data_ptr(), sqerr.data_ptr(), counts.data_ptr(), sums.data_ptr(), float(decay), float(eps),
-        float(dead_code_threshold), stream, valid_rows, cands, tables,
+        float(dead_code_threshold), stream, valid_rows, cands, tables, int(bf16_counters is not None), bf16_counters,
     )
     return quantized, codes, sqerr, commit, counts, sums, bool(updated)
 
@@ -265,11 +283,11 @@ def level_statistics(level_sqerr: torch.Tensor, counts: torch.Tensor, cluster_si
     return out
 
 
-def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, bf16_counters=None) -> tuple[torch.Tensor, torch.Tensor]:
     """x ``[N, D]`` and codebook ``[K, D]`` float32 (CPU, contiguous) → (codes int64 ``[N]``, sqdist ``[N]`` by the
     direct difference): :func:`residual_pass` for one level with only what ``nearest_code`` returns, preparation
     and search in one native call (the fixed cost per call is what small N pays). The caller has checked
-    :func:`available`."""
+    :func:`available`. ``bf16_counters``: as for :func:`residual_pass`."""
     lib = loaded_library()
     n, dim = x.shape
     num_codes = codebook.shape[0]
@@ -279,7 +297,7 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
     sqdist = torch.empty(n, dtype=torch.float32)
     threads = max(1, min(torch.get_num_threads(), n * num_codes // PAIRS_PER_THREAD)) if _openmp(lib) else 1
     lib.fastrq_nearest_code(x.data_ptr(), n, threads, dim, codebook.data_ptr(), num_codes, kpad, _code_tile(dim),
-                            prepared, codes.data_ptr(), sqdist.data_ptr())
+                            prepared, codes.data_ptr(), sqdist.data_ptr(), int(bf16_counters is not None), bf16_counters)
     return codes, sqdist
 
 

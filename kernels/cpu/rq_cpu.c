@@ -1,5 +1,6 @@
 /* Native CPU kernels of fastrq (float32), one translation unit:
  *   1. the fused nearest-code search and residual quantization for small D (this comment, down to "Threads");
+ *   1b. its certified bf16 first pass (AVX512-BF16 builds; the bound and why the outputs are bit for bit the same);
  *   2. the sequential statistics pass and the EMA step;
  *   3. the certified bf16 search's row passes (its bound and proof: fastrq/ops/certified.py);
  *   4. the GEMM path's codebook preparation and per-level walk (fastrq/ops/torch_backend.py), row hashes, the
@@ -430,6 +431,223 @@ static inline __attribute__((always_inline)) void nearest_rows_in_lanes(float r[
 #endif
 }
 
+/* float32 -> bfloat16 bits, rounded to nearest even (NaN -> the quiet NaN 0x7FC0), as torch converts. */
+static inline uint16_t bf16_bits(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof(bits));
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+static inline float bf16_value(uint16_t bits) {
+    uint32_t wide = (uint32_t)bits << 16;
+    float value;
+    memcpy(&value, &wide, sizeof(value));
+    return value;
+}
+
+/* ------------------------------------------------------------------------------------------------------------------
+ * 1b. The fused search's certified bf16 first pass (builds with AVX512-BF16, 16 lanes).
+ * Per level, with a = the centred row (float32, as nearest_rows scores it), b_k the centred codes and h_k their
+ * float32 half norms (prepare_level), the float32 kernel's score r_k = fl(h_k - a.b_k) (dim fused multiply-adds in
+ * order) and s_k = h_k - a.b_k (exact). The first pass scores every code as
+ *     t_k = fl32(h_k + sum_d bf16(a_d) * bf16(-b_kd))      (vdpbf16ps: products exact, sums in float32)
+ * and keeps each row's smallest t_j (its code j) and second smallest t', over all codes. Bound (same argument as
+ * fastrq/ops/certified.py, whose docstring proves it; here without its output rounding and norm split): with
+ * alpha = bf16(a) - a, beta_k = bf16(b_k) - b_k, g = gamma_{dim+2} (a float32 sum of dim + 2 terms in any order,
+ * separate or fused multiply-adds), eta = 2^-126 (what a flushed subnormal can lose),
+ *     |t_k - s_k| <= E = |a| beta* + |alpha| bhat* + g (H + (|a| + |alpha|) bhat*) + eta (sqrt(dim) (|a| + |alpha|
+ *                        + bhat* + 2) + 4 dim + 16),
+ *     |r_k - s_k| <= F = g (H + |a| b*) + (dim + 2) eta,
+ * beta* = max_k |beta_k|, bhat* = max_k |bf16(b_k)|, b* = max_k |b_k|, H = max_k h_k (over the level's codes).
+ * If t' - t_j > 2 (E + F), every other code has r_k > r_j: j is the float32 kernel's code, the unique minimum of
+ * its scores, and the row is done. Otherwise (near-ties, exact ties, rows with NaN, inf or norms over
+ * BF16_MAGNITUDE) the row is searched again by nearest_rows, in packs of ROWS such rows. Every code the walk
+ * takes is therefore the float32 kernel's, bit for bit, and so is every output (tests/test_bf16_search.py).
+ * The norms and the bound are computed in float64 from the float32 values (relative error below 2^-40, covered by
+ * the 2^-30 margin on the bound). The codebook's constants come from its prepared centred codes (prepare_bf16);
+ * a level with non-finite or too large codes keeps the float32 search.
+ * ---------------------------------------------------------------------------------------------------------------- */
+#if defined(__AVX512BF16__) && LANES == 16
+#define BF16_SEARCH 1
+#else
+#define BF16_SEARCH 0
+#endif
+#define BF16_MAGNITUDE 1099511627776.0 /* 2^40: no float32 partial sum of a score can overflow below it */
+#define BF16_PAIRS (MAX_DIM / 2)
+#define BF16_CONSTANTS 5 /* per level: beta*, bhat*, b*, H, usable */
+
+int fastrq_bf16_search(void) { return BF16_SEARCH; }
+
+#if BF16_SEARCH
+/* The bf16 operands of `num_active` prepared levels (bookt [A][dim][kpad], half [A][kpad] of prepare_level):
+ * pairs[l][j][k] (j < ceil(dim / 2)) holds bf16(-b_k,2j) in its low and bf16(-b_k,2j+1) (0 past dim) in its high
+ * half; consts[l] = (beta*, bhat*, b*, H, usable). The squared norms are summed in float32 (16 codes a vector)
+ * and rounded up by (1 + 2 gamma_dim) plus dim eta (their float32 rounding and underflow), before the square root
+ * (in float64, times 1 + 2^-40). Levels run on the caller's OpenMP threads. */
+static void prepare_bf16(const float *bookt, const float *half, const int64_t *level_sizes, int64_t num_active,
+                         int64_t dim, int64_t kpad, uint32_t *pairs, double *consts, int64_t threads) {
+    const int64_t npairs = (dim + 1) / 2;
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80008000u));
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)(threads < num_active ? threads : num_active)) schedule(static, 1)
+#endif
+    for (int64_t l = 0; l < num_active; l++) {
+        const float *bt = bookt + l * dim * kpad, *hl = half + l * kpad;
+        uint32_t *out = pairs + l * npairs * kpad;
+        const int64_t size = level_sizes[l] < kpad ? level_sizes[l] : kpad;
+        __m512 beta = _mm512_setzero_ps(), bhat = beta, bnorm = beta, hmax = beta;
+        int usable = 1;
+        for (int64_t k0 = 0; k0 < kpad; k0 += LANES) {
+            __m512 err = _mm512_setzero_ps(), rounded = err, exact = err;
+            for (int64_t j = 0; j < npairs; j++) {
+                const __m512 lo = _mm512_loadu_ps(bt + 2 * j * kpad + k0);
+                const __m512 hi = 2 * j + 1 < dim ? _mm512_loadu_ps(bt + (2 * j + 1) * kpad + k0) : _mm512_setzero_ps();
+                const __m512i wl = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(lo));
+                const __m512i wh = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(hi));
+                const __m512i word = _mm512_or_si512(wl, _mm512_slli_epi32(wh, 16));
+                _mm512_storeu_si512(out + j * kpad + k0, _mm512_xor_si512(word, _mm512_castps_si512(sign)));
+                const __m512 rl = _mm512_castsi512_ps(_mm512_slli_epi32(wl, 16));
+                const __m512 rh = _mm512_castsi512_ps(_mm512_slli_epi32(wh, 16));
+                const __m512 el = _mm512_sub_ps(rl, lo), eh = _mm512_sub_ps(rh, hi); /* exact */
+                err = _mm512_fmadd_ps(el, el, _mm512_fmadd_ps(eh, eh, err));
+                rounded = _mm512_fmadd_ps(rl, rl, _mm512_fmadd_ps(rh, rh, rounded));
+                exact = _mm512_fmadd_ps(lo, lo, _mm512_fmadd_ps(hi, hi, exact));
+            }
+            /* the level's codes only (padding rows are 0 with half norm +inf) */
+            const __mmask16 real = size - k0 >= LANES ? (__mmask16)0xFFFF
+                                   : size > k0       ? (__mmask16)((1u << (size - k0)) - 1u)
+                                                     : (__mmask16)0;
+            const __m512 h = _mm512_maskz_loadu_ps(real, hl + k0);
+            /* a NaN or inf anywhere in the real codes: not usable (x - x is 0 only for finite x) */
+            const __m512 probe = _mm512_add_ps(_mm512_add_ps(err, rounded), _mm512_add_ps(exact, h));
+            if (_mm512_mask_cmp_ps_mask(real, _mm512_sub_ps(probe, probe), _mm512_setzero_ps(), _CMP_NEQ_UQ)) usable = 0;
+            beta = _mm512_mask_max_ps(beta, real, beta, err);
+            bhat = _mm512_mask_max_ps(bhat, real, bhat, rounded);
+            bnorm = _mm512_mask_max_ps(bnorm, real, bnorm, exact);
+            hmax = _mm512_mask_max_ps(hmax, real, hmax, h);
+        }
+        const double gd = (double)dim * 0x1p-24 / (1.0 - (double)dim * 0x1p-24);
+        const double widen = (1.0 + 2.0 * gd) * (1.0 + 0x1p-40), floor = (double)dim * 0x1p-126;
+        const double b0 = sqrt((double)_mm512_reduce_max_ps(beta) * widen + floor) * (1.0 + 0x1p-40);
+        const double b1 = sqrt((double)_mm512_reduce_max_ps(bhat) * widen + floor) * (1.0 + 0x1p-40);
+        const double b2 = sqrt((double)_mm512_reduce_max_ps(bnorm) * widen + floor) * (1.0 + 0x1p-40);
+        const double hm = (double)_mm512_reduce_max_ps(hmax);
+        if (!(b1 <= BF16_MAGNITUDE && b2 <= BF16_MAGNITUDE && hm <= BF16_MAGNITUDE * BF16_MAGNITUDE)) usable = 0;
+        double *c = consts + l * BF16_CONSTANTS;
+        c[0] = b0, c[1] = b1, c[2] = b2, c[3] = hm, c[4] = usable;
+    }
+}
+#endif
+
+#if BF16_SEARCH
+/* The bf16 pairs of ROWS centred rows a (bf16(a) as 16-bit values in order: pair j = (a_2j, a_2j+1), 0 past dim)
+ * and each row's certification bound 2 (E + F) (+inf for a row it cannot serve: non-finite or over
+ * BF16_MAGNITUDE); the norms in float64, alpha = bf16(a) - a exactly in float32. One AVX-512 pass per row
+ * (vcvtneps2bf16 rounds to nearest even; as a scalar loop this was about as costly as the search at K = 256). */
+static inline __attribute__((always_inline)) void bf16_rows(float a[ROWS][MAX_DIM], int64_t dim, const double *c,
+                                                           uint32_t out[][BF16_PAIRS], double *bound) {
+    const double g = (double)(dim + 2) * 0x1p-24 / (1.0 - (double)(dim + 2) * 0x1p-24), eta = 0x1p-126;
+    const double beta = c[0], bhat = c[1], bnorm = c[2], hmax = c[3];
+    for (int i = 0; i < ROWS; i++) {
+        __m512d norm2 = _mm512_setzero_pd(), alpha2 = _mm512_setzero_pd();
+        for (int64_t d0 = 0; d0 < dim; d0 += LANES) {
+            const __mmask16 m = dim - d0 >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << (dim - d0)) - 1u);
+            const __m512 v = _mm512_maskz_loadu_ps(m, a[i] + d0);
+            const __m256bh h = _mm512_cvtneps_pbh(v);
+            _mm256_storeu_si256((__m256i *)((uint16_t *)out[i] + d0), (__m256i)h);
+            const __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)h), 16));
+            const __m512 e = _mm512_sub_ps(back, v);
+            const __m512d vl = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+            const __m512d vh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+            const __m512d el = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
+            const __m512d eh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
+            norm2 = _mm512_fmadd_pd(vl, vl, _mm512_fmadd_pd(vh, vh, norm2));
+            alpha2 = _mm512_fmadd_pd(el, el, _mm512_fmadd_pd(eh, eh, alpha2));
+        }
+        const double up = 1.0 + 0x1p-40;
+        const double norm = sqrt(_mm512_reduce_add_pd(norm2)) * up, alpha = sqrt(_mm512_reduce_add_pd(alpha2)) * up;
+        if (!(norm <= BF16_MAGNITUDE && alpha <= BF16_MAGNITUDE)) { /* NaN and inf included */
+            bound[i] = INFINITY;
+            continue;
+        }
+        const double e = norm * beta + alpha * bhat + g * (hmax + (norm + alpha) * bhat) +
+                         eta * (sqrt((double)dim) * (norm + alpha + bhat + 2.0) + 4.0 * (double)dim + 16.0);
+        const double f = g * (hmax + norm * bnorm) + (double)(dim + 2) * eta;
+        bound[i] = 2.0 * (e + f) * (1.0 + 0x1p-30);
+    }
+}
+
+/* keep_smaller that also keeps each lane's second smallest score (an equal score counts as a second: a tie is
+ * never certified) */
+static inline __attribute__((always_inline)) void keep_two(vf s, vi code, vf *best, vf *second, vi *index) {
+    __mmask16 better = _mm512_cmp_ps_mask((__m512)s, (__m512)*best, _CMP_LT_OQ);
+    *second = (vf)_mm512_min_ps((__m512)*second, _mm512_max_ps((__m512)s, (__m512)*best));
+    *best = (vf)_mm512_min_ps((__m512)s, (__m512)*best);
+    *index = (vi)_mm512_mask_mov_epi32((__m512i)*index, better, (__m512i)code);
+}
+
+/* nearest_rows' bf16 counterpart: for ROWS rows of bf16 pairs rp, among `count` codes (a multiple of LANES) of a
+ * level's pairs ([ceil(dim/2)][kstride], from code code0 on), each row's code of the smallest score, that score
+ * and the second smallest score. */
+static inline __attribute__((always_inline)) void nearest_rows_bf16(uint32_t rp[][BF16_PAIRS], int rows,
+                                                                    int64_t dim, const uint32_t *pairs,
+                                                                    const float *half, int64_t kstride,
+                                                                    int64_t count, int32_t code0, int32_t *best_code,
+                                                                    float *best_score, float *second_score) {
+    const int64_t npairs = (dim + 1) / 2;
+    vi lane;
+    for (int j = 0; j < LANES; j++) lane[j] = j;
+    vf best[ROWS], second[ROWS];
+    vi index[ROWS];
+    for (int i = 0; i < ROWS; i++) {
+        for (int j = 0; j < LANES; j++) best[i][j] = second[i][j] = INFINITY;
+        index[i] = lane * 0;
+    }
+    int64_t k0 = 0;
+    /* two code blocks at a time: 2 ROWS independent chains (vdpbf16ps: 2 a cycle on a Zen 5, 6-cycle latency; with
+     * 8 chains 0.67x that rate, measured 2026-12-02) */
+    for (; k0 + 2 * LANES <= count; k0 += 2 * LANES) {
+        __m512 s[ROWS], t[ROWS];
+        __m512 h = _mm512_loadu_ps(half + k0), g = _mm512_loadu_ps(half + k0 + LANES);
+        for (int i = 0; i < ROWS; i++) s[i] = h, t[i] = g;
+        for (int64_t j = 0; j < npairs; j++) {
+            __m512bh c = (__m512bh)_mm512_loadu_si512(pairs + j * kstride + k0);
+            __m512bh e = (__m512bh)_mm512_loadu_si512(pairs + j * kstride + k0 + LANES);
+            for (int i = 0; i < ROWS; i++) {
+                __m512bh row = (__m512bh)_mm512_set1_epi32((int)rp[i][j]);
+                s[i] = _mm512_dpbf16_ps(s[i], row, c);
+                t[i] = _mm512_dpbf16_ps(t[i], row, e);
+            }
+        }
+        vi code = lane + (code0 + (int32_t)k0), next = code + LANES;
+        for (int i = 0; i < ROWS; i++) {
+            keep_two((vf)s[i], code, &best[i], &second[i], &index[i]);
+            keep_two((vf)t[i], next, &best[i], &second[i], &index[i]);
+        }
+    }
+    for (; k0 < count; k0 += LANES) {
+        __m512 s[ROWS];
+        __m512 h = _mm512_loadu_ps(half + k0);
+        for (int i = 0; i < ROWS; i++) s[i] = h;
+        for (int64_t j = 0; j < npairs; j++) {
+            __m512bh c = (__m512bh)_mm512_loadu_si512(pairs + j * kstride + k0);
+            for (int i = 0; i < ROWS; i++)
+                s[i] = _mm512_dpbf16_ps(s[i], (__m512bh)_mm512_set1_epi32((int)rp[i][j]), c);
+        }
+        vi code = lane + (code0 + (int32_t)k0);
+        for (int i = 0; i < ROWS; i++) keep_two((vf)s[i], code, &best[i], &second[i], &index[i]);
+    }
+    for (int i = 0; i < rows; i++) {
+        best_code[i] = merge_lanes(best[i], index[i], &best_score[i]);
+        vf others = best[i];
+        others[best_code[i] & (LANES - 1)] = INFINITY; /* lane j holds the codes = j mod LANES */
+        const float a = _mm512_reduce_min_ps((__m512)second[i]), b = _mm512_reduce_min_ps((__m512)others);
+        second_score[i] = a < b ? a : b;
+    }
+}
+#endif
+
 /* Row blocks searched together against each code tile when a level's codes are tiled: each tile of the transposed
  * codebook is read once per group instead of once per row block. */
 #define GROUP_BLOCKS 16
@@ -449,13 +667,23 @@ static inline __attribute__((always_inline)) void walk_groups(
     const float *x, int64_t row0, int64_t count, int64_t dim, const float *books, const float *bookt, const float *half,
     const float *mu, int64_t num_levels, int64_t num_codes, int64_t kpad, int64_t step, int64_t group_rows,
     int64_t num_active, const int64_t *row_levels, int64_t *codes, float *quantized, float *commit, float *sqdist,
-    float r[][MAX_DIM], float q[][MAX_DIM], float cd[][MAX_DIM]) {
+    float r[][MAX_DIM], float q[][MAX_DIM], float cd[][MAX_DIM], const uint32_t *pairs, const double *consts,
+    int64_t *counters) {
     float centred[ROWS][MAX_DIM];
     int64_t levels_of[GROUP_BLOCKS * ROWS];
     int32_t found[GROUP_BLOCKS * ROWS];
     float score[GROUP_BLOCKS * ROWS];
     int32_t tile_code[ROWS];
     float tile_score[ROWS];
+#if BF16_SEARCH
+    uint32_t row_pairs[GROUP_BLOCKS * ROWS][BF16_PAIRS];
+    float second[GROUP_BLOCKS * ROWS], tile_second[ROWS];
+    double bound[GROUP_BLOCKS * ROWS];
+    int pending[ROWS];
+    int64_t searched = 0, researched = 0;
+#else
+    (void)pairs, (void)consts, (void)counters;
+#endif
     for (int64_t g0 = row0; g0 < row0 + count; g0 += group_rows) {
         const int64_t grows = (row0 + count - g0) < group_rows ? (row0 + count - g0) : group_rows;
         const int blocks = (int)((grows + ROWS - 1) / ROWS);
@@ -476,11 +704,38 @@ static inline __attribute__((always_inline)) void walk_groups(
         }
         for (int64_t l = 0; l < num_active; l++) {
             const float *shift = mu + l * dim, *level_bookt = bookt + l * dim * kpad, *level_half = half + l * kpad;
+#if BF16_SEARCH
+            const int bf16 = pairs != NULL && consts[l * BF16_CONSTANTS + 4] != 0.0;
+            const uint32_t *level_pairs = bf16 ? pairs + l * ((dim + 1) / 2) * kpad : NULL;
+            for (int b = 0; bf16 && b < blocks; b++) { /* the group's bf16 rows and bounds, once a level */
+                const int64_t first = (int64_t)b * ROWS;
+                for (int i = 0; i < ROWS; i++)
+                    for (int64_t d = 0; d < dim; d++) centred[i][d] = r[first + i][d] - shift[d];
+                bf16_rows(centred, dim, consts + l * BF16_CONSTANTS, row_pairs + first, bound + first);
+            }
+#endif
             for (int64_t t0 = 0; t0 < kpad; t0 += step) {
                 const int64_t length = (kpad - t0) < step ? (kpad - t0) : step;
                 for (int b = 0; b < blocks; b++) {
                     const int64_t first = (int64_t)b * ROWS;
                     const int rows = (int)((grows - first) < ROWS ? (grows - first) : ROWS);
+#if BF16_SEARCH
+                    if (bf16) {
+                        nearest_rows_bf16(row_pairs + first, rows, dim, level_pairs + t0, level_half + t0, kpad,
+                                          length, (int32_t)t0, tile_code, tile_score, tile_second);
+                        for (int i = 0; i < rows; i++) {
+                            const int64_t n = first + i;
+                            if (t0 == 0 || tile_score[i] < score[n]) {
+                                second[n] = t0 == 0 || tile_second[i] < score[n] ? tile_second[i] : score[n];
+                                score[n] = tile_score[i];
+                                found[n] = tile_code[i];
+                            } else if (tile_score[i] < second[n]) {
+                                second[n] = tile_score[i]; /* an equal score included: then a tie */
+                            }
+                        }
+                        continue;
+                    }
+#endif
                     for (int i = 0; i < ROWS; i++)
                         for (int64_t d = 0; d < dim; d++) centred[i][d] = r[first + i][d] - shift[d];
                     if (dim <= ROW_LANES_MAX_DIM)
@@ -497,6 +752,36 @@ static inline __attribute__((always_inline)) void walk_groups(
                     }
                 }
             }
+#if BF16_SEARCH
+            if (bf16) {
+                /* rows the bf16 pass did not certify: nearest_rows (all tiles) in packs of ROWS */
+                int waiting = 0;
+                for (int64_t i = 0; i <= grows; i++) {
+                    if (i < grows && l < levels_of[i]) {
+                        searched++;
+                        if (!((double)second[i] - (double)score[i] > bound[i])) pending[waiting++] = (int)i;
+                    }
+                    if (waiting == ROWS || (i == grows && waiting > 0)) {
+                        for (int p = 0; p < ROWS; p++)
+                            for (int64_t d = 0; d < dim; d++)
+                                centred[p][d] = p < waiting ? r[pending[p]][d] - shift[d] : 0.0f;
+                        for (int64_t t0 = 0; t0 < kpad; t0 += step) {
+                            const int64_t length = (kpad - t0) < step ? (kpad - t0) : step;
+                            nearest_rows(centred, waiting, dim, level_bookt + t0, level_half + t0, kpad, length,
+                                         (int32_t)t0, tile_code, tile_score);
+                            for (int p = 0; p < waiting; p++) {
+                                if (t0 == 0 || tile_score[p] < score[pending[p]]) {
+                                    score[pending[p]] = tile_score[p];
+                                    found[pending[p]] = tile_code[p];
+                                }
+                            }
+                        }
+                        researched += waiting;
+                        waiting = 0;
+                    }
+                }
+            }
+#endif
             const float *book = books + l * num_codes * dim;
             for (int64_t i = 0; i < grows; i++) {
                 int64_t n = g0 + i;
@@ -524,6 +809,12 @@ static inline __attribute__((always_inline)) void walk_groups(
             }
         }
     }
+#if BF16_SEARCH
+    if (counters && searched > 0) {
+        __atomic_fetch_add(&counters[0], searched, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&counters[1], researched, __ATOMIC_RELAXED);
+    }
+#endif
 }
 
 /* walk_groups on one row block at a time with its rows on the stack, or, when a level's codes are tiled, on
@@ -533,41 +824,72 @@ static inline __attribute__((always_inline)) void walk_groups(
 static inline __attribute__((always_inline)) void search_walk(
     const float *x, int64_t row0, int64_t count, int64_t dim, const float *books, const float *bookt, const float *half,
     const float *mu, int64_t num_levels, int64_t num_codes, int64_t kpad, int64_t tile, int64_t num_active,
-    const int64_t *row_levels, int64_t *codes, float *quantized, float *commit, float *sqdist) {
-    float (*group)[MAX_DIM] = tile > 0 && kpad > tile ? malloc(3 * sizeof(float[MAX_DIM]) * GROUP_BLOCKS * ROWS) : NULL;
+    const int64_t *row_levels, int64_t *codes, float *quantized, float *commit, float *sqdist, const uint32_t *pairs,
+    const double *consts, int64_t *counters) {
+    /* groups also for the bf16 pass: the rows it leaves are searched again in packs gathered over the group */
+    const int tiled = tile > 0 && kpad > tile;
+    float (*group)[MAX_DIM] = tiled || pairs ? malloc(3 * sizeof(float[MAX_DIM]) * GROUP_BLOCKS * ROWS) : NULL;
     if (group) {
-        walk_groups(x, row0, count, dim, books, bookt, half, mu, num_levels, num_codes, kpad, tile, GROUP_BLOCKS * ROWS,
-                    num_active, row_levels, codes, quantized, commit, sqdist, group, group + GROUP_BLOCKS * ROWS,
-                    group + 2 * GROUP_BLOCKS * ROWS);
+        walk_groups(x, row0, count, dim, books, bookt, half, mu, num_levels, num_codes, kpad, tiled ? tile : kpad,
+                    GROUP_BLOCKS * ROWS, num_active, row_levels, codes, quantized, commit, sqdist, group,
+                    group + GROUP_BLOCKS * ROWS, group + 2 * GROUP_BLOCKS * ROWS, pairs, consts, counters);
         free(group);
         return;
     }
     float r[ROWS][MAX_DIM], q[ROWS][MAX_DIM], cd[ROWS][MAX_DIM];
     walk_groups(x, row0, count, dim, books, bookt, half, mu, num_levels, num_codes, kpad, kpad, ROWS, num_active,
-                row_levels, codes, quantized, commit, sqdist, r, q, cd);
+                row_levels, codes, quantized, commit, sqdist, r, q, cd, NULL, NULL, NULL);
+}
+
+/* search_walk at the compiled widths */
+static void search_walk_at_width(const float *x, int64_t row0, int64_t count, int64_t dim, const float *books,
+                                 const float *bookt, const float *half, const float *mu, int64_t num_levels,
+                                 int64_t num_codes, int64_t kpad, int64_t tile, int64_t num_active,
+                                 const int64_t *row_levels, int64_t *codes, float *quantized, float *commit,
+                                 float *sqdist, const uint32_t *pairs, const double *consts, int64_t *counters) {
+#define WALK(D) search_walk(x, row0, count, D, books, bookt, half, mu, num_levels, num_codes, kpad, tile, num_active, \
+                            row_levels, codes, quantized, commit, sqdist, pairs, consts, counters)
+    WITH_CONSTANT_DIM(dim, WALK);
+#undef WALK
 }
 
 void fastrq_search_walk(const float *x, int64_t row0, int64_t count, int64_t dim, const float *books,
                         const float *bookt, const float *half, const float *mu, int64_t num_levels, int64_t num_codes,
                         int64_t kpad, int64_t tile, int64_t num_active, const int64_t *row_levels, int64_t *codes, float *quantized,
                         float *commit, float *sqdist) {
-#define WALK(D) search_walk(x, row0, count, D, books, bookt, half, mu, num_levels, num_codes, kpad, tile, num_active, \
-                            row_levels, codes, quantized, commit, sqdist)
-    WITH_CONSTANT_DIM(dim, WALK);
-#undef WALK
+    search_walk_at_width(x, row0, count, dim, books, bookt, half, mu, num_levels, num_codes, kpad, tile, num_active,
+                         row_levels, codes, quantized, commit, sqdist, NULL, NULL, NULL);
 }
 
 /* fastrq_search_walk over all n rows on `threads` OpenMP threads (sequentially without OpenMP): thread t takes
  * the blocks [B t / T, B (t + 1) / T) of the B = ceil(n / ROWS) row blocks. Every row's result is computed by the
- * same instructions whichever thread runs it, so the outputs do not depend on the thread count. */
+ * same instructions whichever thread runs it, so the outputs do not depend on the thread count.
+ * bf16: 0 the float32 search; 1 the certified bf16 first pass (1b) where the build has it (fastrq_bf16_search),
+ * on the levels whose codes allow it; the outputs are the same bit for bit. level_sizes [num_levels]: each level's code count; counters (NULL or int64 [2]): the
+ * row-levels the bf16 pass searched and those it searched again in float32 are added to them. */
 void fastrq_search_walk_parallel(const float *x, int64_t n, int64_t threads, int64_t dim, const float *books,
                                  const float *bookt, const float *half, const float *mu, int64_t num_levels,
                                  int64_t num_codes, int64_t kpad, int64_t tile, int64_t num_active,
                                  const int64_t *row_levels, int64_t *codes, float *quantized, float *commit,
-                                 float *sqdist) {
+                                 float *sqdist, const int64_t *level_sizes, int64_t bf16, int64_t *counters) {
     int64_t blocks = (n + ROWS - 1) / ROWS;
     if (threads < 1) threads = 1;
     if (threads > blocks) threads = blocks > 0 ? blocks : 1;
+    uint32_t *pairs = NULL;
+    double *consts = NULL;
+    (void)level_sizes; /* read by the bf16 pass only */
+    if (BF16_SEARCH && n > 0 && num_active > 0 && bf16) {
+        pairs = malloc(sizeof(uint32_t) * (size_t)(num_active * ((dim + 1) / 2) * kpad));
+        consts = malloc(sizeof(double) * (size_t)(num_active * BF16_CONSTANTS));
+        if (pairs && consts) {
+#if BF16_SEARCH
+            prepare_bf16(bookt, half, level_sizes, num_active, dim, kpad, pairs, consts, threads);
+#endif
+        } else { /* no memory: the float32 search */
+            free(pairs), free(consts);
+            pairs = NULL, consts = NULL;
+        }
+    }
 #ifdef _OPENMP
 #pragma omp parallel for num_threads((int)threads) schedule(static, 1)
 #endif
@@ -576,21 +898,23 @@ void fastrq_search_walk_parallel(const float *x, int64_t n, int64_t threads, int
         int64_t r1 = blocks * (t + 1) / threads * ROWS;
         if (r1 > n) r1 = n;
         if (r1 > r0)
-            fastrq_search_walk(x, r0, r1 - r0, dim, books, bookt, half, mu, num_levels, num_codes, kpad, tile,
-                               num_active, row_levels, codes, quantized, commit, sqdist);
+            search_walk_at_width(x, r0, r1 - r0, dim, books, bookt, half, mu, num_levels, num_codes, kpad, tile,
+                                 num_active, row_levels, codes, quantized, commit, sqdist, pairs, consts, counters);
     }
+    free(pairs), free(consts);
 }
 
 /* nearest_code in one call (its fixed cost is what small N pays): the one-level preparation of codebook [K, dim]
  * into scratch (kpad * (dim + 1) + dim floats, kpad = K rounded up to LANES), then the search of x [n, dim] with
  * codes [n] and the direct-difference sqdist [n]. */
 void fastrq_nearest_code(const float *x, int64_t n, int64_t threads, int64_t dim, const float *codebook,
-                         int64_t num_codes, int64_t kpad, int64_t tile, float *scratch, int64_t *codes, float *sqdist) {
+                         int64_t num_codes, int64_t kpad, int64_t tile, float *scratch, int64_t *codes, float *sqdist,
+                         int64_t bf16, int64_t *counters) {
     float *bookt = scratch, *half = scratch + dim * kpad, *mu = scratch + (dim + 1) * kpad;
     const int64_t size = num_codes;
     fastrq_prepare_books(codebook, 1, num_codes, dim, &size, kpad, bookt, half, mu);
     fastrq_search_walk_parallel(x, n, threads, dim, codebook, bookt, half, mu, 1, num_codes, kpad, tile, 1, NULL,
-                                codes, NULL, NULL, sqdist);
+                                codes, NULL, NULL, sqdist, &size, bf16, counters);
 }
 
 /* One row and level of the walk's reductions (fastrq_statistics): sum += r, r -= e, and |r|^2 returned. Written in
@@ -764,14 +1088,6 @@ void fastrq_ema_update(float *codebooks, float *cluster_size, float *embed_sum, 
  * per row instead of some forty tensor ops per row block.
  * ---------------------------------------------------------------------------------------------------------------- */
 
-/* float32 -> bfloat16 bits, rounded to nearest even (NaN -> the quiet NaN 0x7FC0), as torch converts. */
-static inline uint16_t bf16_bits(float value) {
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof(bits));
-    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
-    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
-
 /* bf16_bits of LANES values at once, left in the upper halves of float32 patterns (the lower halves zero): the
  * bf16 values themselves when read as float32. */
 static inline vu bf16_rounded(vf v) {
@@ -792,13 +1108,6 @@ static inline vf bf16_store_lanes(const float *src, uint16_t *out, uint32_t sign
     vh halves = __builtin_convertvector((top >> 16) ^ sign, vh);
     memcpy(out, &halves, sizeof(halves));
     return v;
-}
-
-static inline float bf16_value(uint16_t bits) {
-    uint32_t wide = (uint32_t)bits << 16;
-    float value;
-    memcpy(&value, &wide, sizeof(value));
-    return value;
 }
 
 /* For centred float32 rows a [R, D]: the augmented bf16 rows aug [R, D + 4] = (bf16(a), 1, 1, c, 0) with
@@ -1266,12 +1575,12 @@ int64_t fastrq_training_step(const float *x, int64_t n, int64_t threads, int64_t
                              int64_t num_active, const int64_t *row_levels, float *prepared, int64_t *codes,
                              float *quantized, float *commit, float *sqerr, float *counts, float *sums, double decay,
                              double eps, double threshold, int64_t stream, int64_t *valid_rows, float *cands,
-                             float *statistics_scratch) {
+                             float *statistics_scratch, int64_t bf16, int64_t *counters) {
     float *bookt = prepared, *half = prepared + num_active * dim * kpad;
     float *mu = half + num_active * kpad;
     fastrq_prepare_books(codebooks, num_active, num_codes, dim, level_sizes, kpad, bookt, half, mu);
     fastrq_search_walk_parallel(x, n, threads, dim, codebooks, bookt, half, mu, num_levels, num_codes, kpad, tile,
-                                num_active, row_levels, codes, quantized, commit, NULL);
+                                num_active, row_levels, codes, quantized, commit, NULL, level_sizes, bf16, counters);
     fastrq_statistics(x, n, threads, dim, codebooks, num_levels, num_codes, num_active, codes, sqerr, counts, sums,
                       statistics_scratch);
     int64_t finite = 1;

@@ -33,8 +33,8 @@ from . import build
 from .build import library, loaded_library
 
 __all__ = [
-    "available", "residual_pass", "bf16_search_available", "training_step_available", "training_step_", "level_statistics", "nearest_code",
-    "can_update", "ema_update_",
+    "available", "residual_pass", "bf16_search_available", "training_step_available", "training_step_",
+    "level_statistics", "nearest_code", "can_update", "ema_update_",
     "certified_available", "certified_codes", "certified_rows", "certified_select",
     "walk_available", "walk_level", "prepare_centred", "hashes_available", "row_hashes", "repeated_hashes",
     "hash_uniform_int", "restart_available", "dead_code_candidates", "restart_dead_", "MAX_DIM", "SMALL_DIM",

@@ -464,9 +464,10 @@ static inline float bf16_value(uint16_t bits) {
  * its scores, and the row is done. Otherwise (near-ties, exact ties, rows with NaN, inf or norms over
  * BF16_MAGNITUDE) the row is searched again by nearest_rows, in packs of ROWS such rows. Every code the walk
  * takes is therefore the float32 kernel's, bit for bit, and so is every output (tests/test_bf16_search.py).
- * The norms and the bound are computed in float64 from the float32 values (relative error below 2^-40, covered by
- * the 2^-30 margin on the bound). The codebook's constants come from its prepared centred codes (prepare_bf16);
- * a level with non-finite or too large codes keeps the float32 search.
+ * The rows' norms and the bound are computed in float64 from the float32 values (relative error below 2^-40,
+ * covered by the 2^-30 margin on the bound); the codebook's constants from its prepared centred codes, their
+ * squared norms summed in float32 and rounded up by 2 gamma_dim (prepare_bf16). A level with non-finite or too
+ * large codes keeps the float32 search. Measured: benchmarks/README.md, note 21.
  * ---------------------------------------------------------------------------------------------------------------- */
 #if defined(__AVX512BF16__) && LANES == 16
 #define BF16_SEARCH 1

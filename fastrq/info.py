@@ -32,8 +32,9 @@ def _native_threads(cpu_build) -> str:
     lib = cpu_build.library()
     lanes = lib.fastrq_lanes()
     width = f"{lanes}-float vectors ({'AVX-512' if lanes == 16 else 'AVX2 or narrower'}), "
-    return width + ("rows split on torch's OpenMP threads" if lib.fastrq_openmp()
-                    else "built without OpenMP: rows split on Python threads")
+    bf16 = "certified bf16 first pass built (AVX512-BF16), " if lib.fastrq_bf16_search() else ""
+    return width + bf16 + ("rows split on torch's OpenMP threads" if lib.fastrq_openmp()
+                           else "built without OpenMP: rows split on Python threads")
 
 
 def _version(dist: str) -> str:

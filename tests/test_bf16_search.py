@@ -80,7 +80,7 @@ def _assert_same(want, got):
     ragged=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_residual_quantize_is_the_float32_result_bit_for_bit(kind, n, d, k, levels, ragged, seed):
+def test_training_pass_is_the_float32_result_bit_for_bit(kind, n, d, k, levels, ragged, seed):
     x, books = _data(kind, n, d, k, levels, seed)
     sizes = [max(1, k - 3 * level) for level in range(levels)] if ragged else [k] * levels
     for level, size in enumerate(sizes):
@@ -192,7 +192,8 @@ def test_auto_mode_takes_the_pass_from_its_width_and_zero_turns_it_off():
         with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": "auto"}):
             fastrq.nearest_code(x, books[0], backend="torch")
         assert certified.search_stats()["native_rows"] == expected
+    x, books = wide
     certified.reset_search_stats()
     with mock.patch.dict(os.environ, OFF):
-        fastrq.nearest_code(*wide[:1], wide[1][0], backend="torch")
+        fastrq.nearest_code(x, books[0], backend="torch")
     assert certified.search_stats()["native_rows"] == 0

@@ -419,3 +419,70 @@ def test_the_portable_selection_matches_the_avx512_one(monkeypatch, flags):
             assert stats == want_stats
         else:  # the same rows through the certified path; which of them it re-scores may differ
             assert (stats["calls"], stats["rows"]) == (want_stats["calls"], want_stats["rows"]) and stats["rows"] > 0
+
+
+def _undecidable(seed: int, n: int = 512, d: int = 128, k: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ~0 against a codebook half of whose codes are ~0 (the rest of norm ~1): every row has more than
+    MAX_CANDIDATES candidates, so the bf16 pass sends all of them to the exact path (the state of an RQ level whose
+    residuals have shrunk to nothing against codes left at their initial norm)."""
+    gen = torch.Generator().manual_seed(seed)
+    codebook = (torch.rand(k, d, generator=gen) * 2 - 1) * (3 / d) ** 0.5
+    codebook[: k // 2] = 1e-4 * torch.randn(k // 2, d, generator=gen)
+    return 1e-4 * torch.randn(n, d, generator=gen), codebook
+
+
+def test_level_history_backs_off_and_resets():
+    history = certified.LevelHistory()
+    skips = []
+    for _ in range(8):  # every try fails: skip 1, 2, 4, … up to DECLINE_MAX_SKIP calls
+        history.observe(100, 51)
+        skipped = 0
+        while history.declines():
+            skipped += 1
+        skips.append(skipped)
+    assert skips == [1, 2, 4, 8, 16, 32, 32, 32]
+    history.observe(100, 50)  # at most the fraction: decided, no skip
+    assert not history.declines()
+    history.observe(100, 51)
+    assert history.declines() and not history.declines()  # the back-off started again from 1
+
+
+def test_auto_mode_declines_a_level_it_cannot_decide(monkeypatch):
+    """auto mode: after a call that searched most rows again exactly, the level takes the float32 path for the next
+    1, 2, 4 … calls, then tries again; every call's codes are the float32 path's; an in-place change of the codebook
+    (an EMA step) keeps the level's history; a call it decides again ends the back-off; mode 1 never declines."""
+    monkeypatch.setattr(certified, "bf16_matmul_is_fast", lambda: True)  # auto mode as on a bf16 CPU, on any CPU
+    x, codebook = _undecidable(0)
+    auto = {**NEVER, "FASTRQ_BF16_SEARCH": "auto"}
+    certified.reset_search_stats()
+    certified_calls = []
+    with mock.patch.dict(os.environ, auto):
+        for call in range(11):
+            if call == 6:
+                codebook[-1, 0] += 1e-3  # in place, a code of norm ~1: re-prepared, the history goes on
+            before = certified.search_stats()["calls"]
+            assert torch.equal(fastrq.nearest_code(x, codebook, backend="torch")[0], _codes(x, codebook, NEVER))
+            if certified.search_stats()["calls"] > before:
+                certified_calls.append(call)
+    stats = certified.search_stats()
+    # tried, skipped 1, tried, skipped 2, tried (after the in-place change: still skipping), skipped 4, tried
+    assert certified_calls == [0, 2, 5, 10], certified_calls
+    assert stats["declined_calls"] == 7 and stats["exact_rate"] == 1.0
+    # rows the bf16 pass decides: the next try succeeds and the level stays certified
+    decidable = random_data(3, 512, 128, dtype=torch.float32)
+    with mock.patch.dict(os.environ, auto):
+        certified.reset_search_stats()
+        for _ in range(9):  # the 8 calls of the back-off, then the try
+            fastrq.nearest_code(decidable, codebook, backend="torch")
+        assert certified.search_stats()["declined_calls"] == 8 and certified.search_stats()["calls"] == 1
+        certified.reset_search_stats()
+        for _ in range(3):
+            codes = fastrq.nearest_code(decidable, codebook, backend="torch")[0]
+    assert certified.search_stats()["calls"] == 3 and certified.search_stats()["declined_calls"] == 0
+    assert torch.equal(codes, _codes(decidable, codebook, NEVER))
+    # mode 1: every call certified, whatever the history
+    certified.reset_search_stats()
+    with mock.patch.dict(os.environ, ALWAYS):
+        for _ in range(3):
+            fastrq.nearest_code(x, codebook, backend="torch")
+    assert certified.search_stats()["calls"] == 3 and certified.search_stats()["declined_calls"] == 0

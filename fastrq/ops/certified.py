@@ -66,9 +66,10 @@ width, :func:`float32_accumulation_verified`); the codebook must be finite with 
 (:class:`CertifiedLevel` is not built otherwise and the float32 path runs).
 
 ``FASTRQ_BF16_SEARCH``: ``auto`` (default: where bf16 matmul is fast on this CPU, detected from /proc/cpuinfo's
-``amx_bf16`` / ``avx512_bf16``, and the problem is large enough to pay off), ``1`` (always, on CPU float32 data:
-for tests), ``0`` (never). :func:`search_stats` counts rows, rows re-scored, rows re-searched exactly and
-candidates.
+``amx_bf16`` / ``avx512_bf16``, and the problem is large enough to pay off; a level whose last try sent most of
+its rows to the exact path takes the float32 path for a while, :class:`LevelHistory`), ``1`` (always, on CPU
+float32 data: for tests), ``0`` (never). :func:`search_stats` counts rows, rows re-scored, rows re-searched
+exactly, candidates and declined calls.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ __all__ = [
     "score_error_bound",
     "rescore_error_bound",
     "search_stats",
+    "LevelHistory",
     "native_counters",
     "record_native",
     "reset_search_stats",
@@ -126,6 +128,14 @@ AUTO_MIN_DIM = 64
 AUTO_MIN_CODES = 512
 AUTO_MIN_ROWS = 512
 AUTO_MIN_CODES_NATIVE = 128
+# auto mode: a codebook level whose rows the bf16 pass mostly cannot decide (more than this fraction searched again
+# exactly in one call) takes the float32 path for its next calls, 1, 2, 4 … DECLINE_MAX_SKIP of them while that
+# persists (then one more try): in that regime the certified search costs the float32 search and more. Seen in a long
+# EnCodec-like run on one fixed batch (N = K = 1,024, D = 128, L = 8: after ~1,500 steps the levels after the first
+# quantize residuals of ~0 against codes of norm ~1, 87 % of rows searched again exactly, the step 27 ms against 20
+# for float32 and 7 before; benchmarks/README.md, note 22)
+DECLINE_EXACT_FRACTION = 0.5
+DECLINE_MAX_SKIP = 32
 # auto mode, the fused native kernel's own bf16 first pass (rq_cpu.c, section 1b: no GEMM, its bound without the
 # output rounding, the rows it cannot certify searched again in float32 inside the same call): from this width
 # (benchmarks/README.md, note 21, measured on a Zen 5 with AVX512-BF16)
@@ -242,6 +252,7 @@ class CertifiedLevel:
         k_row, k_rounding, k_constant, k_zero = self.coefficients
         self.weights = torch.tensor([2 * k_row, 2 * k_rounding, 2 * k_constant, 1.0, U_OUT], dtype=torch.float64)
         self.offset = 2 * k_zero
+        self.history: LevelHistory | None = None  # auto mode: where certified_codes reports how it fared
 
     @functools.cached_property
     def member_offsets(self) -> torch.Tensor:
@@ -286,10 +297,47 @@ class CertifiedLevel:
         return all(math.isfinite(v) for v in values) and max(self.bhat, self.bnorm) <= MAGNITUDE_LIMIT
 
 
+class LevelHistory:
+    """How the certified search fared on one codebook level in ``auto`` mode, kept across the level's
+    re-preparations (the torch backend hands it from a codebook buffer's old preparation to its new one, so an EMA
+    codebook updated in place every step keeps it): after a call that searched more than
+    ``DECLINE_EXACT_FRACTION`` of its rows again exactly, the next ``skip`` calls take the float32 path, ``skip``
+    doubling (up to ``DECLINE_MAX_SKIP``) while the tries that follow fail too and back to none after one that does
+    not. Only the speed depends on it: both paths return the same codes. Counts are per call of the level's search
+    (one per row block of the walk), never per thread or timing, so a run is reproducible."""
+
+    __slots__ = ("skip", "backoff", "lock")
+
+    def __init__(self) -> None:
+        self.skip = 0
+        self.backoff = 0
+        self.lock = threading.Lock()
+
+    def declines(self) -> bool:
+        """Whether this call takes the float32 path (and counts it)."""
+        with self.lock:
+            if self.skip <= 0:
+                return False
+            self.skip -= 1
+        with _STATS.lock:
+            _STATS.declined_calls += 1
+        return True
+
+    def observe(self, rows: int, exact_rows: int) -> None:
+        """One certified call's outcome: ``exact_rows`` of its ``rows`` searched again by the exact path."""
+        with self.lock:
+            if rows and exact_rows > DECLINE_EXACT_FRACTION * rows:
+                self.backoff = min(2 * self.backoff if self.backoff else 1, DECLINE_MAX_SKIP)
+                self.skip = self.backoff
+            else:
+                self.backoff = self.skip = 0
+
+
 def level_operands(prep, level: int, num_rows: int):
     """The :class:`CertifiedLevel` of ``prep``'s ``level`` when the certified search runs for a row block of
     ``num_rows`` rows, else None. Built on first use and kept in ``prep.certified[level]`` (so once per codebook:
-    the caller caches ``prep``); False is kept for a level whose codebook is out of range."""
+    the caller caches ``prep``); False is kept for a level whose codebook is out of range. In ``auto`` mode also
+    None while the level's :class:`LevelHistory` (``prep.certified_history[level]``) declines."""
     mode = search_mode()
     if mode == "0":
         return None
@@ -301,10 +349,15 @@ def level_operands(prep, level: int, num_rows: int):
         return None
     if not float32_accumulation_verified(dim + EXTRA_COLUMNS):
         return None
+    history = prep.certified_history[level]
+    if mode == "auto" and history.declines():
+        return None
     cached = prep.certified[level]
     if cached is None:
         operands = CertifiedLevel(centred_t.t()[:num_codes], half_norms[:num_codes].contiguous())
         cached = prep.certified[level] = operands if operands.valid else False
+    if cached:
+        cached.history = history if mode == "auto" else None
     return cached or None
 
 
@@ -408,6 +461,7 @@ class _Stats:
     def reset(self):
         self.rows = self.rescored_rows = self.exact_rows = self.candidates = self.calls = 0
         self.native_rows = self.native_researched = 0
+        self.declined_calls = 0
 
     def record_native(self, rows: int, researched: int) -> None:
         """One fused-kernel call's counts: row-levels its bf16 pass searched, and searched again in float32."""
@@ -431,18 +485,20 @@ _STATS = _Stats()
 def search_stats() -> dict:
     """Counters since the last :func:`reset_search_stats`: rows searched by the certified path, rows re-scored in
     float32 (2 … MAX_CANDIDATES candidates), rows re-searched by the exact float32 path, total candidates, and the
-    rates derived from them; for the fused native kernel's bf16 pass (:func:`native_counters`) the row-levels it
+    rates derived from them; the calls a level's :class:`LevelHistory` sent to the float32 path
+    (``declined_calls``); for the fused native kernel's bf16 pass (:func:`native_counters`) the row-levels it
     searched (``native_rows``) and those it searched again in float32 (``native_researched_rows``,
     ``native_research_rate``)."""
     with _STATS.lock:
         rows, rescored, exact, cands = _STATS.rows, _STATS.rescored_rows, _STATS.exact_rows, _STATS.candidates
-        calls = _STATS.calls
+        calls, declined = _STATS.calls, _STATS.declined_calls
         native_rows, native_researched = _STATS.native_rows, _STATS.native_researched
     return {
         "native_rows": native_rows,
         "native_researched_rows": native_researched,
         "native_research_rate": native_researched / native_rows if native_rows else 0.0,
         "calls": calls,
+        "declined_calls": declined,
         "rows": rows,
         "rescored_rows": rescored,
         "exact_rows": exact,
@@ -533,10 +589,20 @@ def certified_codes(
     buffers = _buffers(min(block, num_rows), level.dim, level.tile, level.tiles)
     run = _native_block if cpu_kernels.certified_available() else _certified_block
     rows = rows.contiguous()
+    searched_again = [0]  # rows the blocks sent to the exact path (for the level's history)
+
+    def counted_exact(subset: torch.Tensor) -> torch.Tensor:
+        searched_again[0] += subset.shape[0]
+        return exact(subset)
+
     if num_rows <= block:
-        return run(rows, level, exact, buffers)
-    parts = [run(rows[r0 : r0 + block], level, exact, buffers) for r0 in range(0, num_rows, block)]
-    return torch.cat(parts)
+        codes = run(rows, level, counted_exact, buffers)
+    else:
+        parts = [run(rows[r0 : r0 + block], level, counted_exact, buffers) for r0 in range(0, num_rows, block)]
+        codes = torch.cat(parts)
+    if level.history is not None:
+        level.history.observe(num_rows, searched_again[0])
+    return codes
 
 
 def _native_block(rows: torch.Tensor, level: CertifiedLevel, exact, buffers) -> torch.Tensor:

@@ -185,8 +185,10 @@ class PreparedLevels:
                     half_norms = half_norms.masked_fill(padding, float("inf"))
             self.half_norms = half_norms
             self.centred_t = centred.transpose(1, 2)
-            # bf16 operands of the certified search (fastrq.ops.certified), built per level on first use
+            # bf16 operands of the certified search (fastrq.ops.certified), built per level on first use, and how
+            # that search fared on each level (prepare_levels hands it on to a re-preparation of the same buffer)
             self.certified = [None] * num_levels
+            self.certified_history = [certified.LevelHistory() for _ in range(num_levels)]
 
 
 _PREPARED: collections.OrderedDict[tuple, list] = collections.OrderedDict()  # key -> [hashes, prepared, reuses]
@@ -214,6 +216,8 @@ def prepare_levels(codebooks: torch.Tensor, level_sizes: list[int] | None = None
         hit[2] += 1
         return hit[1]
     prepared = PreparedLevels(codebooks, sizes, for_faiss, hashes)
+    if hit is not None and not for_faiss:  # the same buffer changed (an EMA step): its levels' search history goes on
+        prepared.certified_history = hit[1].certified_history
     with _PREPARED_LOCK:
         _PREPARED[key] = [hashes, prepared, 0]
         _PREPARED.move_to_end(key)

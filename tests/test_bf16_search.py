@@ -197,3 +197,37 @@ def test_auto_mode_takes_the_pass_from_its_width_and_zero_turns_it_off():
     with mock.patch.dict(os.environ, OFF):
         fastrq.nearest_code(x, books[0], backend="torch")
     assert certified.search_stats()["native_rows"] == 0
+
+
+def test_auto_mode_declines_a_codebook_of_twins():
+    """auto mode: a codebook whose codes come in identical pairs (every row's best code has a twin: an exact tie,
+    never certified) sends every row back to float32; the codebook's history then skips the pass for 1, 2, 4 …
+    calls (the float32 search, the same outputs), an in-place change keeps the history, another codebook is
+    unaffected, and mode 1 always runs the pass."""
+    x, books = _data("clustered", 512, 64, 64, 1, 11)
+    twins = books[0].clone()
+    twins[32:] = twins[:32]
+    want, got, stats = _both(lambda: fastrq.nearest_code(x, twins, backend="torch"))
+    _assert_same(want, got)
+    assert stats["native_research_rate"] == 1.0  # mode 1: the pass ran and certified no row
+    ran = []
+    certified.reset_search_stats()
+    with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": "auto"}):
+        for call in range(8):
+            if call == 4:
+                twins[63, 0] += 0.5  # in place (a code no row is near): the same buffer, the same history
+            with mock.patch.dict(os.environ, OFF):
+                want = fastrq.nearest_code(x, twins, backend="torch")
+            before = certified.search_stats()["native_rows"]
+            _assert_same(want, fastrq.nearest_code(x, twins, backend="torch"))
+            if certified.search_stats()["native_rows"] > before:
+                ran.append(call)
+        assert ran == [0, 2, 5], ran  # ran, skipped 1, ran, skipped 2 (across the change), ran, skipped 4 …
+        assert certified.search_stats()["declined_calls"] == 5
+        certified.reset_search_stats()
+        fastrq.nearest_code(x, books[0], backend="torch")  # another codebook: its own (empty) history
+        assert certified.search_stats()["native_rows"] == 512 and certified.search_stats()["declined_calls"] == 0
+    certified.reset_search_stats()
+    with mock.patch.dict(os.environ, ON):
+        fastrq.nearest_code(x, twins, backend="torch")  # mode 1, while auto mode would still skip
+    assert certified.search_stats()["native_rows"] == 512

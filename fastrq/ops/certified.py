@@ -74,6 +74,7 @@ exactly, candidates and declined calls.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import math
@@ -136,6 +137,11 @@ AUTO_MIN_CODES_NATIVE = 128
 # for float32 and 7 before; benchmarks/README.md, note 22)
 DECLINE_EXACT_FRACTION = 0.5
 DECLINE_MAX_SKIP = 32
+# the same for the fused native kernel's bf16 pass, per codebook (its rows not certified are searched again whole:
+# break-even near a fifth of them; D = 64, K = 256, N = 6,272: bf16 / float32 0.89 with distinct codes, 1.18 with
+# half of them twins (49.5 % searched again), 1.78 all twins; note 22)
+NATIVE_DECLINE_FRACTION = 0.25
+NATIVE_HISTORIES = 64  # codebooks whose history is kept (least recently used dropped)
 # auto mode, the fused native kernel's own bf16 first pass (rq_cpu.c, section 1b: no GEMM, its bound without the
 # output rounding, the rows it cannot certify searched again in float32 inside the same call): from this width
 # (benchmarks/README.md, note 21, measured on a Zen 5 with AVX512-BF16)
@@ -300,17 +306,19 @@ class CertifiedLevel:
 class LevelHistory:
     """How the certified search fared on one codebook level in ``auto`` mode, kept across the level's
     re-preparations (the torch backend hands it from a codebook buffer's old preparation to its new one, so an EMA
-    codebook updated in place every step keeps it): after a call that searched more than
-    ``DECLINE_EXACT_FRACTION`` of its rows again exactly, the next ``skip`` calls take the float32 path, ``skip``
+    codebook updated in place every step keeps it), or, for the fused native kernel's bf16 pass, on one codebook
+    buffer (:func:`native_counters`): after a call that searched more than ``fraction`` (``DECLINE_EXACT_FRACTION``,
+    ``NATIVE_DECLINE_FRACTION``) of its rows again exactly, the next ``skip`` calls take the float32 path, ``skip``
     doubling (up to ``DECLINE_MAX_SKIP``) while the tries that follow fail too and back to none after one that does
     not. Only the speed depends on it: both paths return the same codes. Counts are per call of the level's search
     (one per row block of the walk), never per thread or timing, so a run is reproducible."""
 
-    __slots__ = ("skip", "backoff", "lock")
+    __slots__ = ("skip", "backoff", "fraction", "lock")
 
-    def __init__(self) -> None:
+    def __init__(self, fraction: float = DECLINE_EXACT_FRACTION) -> None:
         self.skip = 0
         self.backoff = 0
+        self.fraction = fraction
         self.lock = threading.Lock()
 
     def declines(self) -> bool:
@@ -326,7 +334,7 @@ class LevelHistory:
     def observe(self, rows: int, exact_rows: int) -> None:
         """One certified call's outcome: ``exact_rows`` of its ``rows`` searched again by the exact path."""
         with self.lock:
-            if rows and exact_rows > DECLINE_EXACT_FRACTION * rows:
+            if rows and exact_rows > self.fraction * rows:
                 self.backoff = min(2 * self.backoff if self.backoff else 1, DECLINE_MAX_SKIP)
                 self.skip = self.backoff
             else:
@@ -509,26 +517,57 @@ def search_stats() -> dict:
     }
 
 
-def native_counters(dim: int):
-    """For a call of the fused native kernel at width ``dim``: a ctypes int64 pair that turns its certified bf16
-    first pass on (the kernel adds its counts to it; hand it to :func:`record_native` after the call) where that
-    pass runs here (:func:`fastrq.kernels.cpu.launch.bf16_search_available`) and ``FASTRQ_BF16_SEARCH`` asks for it
-    (``1``; ``auto`` from ``NATIVE_MIN_DIM``); else None (the float32 search)."""
+_NATIVE_HISTORY: collections.OrderedDict[tuple, LevelHistory] = collections.OrderedDict()
+_NATIVE_HISTORY_LOCK = threading.Lock()
+
+
+def _native_history(codebooks: torch.Tensor) -> LevelHistory:
+    """The :class:`LevelHistory` of the native bf16 pass on this codebook buffer (its address and shape: an EMA
+    codebook updated in place keeps its history)."""
+    key = (codebooks.data_ptr(), tuple(codebooks.shape))
+    with _NATIVE_HISTORY_LOCK:
+        history = _NATIVE_HISTORY.get(key)
+        if history is None:
+            history = _NATIVE_HISTORY[key] = LevelHistory(NATIVE_DECLINE_FRACTION)
+            while len(_NATIVE_HISTORY) > NATIVE_HISTORIES:
+                _NATIVE_HISTORY.popitem(last=False)
+        else:
+            _NATIVE_HISTORY.move_to_end(key)
+    return history
+
+
+def native_counters(dim: int, codebooks: torch.Tensor):
+    """For a call of the fused native kernel at width ``dim`` on ``codebooks``: a ctypes int64 pair that turns its
+    certified bf16 first pass on (the kernel adds its counts to it; hand it to :func:`record_native` after the call)
+    where that pass runs here (:func:`fastrq.kernels.cpu.launch.bf16_search_available`) and ``FASTRQ_BF16_SEARCH``
+    asks for it (``1``; ``auto`` from ``NATIVE_MIN_DIM`` unless the codebook's :class:`LevelHistory` declines);
+    else None (the float32 search)."""
     mode = search_mode()
     if mode == "0" or (mode == "auto" and dim < NATIVE_MIN_DIM) or not cpu_kernels.bf16_search_available():
+        return None
+    if mode == "auto" and _native_history(codebooks).declines():
         return None
     return (ctypes.c_int64 * 2)()
 
 
-def record_native(counters) -> None:
-    """Add a fused-kernel call's counts (from :func:`native_counters`; None: nothing) to :func:`search_stats`."""
-    if counters is not None and counters[0]:
-        _STATS.record_native(counters[0], counters[1])
+def record_native(counters, codebooks: torch.Tensor) -> None:
+    """Add a fused-kernel call's counts (from :func:`native_counters`; None: nothing) to :func:`search_stats`, and in
+    ``auto`` mode to the codebook's :class:`LevelHistory`."""
+    if counters is None or not counters[0]:
+        return
+    _STATS.record_native(counters[0], counters[1])
+    if search_mode() == "auto":
+        _native_history(codebooks).observe(counters[0], counters[1])
 
 
 def reset_search_stats() -> None:
+    """Zero :func:`search_stats` and forget the native bf16 pass's per-codebook histories (a new codebook at the
+    address of an old one would otherwise take over its history; the GEMM path's go with its cached
+    preparations)."""
     with _STATS.lock:
         _STATS.reset()
+    with _NATIVE_HISTORY_LOCK:
+        _NATIVE_HISTORY.clear()
 
 
 def _new_aug(rows: int, dim: int) -> torch.Tensor:

@@ -185,9 +185,12 @@ def test_module_training_steps_give_the_float32_state(kind, levels, threshold, s
         assert torch.equal(want_state[key], got_state[key]), key
 
 
-def test_auto_mode_takes_the_pass_from_its_width_and_zero_turns_it_off():
-    wide, narrow = _data("clustered", 64, certified.NATIVE_MIN_DIM, 32, 1, 8), _data("clustered", 64, 8, 32, 1, 8)
-    for (x, books), expected in ((wide, 64), (narrow, 0)):
+def test_auto_mode_takes_the_pass_from_its_width_and_size_and_zero_turns_it_off():
+    rows = certified.NATIVE_MIN_PAIRS // 256
+    wide = _data("clustered", rows, certified.NATIVE_MIN_DIM, 256, 1, 8)
+    narrow = _data("clustered", rows, certified.NATIVE_MIN_DIM - 1, 256, 1, 8)
+    small = _data("clustered", rows - 1, certified.NATIVE_MIN_DIM, 256, 1, 8)
+    for (x, books), expected in ((wide, rows), (narrow, 0), (small, 0)):
         certified.reset_search_stats()
         with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": "auto"}):
             fastrq.nearest_code(x, books[0], backend="torch")
@@ -199,11 +202,12 @@ def test_auto_mode_takes_the_pass_from_its_width_and_zero_turns_it_off():
     assert certified.search_stats()["native_rows"] == 0
 
 
-def test_auto_mode_declines_a_codebook_of_twins():
+def test_auto_mode_declines_a_codebook_of_twins(monkeypatch):
     """auto mode: a codebook whose codes come in identical pairs (every row's best code has a twin: an exact tie,
     never certified) sends every row back to float32; the codebook's history then skips the pass for 1, 2, 4 …
     calls (the float32 search, the same outputs), an in-place change keeps the history, another codebook is
     unaffected, and mode 1 always runs the pass."""
+    monkeypatch.setattr(certified, "NATIVE_MIN_PAIRS", 0)  # auto mode at this small size too
     x, books = _data("clustered", 512, 64, 64, 1, 11)
     twins = books[0].clone()
     twins[32:] = twins[:32]

@@ -326,7 +326,7 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
     if n == 0:
         return torch.empty(0, dtype=torch.long, device=x.device), x.new_empty(0)
     if cpu_kernels.available(x, x.shape[1], codebook.shape[0]):  # the kernel also returns the direct-difference sqdist
-        counters = certified.native_counters(x.shape[1], codebook)
+        counters = certified.native_counters(n, x.shape[1], codebook)
         out = cpu_kernels.nearest_code(x, codebook, counters)
         certified.record_native(counters, codebook)
         return out
@@ -388,7 +388,7 @@ def quantize_and_update_(x, codebooks, cluster_size, embed_sum, rng_state, level
         x, codebooks, cluster_size, embed_sum, rng_state
     ):
         return None
-    counters = certified.native_counters(x.shape[1], codebooks)
+    counters = certified.native_counters(x.shape[0], x.shape[1], codebooks)
     out = cpu_kernels.training_step_(x, codebooks, cluster_size, embed_sum, rng_state, level_sizes, num_active,
                                      row_levels, decay, eps, dead_code_threshold, stream, counters)
     certified.record_native(counters, codebooks)
@@ -401,7 +401,7 @@ def _residual_pass(x, codebooks, level_sizes, num_active, row_levels, *, trainin
     if n == 0 or num_active == 0:
         return _padded_outputs(x, codebooks, num_active, [], [], [], None, None, None, training)
     if cpu_kernels.available(x, dim, codebooks.shape[1]):
-        counters = certified.native_counters(dim, codebooks)
+        counters = certified.native_counters(n, dim, codebooks)
         out = cpu_kernels.residual_pass(x, codebooks, level_sizes, num_active, row_levels, training, counters)
         certified.record_native(counters, codebooks)
         return out

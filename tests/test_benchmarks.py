@@ -339,3 +339,28 @@ def test_kernel_layouts_gates_every_layout_on_the_default_codes(tmp_path):
     assert {(r["provider"], r["baseline"]) for r in ratios} == {("pure", "default")}
     assert "| MNIST VQ" in (tmp_path / "kernel_layouts.md").read_text()
     assert result["path"] == str(tmp_path / "kernel_layouts.json")
+
+
+def test_native_bf16_smoke_run_gates_every_provider_bitwise(tmp_path):
+    """The native bf16-pass benchmark (quick preset, 64 rows): every provider's codes equal the float32 search's
+    (or, without the pass in this build, every case is reported skipped with the reason), the re-search rate of a
+    codebook of twins is 1, and the table renders."""
+    from benchmarks import native_bf16
+    from fastrq.kernels.cpu import launch
+
+    native_bf16.main(["--preset", "quick", "--n", "64", "--out", str(tmp_path)])
+    document = harness.read_results(tmp_path / "native_bf16.json")
+    timings = harness.select(document["records"], metric="time_ms")
+    assert {r["provider"] for r in timings} == {"float32", "bf16", "auto"} and len(timings) == 12
+    table = native_bf16.render_table(document)
+    if launch.bf16_search_available():
+        assert all(r["status"] == "ok" and r["check"] == "codes equal to the float32 search's" for r in timings)
+        rates = {(r["L"], r["data"]): r["value"] for r in harness.select(document["records"], metric="research_rate")}
+        assert rates[(1, "twins")] == 1.0 and rates[(3, "twins")] == 1.0 and rates[(1, "random")] < 1.0
+        ratios = harness.select(document["records"], metric="time_ratio")
+        assert {(r["provider"], r["baseline"]) for r in ratios} == {("bf16", "float32"), ("auto", "float32")}
+        assert table.count("| nearest_code |") == 2 and table.count("| residual_quantize |") == 2
+    else:
+        assert all(r["status"] == "skipped" and "no bf16 pass" in r["check"] for r in timings)
+        assert "Not timed" in table
+    assert "native_bf16.json" in (tmp_path / "native_bf16.md").read_text()

@@ -186,11 +186,14 @@ def test_module_training_steps_give_the_float32_state(kind, levels, threshold, s
 
 
 def test_auto_mode_takes_the_pass_from_its_width_and_size_and_zero_turns_it_off():
-    rows = certified.NATIVE_MIN_PAIRS // 256
-    wide = _data("clustered", rows, certified.NATIVE_MIN_DIM, 256, 1, 8)
-    narrow = _data("clustered", rows, certified.NATIVE_MIN_DIM - 1, 256, 1, 8)
-    small = _data("clustered", rows - 1, certified.NATIVE_MIN_DIM, 256, 1, 8)
-    for (x, books), expected in ((wide, rows), (narrow, 0), (small, 0)):
+    dim = certified.NATIVE_MIN_DIM
+    codes = certified.NATIVE_MIN_CODE_WIDTH // dim
+    rows = certified.NATIVE_MIN_PAIRS // codes
+    wide = _data("clustered", rows, dim, codes, 1, 8)
+    narrow = _data("clustered", rows, dim - 1, codes + 32, 1, 8)  # below the width, with as many code entries
+    small = _data("clustered", rows - 1, dim, codes, 1, 8)  # one row short of the pairs
+    few = _data("clustered", 2 * rows, dim, codes // 2, 1, 8)  # as many pairs, half the code entries
+    for (x, books), expected in ((wide, rows), (narrow, 0), (small, 0), (few, 0)):
         certified.reset_search_stats()
         with mock.patch.dict(os.environ, {"FASTRQ_BF16_SEARCH": "auto"}):
             fastrq.nearest_code(x, books[0], backend="torch")
@@ -208,6 +211,7 @@ def test_auto_mode_declines_a_codebook_of_twins(monkeypatch):
     calls (the float32 search, the same outputs), an in-place change keeps the history, another codebook is
     unaffected, and mode 1 always runs the pass."""
     monkeypatch.setattr(certified, "NATIVE_MIN_PAIRS", 0)  # auto mode at this small size too
+    monkeypatch.setattr(certified, "NATIVE_MIN_CODE_WIDTH", 0)
     x, books = _data("clustered", 512, 64, 64, 1, 11)
     twins = books[0].clone()
     twins[32:] = twins[:32]

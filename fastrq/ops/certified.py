@@ -146,11 +146,13 @@ NATIVE_HISTORIES = 64  # codebooks whose history is kept (least recently used dr
 # output rounding, the rows it cannot certify searched again in float32 inside the same call): from this width
 # (benchmarks/README.md, note 21, measured on a Zen 5 with AVX512-BF16)
 NATIVE_MIN_DIM = 32
-# … and for calls of at least this many (row, code) pairs a level: below it the pass's per-call and per-row costs
-# (the codes' and the rows' bf16 conversion, the rows' norms in float64) outweigh what it saves (N = 1,024, K = 256:
-# 0.99–1.27x the float32 search on random and clustered rows; N = 1,024, K = 1,024 and N = 6,272, K = 256:
-# 0.72–1.10x; results/2026-12-02/native_bf16.md, note 22)
+# … for calls of at least NATIVE_MIN_PAIRS (row, code) pairs a level, on levels of at least NATIVE_MIN_CODE_WIDTH
+# code entries (K · D): below either the pass's per-call and per-row costs (the codes' and the rows' bf16
+# conversion, the rows' norms in float64) outweigh what it saves. Measured (results/2026-12-02/native_bf16.md,
+# note 22), bf16 / float32: N = 1,024, K = 256: 0.97–1.38 on random and clustered rows; D = 32, K = 256:
+# 0.98–1.38 at every N; D = 64, K = 256 from N = 6,272: 0.77–1.03; K ≥ 1,024 from N = 1,024: 0.62–0.91 clustered.
 NATIVE_MIN_PAIRS = 1 << 20
+NATIVE_MIN_CODE_WIDTH = 1 << 14
 
 
 def gamma(n: int) -> float:
@@ -546,12 +548,14 @@ def native_counters(num_rows: int, dim: int, codebooks: torch.Tensor):
     or ``[L, K, D]``): a ctypes int64 pair that turns its certified bf16 first pass on (the kernel adds its counts to
     it; hand it to :func:`record_native` after the call) where that pass runs here
     (:func:`fastrq.kernels.cpu.launch.bf16_search_available`) and ``FASTRQ_BF16_SEARCH`` asks for it (``1``;
-    ``auto`` from ``NATIVE_MIN_DIM`` and ``NATIVE_MIN_PAIRS`` unless the codebook's :class:`LevelHistory`
-    declines); else None (the float32 search)."""
+    ``auto`` from ``NATIVE_MIN_DIM``, ``NATIVE_MIN_PAIRS`` and ``NATIVE_MIN_CODE_WIDTH`` unless the codebook's
+    :class:`LevelHistory` declines); else None (the float32 search)."""
     mode = search_mode()
     if mode == "0" or not cpu_kernels.bf16_search_available():
         return None
-    if mode == "auto" and (dim < NATIVE_MIN_DIM or num_rows * codebooks.shape[-2] < NATIVE_MIN_PAIRS):
+    num_codes = codebooks.shape[-2]
+    if mode == "auto" and (dim < NATIVE_MIN_DIM or num_rows * num_codes < NATIVE_MIN_PAIRS
+                           or num_codes * dim < NATIVE_MIN_CODE_WIDTH):
         return None
     if mode == "auto" and _native_history(codebooks).declines():
         return None

@@ -40,7 +40,7 @@ from fastrq.ops import certified
 
 from . import harness
 
-__all__ = ["CASES", "PRESETS", "DATA", "inputs", "run_case", "render_table", "main"]
+__all__ = ["CASES", "PRESETS", "DATA", "inputs", "run_case", "render_table", "render_ratios", "main"]
 
 CASES = ((32, 256, 1), (32, 1024, 1), (32, 8192, 1), (64, 256, 1), (64, 1024, 1), (64, 256, 3))  # (D, K, L)
 DATA = ("random", "clustered", "twins")
@@ -158,6 +158,32 @@ def render_table(document: dict) -> str:
     if skipped:
         text += "\n\nNot timed:\n\n" + "\n".join(skipped)
     return text
+
+
+def render_ratios(document: dict) -> str:
+    """The ratios of a results document, one row per (op, D, K, L, data) and one column per N: bf16 / float32, then
+    auto / float32, then the re-search rate at the largest N (the README's table)."""
+    records = document["records"]
+    ns = sorted({r["N"] for r in records})
+    shapes = []
+    for r in records:
+        key = (r["op"], r["D"], r["K"], r["L"], r["data"])
+        if key not in shapes:
+            shapes.append(key)
+    head = " | ".join(f"N = {n:,}" for n in ns)
+    lines = [f"| op | D | K | L | data | bf16 / float32: {head} | auto / float32: {head} | searched again |",
+             "|---|---:|---:|---:|---|" + "---:|" * (2 * len(ns) + 1)]
+    for op, d, k, levels, data in shapes:
+        match = dict(op=op, D=d, K=k, L=levels, data=data)
+        cells = []
+        for provider in ("bf16", "auto"):
+            for n in ns:
+                value = _value(records, metric="time_ratio", provider=provider, baseline="float32", N=n, **match)
+                cells.append("–" if value is None else f"{value:.2f}")
+        rate = _value(records, metric="research_rate", N=ns[-1], **match)
+        cells.append("–" if rate is None or rate != rate else f"{rate:.1%}")
+        lines.append(f"| {op} | {d} | {k:,} | {levels} | {data} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _markdown(document: dict) -> str:

@@ -180,9 +180,18 @@ def kernel_layouts_table(document: dict) -> str:
             "gave bitwise the default's codes.")
 
 
+def native_bf16_table(document: dict) -> str:
+    from .native_bf16 import render_ratios
+
+    return (render_ratios(document) + "\n\nMedians of per-round ratios to the fused kernel's float32 search "
+            "(`FASTRQ_BF16_SEARCH=0`; < 1: faster): bf16 = the pass on every call (`=1`), auto = the default; searched "
+            "again: the row-levels the pass could not certify (one forced call, at the largest N); every provider's "
+            "codes bit for bit the float32 search's. Times in the results file's markdown.")
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
     "ops-rq": ops_rq, "ops-nearest": ops_nearest, "small-d": small_d_table, "module-step": module_step_table, "sampling": sampling_table,
-    "memory": memory_table, "kernel-layouts": kernel_layouts_table,
+    "memory": memory_table, "kernel-layouts": kernel_layouts_table, "native-bf16": native_bf16_table,
 }
 
 

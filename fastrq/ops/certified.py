@@ -137,9 +137,9 @@ AUTO_MIN_CODES_NATIVE = 128
 # for float32 and 7 before; benchmarks/README.md, note 22)
 DECLINE_EXACT_FRACTION = 0.5
 DECLINE_MAX_SKIP = 32
-# the same for the fused native kernel's bf16 pass, per codebook (its rows not certified are searched again whole:
-# break-even near a fifth of them; D = 64, K = 256, N = 6,272: bf16 / float32 0.89 with distinct codes, 1.18 with
-# half of them twins (49.5 % searched again), 1.78 all twins; note 22)
+# the same for the fused native kernel's bf16 pass, per codebook (the rows it does not certify are searched again
+# whole: forced bf16 / float32 crosses 1 at 16–26 % of them on random rows, and is 1.55–1.91 on codebooks of twins,
+# where no row is certified; results/2026-12-02/native_bf16.md, note 22)
 NATIVE_DECLINE_FRACTION = 0.25
 NATIVE_HISTORIES = 64  # codebooks whose history is kept (least recently used dropped)
 # auto mode, the fused native kernel's own bf16 first pass (rq_cpu.c, section 1b: no GEMM, its bound without the
@@ -148,9 +148,10 @@ NATIVE_HISTORIES = 64  # codebooks whose history is kept (least recently used dr
 NATIVE_MIN_DIM = 32
 # … for calls of at least NATIVE_MIN_PAIRS (row, code) pairs a level, on levels of at least NATIVE_MIN_CODE_WIDTH
 # code entries (K · D): below either the pass's per-call and per-row costs (the codes' and the rows' bf16
-# conversion, the rows' norms in float64) outweigh what it saves. Measured (results/2026-12-02/native_bf16.md,
-# note 22), bf16 / float32: N = 1,024, K = 256: 0.97–1.38 on random and clustered rows; D = 32, K = 256:
-# 0.98–1.38 at every N; D = 64, K = 256 from N = 6,272: 0.77–1.03; K ≥ 1,024 from N = 1,024: 0.62–0.91 clustered.
+# conversion, the rows' norms in float64) outweigh what it saves. Measured before these rules
+# (results/2026-12-02/native_bf16_earlier/at_1e428d6.md, note 22), forced bf16 / float32: N = 1,024, K = 256:
+# 0.99–1.27 on random and clustered rows; D = 32, K = 256: 0.95–1.27 at every N; D = 64, K = 256 from N = 6,272:
+# 0.79–1.06; K ≥ 1,024 from N = 1,024: 0.63–0.84 on clustered rows.
 NATIVE_MIN_PAIRS = 1 << 20
 NATIVE_MIN_CODE_WIDTH = 1 << 14
 

@@ -61,11 +61,10 @@ it is ≈ 3× looser on typical data and is kept for callers that have no roundi
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from fastrq.errors import InvalidArgumentError
+from fastrq.ops import environment
 
 __all__ = [
     "PRECISIONS",
@@ -102,7 +101,7 @@ def resolve_precision(precision: str | None, device: torch.device, dtype: torch.
     An unknown name raises :class:`~fastrq.errors.InvalidArgumentError` listing the valid ones.
     """
     if precision is None:
-        precision = os.environ.get(ENV_VAR, "") or None
+        precision = environment.get(ENV_VAR, "") or None
     if precision is None:
         precision = "tf32x3" if device.type == "cuda" else "ieee"
     precision = precision.lower()

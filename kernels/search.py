@@ -23,6 +23,7 @@ import torch
 import triton
 
 from fastrq.errors import InvalidArgumentError
+from fastrq.ops import environment
 
 from . import _alloc
 from .precision import resolve_precision
@@ -141,7 +142,7 @@ def device_arch(device: torch.device) -> str:
 
 
 def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return environment.get("TRITON_INTERPRET", "0") == "1"
 
 
 def kernel_mode(dim: int, dtype: torch.dtype, precision: str) -> str:

@@ -78,7 +78,6 @@ import collections
 import ctypes
 import functools
 import math
-import os
 import threading
 from collections.abc import Callable
 
@@ -86,6 +85,7 @@ import torch
 
 from ..errors import InvalidArgumentError
 from ..kernels.cpu import launch as cpu_kernels
+from . import environment
 
 __all__ = [
     "ENV_VAR",
@@ -169,7 +169,7 @@ def gamma(n: int) -> float:
 
 def search_mode() -> str:
     """``$FASTRQ_BF16_SEARCH`` (``auto`` when unset); an unknown value raises InvalidArgumentError."""
-    mode = os.environ.get(ENV_VAR, "auto") or "auto"
+    mode = environment.get(ENV_VAR, "auto") or "auto"
     if mode not in MODES:
         raise InvalidArgumentError(f"{ENV_VAR}={mode!r} is not one of {', '.join(MODES)}")
     return mode
@@ -552,11 +552,13 @@ def native_counters(num_rows: int, dim: int, codebooks: torch.Tensor):
     ``auto`` from ``NATIVE_MIN_DIM``, ``NATIVE_MIN_PAIRS`` and ``NATIVE_MIN_CODE_WIDTH`` unless the codebook's
     :class:`LevelHistory` declines); else None (the float32 search)."""
     mode = search_mode()
-    if mode == "0" or not cpu_kernels.bf16_search_available():
+    if mode == "0":
         return None
-    num_codes = codebooks.shape[-2]
-    if mode == "auto" and (dim < NATIVE_MIN_DIM or num_rows * num_codes < NATIVE_MIN_PAIRS
-                           or num_codes * dim < NATIVE_MIN_CODE_WIDTH):
+    if mode == "auto":  # the size rules first: they are integer comparisons, and decide most small calls
+        num_codes = codebooks.shape[-2]
+        if dim < NATIVE_MIN_DIM or num_rows * num_codes < NATIVE_MIN_PAIRS or num_codes * dim < NATIVE_MIN_CODE_WIDTH:
+            return None
+    if not cpu_kernels.bf16_search_available():
         return None
     if mode == "auto" and _native_history(codebooks).declines():
         return None

@@ -40,10 +40,7 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, backend: str = "aut
 
     Rows of x holding NaN or infinity get some code in ``[0, K)`` and a non-finite sqdist.
     """
-    check.check_codebook(codebook)
-    check.check_vectors(x, codebook.shape[1])
-    check.check_same_device(("x", x), ("codebook", codebook))
-    dtype = check.compute_dtype(x.dtype, codebook.dtype)
+    dtype = check.check_search_inputs(x, codebook, 2)
     impl = resolve_backend(backend, x.device)
     rows = check.as_rows(x, dtype)
     codes, sqdist = impl.nearest_code(rows.detach() if rows.requires_grad else rows, check.as_table(codebook, dtype))
@@ -57,7 +54,10 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, backend: str = "aut
 
 
 def _wants_grad(*tensors: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    for t in tensors:
+        if t.requires_grad:
+            return torch.is_grad_enabled()
+    return False
 
 
 def residual_quantize(
@@ -76,10 +76,7 @@ def residual_quantize(
         w.r.t. the codebooks (the codes are piecewise constant in x: no gradient reaches x).
         ``codes``: int64 ``[..., L]``.
     """
-    check.check_codebooks(codebooks)
-    check.check_vectors(x, codebooks.shape[2])
-    check.check_same_device(("x", x), ("codebooks", codebooks))
-    dtype = check.compute_dtype(x.dtype, codebooks.dtype)
+    dtype = check.check_search_inputs(x, codebooks, 3)
     impl = resolve_backend(backend, x.device)
     tables = codebooks.to(dtype).contiguous()
     quantized, codes = impl.residual_quantize(check.as_rows(x, dtype).detach(), tables.detach())

@@ -42,13 +42,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import os
 import threading
 
 import torch
 
 from ..kernels.cpu import launch as cpu_kernels
-from . import certified, recycled
+from . import certified, environment, recycled
 from .codebook_prep import centring_shifts, first_equal_rows, first_equal_rows_sync_free, row_hashes
 
 __all__ = [
@@ -101,7 +100,7 @@ def _faiss():
 
 def uses_faiss(device: torch.device, dtype: torch.dtype, dim: int) -> bool:
     """Whether the search of float ``dtype`` vectors of dimension ``dim`` on ``device`` runs on faiss' kernel."""
-    mode = os.environ.get("FASTRQ_FAISS", "auto")
+    mode = environment.get("FASTRQ_FAISS", "auto")
     if mode == "0" or device.type != "cpu" or dtype != torch.float32 or _faiss() is None:
         return False
     return mode == "1" or dim <= FAISS_MAX_DIM

@@ -7,7 +7,12 @@ import torch
 
 from ..errors import CodeRangeError, DTypeError, EmptyCodebookError, ShapeError
 
-__all__ = ["compute_dtype", "check_vectors", "check_codebook", "check_codebooks", "check_codes", "as_rows", "as_table"]
+__all__ = [
+    "compute_dtype", "check_vectors", "check_codebook", "check_codebooks", "check_search_inputs", "check_codes",
+    "as_rows", "as_table",
+]
+
+_FLOATING = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
@@ -55,9 +60,35 @@ def check_codebooks(codebooks: torch.Tensor, name: str = "codebooks") -> None:
         raise EmptyCodebookError(f"{name} are empty (K = 0): there is nothing to quantize to")
 
 
+def check_search_inputs(x: torch.Tensor, codebooks: torch.Tensor, table_dims: int) -> torch.dtype:
+    """The search ops' checks in one call: ``codebooks`` a codebook ``[K, D]`` (``table_dims`` 2) or stacked
+    codebooks ``[L, K, D]`` (3), x ``[..., D]``, both floating and on one device; returns the compute dtype.
+
+    Input that passes is recognised with a handful of attribute reads (the separate checks cost ~3 µs, a tenth of
+    a small ``nearest_code`` call, 2026-12-03); anything else goes through :func:`check_codebook` /
+    :func:`check_codebooks`, :func:`check_vectors` and :func:`check_same_device`, which raise what they find."""
+    if isinstance(x, torch.Tensor) and isinstance(codebooks, torch.Tensor):
+        table, xs = codebooks.shape, x.shape
+        x_dtype, table_dtype = x.dtype, codebooks.dtype
+        if (len(table) == table_dims and 0 not in table and len(xs) >= 1 and xs[-1] == table[-1]
+                and x_dtype in _FLOATING and table_dtype in _FLOATING and x.device == codebooks.device):
+            return torch.float64 if torch.float64 in (x_dtype, table_dtype) else torch.float32
+    if table_dims == 2:
+        check_codebook(codebooks)
+        name = "codebook"
+    else:
+        check_codebooks(codebooks)
+        name = "codebooks"
+    check_vectors(x, codebooks.shape[-1])
+    check_same_device(("x", x), (name, codebooks))
+    return compute_dtype(x.dtype, codebooks.dtype)
+
+
 def check_same_device(*named: tuple[str, torch.Tensor]) -> None:
     first = named[0][1].device
-    if any(t.device != first for _, t in named[1:]):
+    for _, t in named[1:]:
+        if t.device == first:
+            continue
         desc = ", ".join(f"{n} on {t.device}" for n, t in named)
         raise ShapeError(f"tensors must be on one device: {desc}")
 

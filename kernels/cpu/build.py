@@ -23,6 +23,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from fastrq.ops import environment
+
 __all__ = ["library", "loaded_library", "unavailable_reason", "ENV_VAR"]
 
 ENV_VAR = "FASTRQ_CPU_KERNEL"
@@ -168,7 +170,7 @@ def load_built(compiler: str, flags: tuple[str, ...]) -> tuple[ctypes.CDLL | Non
 def library() -> ctypes.CDLL | None:
     """The loaded library, or None when ``FASTRQ_CPU_KERNEL=0`` or it cannot be built or loaded here
     (:func:`unavailable_reason` says why). ``FASTRQ_CPU_KERNEL=1`` makes a failed build an error."""
-    mode = os.environ.get(ENV_VAR, "auto")
+    mode = environment.get(ENV_VAR, "auto")
     if mode == "0":
         return None
     lib, reason = _load()
@@ -187,6 +189,6 @@ def loaded_library() -> ctypes.CDLL | None:
 
 def unavailable_reason() -> str | None:
     """None when the kernels can run here, else why not."""
-    if os.environ.get(ENV_VAR, "auto") == "0":
+    if environment.get(ENV_VAR, "auto") == "0":
         return f"{ENV_VAR}=0"
     return _load()[1]

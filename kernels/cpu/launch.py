@@ -67,6 +67,7 @@ _POOL_LOCK = threading.Lock()
 # the first, restart candidates) comes from one buffer per thread, grown as needed and kept up to this size: a
 # fresh tensor cost 2-4 us a call here (2026-12-02), a fixed cost that small calls pay in full.
 CALL_SCRATCH_MAX_BYTES = 16 << 20
+CALL_SCRATCH_LAYOUTS = 256  # remembered layouts of the kept buffer (one per distinct call shape)
 _CALL_SCRATCH = threading.local()
 
 
@@ -101,26 +102,41 @@ def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
 
 def _call_scratch(*sizes: int) -> tuple[torch.Tensor, list[int]]:
     """(buffer, addresses): scratch regions of ``sizes`` 4-byte elements each, 64-byte aligned, for the duration
-    of one native call on this thread (the buffer must stay referenced until the call returns)."""
+    of one native call on this thread (the buffer must stay referenced until the call returns). The addresses of
+    the kept buffer are remembered per ``sizes`` (computing them cost ~1 µs a call, 2026-12-03)."""
+    layouts = getattr(_CALL_SCRATCH, "layouts", None)
+    if layouts is not None:
+        addresses = layouts.get(sizes)
+        if addresses is not None:
+            return _CALL_SCRATCH.buffer, addresses
     padded = [-(-size // LANES) * LANES for size in sizes]
     total = sum(padded) + LANES  # + one vector of slack for the alignment
     buffer = getattr(_CALL_SCRATCH, "buffer", None)
-    if buffer is None or buffer.numel() < total:
+    kept = buffer is not None and buffer.numel() >= total
+    if not kept:
         buffer = torch.empty(total, dtype=torch.float32)
-        if total * 4 <= CALL_SCRATCH_MAX_BYTES:
-            _CALL_SCRATCH.buffer = buffer
+        kept = total * 4 <= CALL_SCRATCH_MAX_BYTES
+        if kept:
+            _CALL_SCRATCH.buffer, _CALL_SCRATCH.layouts = buffer, {}
     address = -(-buffer.data_ptr() // 64) * 64
     addresses = []
     for size in padded:
         addresses.append(address)
         address += size * 4
+    if kept and len(_CALL_SCRATCH.layouts) < CALL_SCRATCH_LAYOUTS:
+        _CALL_SCRATCH.layouts[sizes] = addresses
     return buffer, addresses
 
 
 def _code_tile(dim: int) -> int:
     """Codes per tile of the fused search at width ``dim``: about ``CODE_TILE_BYTES`` of the transposed codebook, a
     multiple of two SIMD blocks."""
-    return max(2 * LANES, CODE_TILE_BYTES // (4 * dim) // (2 * LANES) * (2 * LANES))
+    return _code_tile_of(dim, CODE_TILE_BYTES)
+
+
+@functools.lru_cache(maxsize=256)
+def _code_tile_of(dim: int, tile_bytes: int) -> int:  # remembered: the arithmetic cost ~0.3 µs a call
+    return max(2 * LANES, tile_bytes // (4 * dim) // (2 * LANES) * (2 * LANES))
 
 
 def _prepared_books(lib, books: torch.Tensor, num_active: int, sizes: tuple[int, ...]):
@@ -304,7 +320,12 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, bf16_counters=None) ->
 def _statistics_scratch(lib, n: int, num_levels: int, num_codes: int, dim: int) -> int:
     """Floats of scratch that ``fastrq_statistics`` needs: one [L, K] + [L, K, D] table per run of rows after the
     first (rq_cpu.c's ``fastrq_statistics_chunks``, a function of the shape alone)."""
-    return (lib.fastrq_statistics_chunks(n, num_codes) - 1) * num_levels * num_codes * (dim + 1)
+    return (_statistics_chunks(lib, n, num_codes) - 1) * num_levels * num_codes * (dim + 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _statistics_chunks(lib, n: int, num_codes: int) -> int:
+    return lib.fastrq_statistics_chunks(n, num_codes)  # a pure function of the shape: one native call per shape
 
 
 def _finish(lib, x, books, codes, quantized, commit, num_levels, num_codes, num_active, training):

@@ -387,8 +387,10 @@ def git_state() -> dict[str, Any]:
 
 
 def cpu_info() -> dict[str, Any]:
-    """CPU model name and the flags of interest (:data:`CPU_FLAGS`) from /proc/cpuinfo (None where unreadable)."""
-    model, flags = None, None
+    """CPU model name, family / model / stepping and the flags of interest (:data:`CPU_FLAGS`) from /proc/cpuinfo
+    (None where unreadable). The numbers tell apart machines that a virtual machine names alike ("AMD EPYC" for a
+    Zen 4, family 25, and a Zen 5, family 26, whose AVX-512 units differ in width)."""
+    model, flags, ident = None, None, {}
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
@@ -396,11 +398,14 @@ def cpu_info() -> dict[str, Any]:
                 key = key.strip()
                 if key == "model name" and model is None:
                     model = value.strip()
+                elif key in ("cpu family", "model", "stepping") and key not in ident:
+                    ident[key] = value.strip()
                 elif key == "flags" and flags is None:
                     flags = set(value.split())
     except OSError:
         pass
     return {"cpu": model or platform.processor() or None,
+            "cpu_id": " ".join(f"{k} {v}" for k, v in ident.items()) or None,
             "cpu_flags": None if flags is None else {flag: flag in flags for flag in CPU_FLAGS}}
 
 
@@ -483,7 +488,8 @@ def write_results(name: str, records: list[dict[str, Any]], meta: Mapping[str, A
     path.write_text(json.dumps(document, indent=1, default=_jsonable) + "\n")
     if markdown is not None:
         revision = (meta.get("git_revision") or "?")[:10] + ("+dirty" if meta.get("git_dirty") else "")
-        footer = (f"\n\n_{meta.get('timestamp')}, git {revision}, {meta.get('cpu')}, threads "
+        cpu = meta.get("cpu") if not meta.get("cpu_id") else f"{meta.get('cpu')} ({meta['cpu_id']})"
+        footer = (f"\n\n_{meta.get('timestamp')}, git {revision}, {cpu}, threads "
                   f"{meta.get('threads', {}).get('torch')}; data: `{name}.json`_\n")
         (folder / f"{name}.md").write_text(markdown.rstrip() + footer)
     return path

@@ -78,3 +78,60 @@ def test_call_scratch_layouts(monkeypatch):
     after_buffer, after = check(small)
     assert after_buffer is new_buffer and after_buffer is not buffer
     assert after[0] >= after_buffer.data_ptr()
+
+
+def _separate_checks(x, codebooks, table_dims):
+    """The checks check_search_inputs replaces, in their old order."""
+    from fastrq.ops import validation as check
+
+    if table_dims == 2:
+        check.check_codebook(codebooks)
+        check.check_vectors(x, codebooks.shape[1])
+        check.check_same_device(("x", x), ("codebook", codebooks))
+    else:
+        check.check_codebooks(codebooks)
+        check.check_vectors(x, codebooks.shape[2])
+        check.check_same_device(("x", x), ("codebooks", codebooks))
+    return check.compute_dtype(x.dtype, codebooks.dtype)
+
+
+def _outcome(fn, *args):
+    try:
+        return ("ok", fn(*args))
+    except Exception as exc:  # noqa: BLE001 - the type and message are what is compared
+        return (type(exc).__name__, str(exc))
+
+
+@pytest.mark.parametrize("table_dims", [2, 3])
+def test_combined_search_checks_match_the_separate_ones(table_dims):
+    """check_search_inputs' fast accept path and its fallback give what the separate checks gave: the same compute
+    dtype for good input, the same exception and message for each kind of bad input."""
+    from fastrq.ops.validation import check_search_inputs
+
+    def table(*shape, dtype=torch.float32, device="cpu"):
+        return torch.zeros(*shape[-table_dims:] if table_dims == 2 else (2, *shape), dtype=dtype, device=device)
+
+    cases = [
+        (torch.zeros(5, 4), table(3, 4)),
+        (torch.zeros(2, 5, 4, dtype=torch.float16), table(3, 4, dtype=torch.float64)),
+        (torch.zeros(4, dtype=torch.bfloat16), table(3, 4)),
+        (torch.zeros(0, 4), table(3, 4)),
+        (torch.zeros(5, 4, dtype=torch.float8_e4m3fn), table(3, 4)),  # floating, not in the fast path's list
+        (torch.zeros(5, 3), table(3, 4)),  # D mismatch
+        (torch.zeros(5, 4), table(0, 4)),  # K = 0
+        (torch.zeros(5, 0), table(3, 0)),  # D = 0
+        (torch.zeros(5, 4, dtype=torch.int64), table(3, 4)),
+        (torch.zeros(5, 4), table(3, 4, dtype=torch.int32)),
+        (torch.zeros(5, 4, dtype=torch.complex64), table(3, 4)),
+        (torch.tensor(1.0), table(3, 4)),  # a scalar x
+        (torch.zeros(5, 4), torch.zeros(4)),  # a 1-D table
+        (torch.zeros(5, 4), torch.zeros(1, 2, 3, 4)),  # a 4-D table
+        ([[0.0] * 4], table(3, 4)),  # not a tensor
+        (torch.zeros(5, 4), [[0.0] * 4]),
+        (torch.zeros(5, 4, device="meta"), table(3, 4)),  # two devices
+        (torch.zeros(5, 4), table(3, 4, device="meta")),
+    ]
+    if table_dims == 3:
+        cases.append((torch.zeros(5, 4), torch.zeros(0, 3, 4)))  # L = 0
+    for x, books in cases:
+        assert _outcome(check_search_inputs, x, books, table_dims) == _outcome(_separate_checks, x, books, table_dims)

@@ -47,6 +47,8 @@ import torch
 import fastrq
 from fastrq.ops import certified, torch_backend
 
+from . import harness
+
 PRESETS = {
     "full": dict(ns=(1024, 4800, 65536), dims=(64, 128, 256), ks=(256, 1024, 8192), reps=5),
     "quick": dict(ns=(1024, 4800), dims=(64, 128), ks=(256, 1024), reps=3),
@@ -265,16 +267,11 @@ def _metadata(args) -> dict:
         except Exception:
             return None
 
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), None)
-    except OSError:
-        pass
+    cpu = harness.cpu_info()
     return {
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_revision": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--", "fastrq")),
-        "cpu": cpu, "bf16_matmul_is_fast": certified.bf16_matmul_is_fast(), "threads": args.threads,
+        "cpu": cpu["cpu"], "cpu_id": cpu["cpu_id"], "bf16_matmul_is_fast": certified.bf16_matmul_is_fast(), "threads": args.threads,
         "load_average": os.getloadavg(), "preset": args.preset,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "fastrq": fastrq.__version__},
     }
@@ -289,10 +286,11 @@ def _ratio(record: dict, key: str) -> str:
 
 
 def _markdown(meta: dict, records: list[dict], rq_records: list[dict], alternatives: dict) -> str:
+    cpu = meta["cpu"] if not meta.get("cpu_id") else f"{meta['cpu']} ({meta['cpu_id']})"
     lines = [
         "# Certified bf16 search vs float32 (nearest_code, CPU)",
         "",
-        f"{meta['timestamp']}, {meta['cpu']}, {meta['threads']} threads, torch {meta['versions']['torch']}, "
+        f"{meta['timestamp']}, {cpu}, {meta['threads']} threads, torch {meta['versions']['torch']}, "
         f"git {meta['git_revision']}{' (dirty)' if meta['git_dirty'] else ''}; load average at start "
         f"{meta['load_average'][0]:.1f}, at the end {meta.get('load_average_end', [float('nan')])[0]:.1f} (the "
         f"machine is shared: compare the ratios; medians of {records[0]['reps']} interleaved rounds, and the ratio "

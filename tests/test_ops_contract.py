@@ -120,3 +120,18 @@ def test_import_is_lean_and_info_runs():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip() == "lean"
     info = subprocess.run([sys.executable, "-m", "fastrq.info"], capture_output=True, text=True, env=env, check=True).stdout
     assert "backends for cpu tensors" in info and "torch" in info and "reference" in info
+
+
+def test_residual_quantize_shapes_of_one_and_two_dimensional_x():
+    """The outputs keep x's leading shape ([D] → codes [L]; [N, D] → [N, L]) and x's dtype, with or without the
+    conversions the op skips when nothing changes."""
+    gen = torch.Generator().manual_seed(3)
+    codebooks = torch.randn(3, 16, 8, generator=gen)
+    x = torch.randn(5, 8, generator=gen)
+    quantized, codes = fastrq.residual_quantize(x, codebooks)
+    assert quantized.shape == (5, 8) and codes.shape == (5, 3) and quantized.data_ptr() != x.data_ptr()
+    one_q, one_codes = fastrq.residual_quantize(x[2], codebooks)
+    assert one_q.shape == (8,) and one_codes.shape == (3,)
+    assert torch.equal(one_codes, codes[2]) and torch.equal(one_q, quantized[2])
+    half_q, half_codes = fastrq.residual_quantize(x.half(), codebooks.half())
+    assert half_q.dtype == torch.float16 and half_codes.shape == (5, 3)

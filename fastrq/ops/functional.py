@@ -78,12 +78,21 @@ def residual_quantize(
     """
     dtype = check.check_search_inputs(x, codebooks, 3)
     impl = resolve_backend(backend, x.device)
-    tables = codebooks.to(dtype).contiguous()
-    quantized, codes = impl.residual_quantize(check.as_rows(x, dtype).detach(), tables.detach())
+    # no call where nothing changes: each no-op conversion, detach or reshape is still a dispatched op (~1-3 µs,
+    # ~20 µs of a 60 µs call at N = 1,024, D = 4 before, 2026-12-03)
+    tables = codebooks if codebooks.dtype == dtype else codebooks.to(dtype)
+    if not tables.is_contiguous():
+        tables = tables.contiguous()
+    rows = check.as_rows(x, dtype)
+    quantized, codes = impl.residual_quantize(rows.detach() if rows.requires_grad else rows,
+                                              tables.detach() if tables.requires_grad else tables)
     if _wants_grad(codebooks):
         quantized = _differentiable_decode(codes, tables)
-    lead = x.shape[:-1]
-    return quantized.to(x.dtype).reshape(x.shape), codes.reshape(*lead, codebooks.shape[0])
+    if quantized.dtype != x.dtype:
+        quantized = quantized.to(x.dtype)
+    if x.dim() == 2:
+        return quantized, codes
+    return quantized.reshape(x.shape), codes.reshape(*x.shape[:-1], codebooks.shape[0])
 
 
 def residual_decode(codes: torch.Tensor, codebooks: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:

@@ -364,3 +364,19 @@ def test_native_bf16_smoke_run_gates_every_provider_bitwise(tmp_path):
         assert all(r["status"] == "skipped" and "no bf16 pass" in r["check"] for r in timings)
         assert "Not timed" in table
     assert "native_bf16.json" in (tmp_path / "native_bf16.md").read_text()
+
+
+def test_allocator_env_smoke_run(tmp_path):
+    """The allocator benchmark (quick preset): one child process per setting, each started with exactly its own
+    environment (the script checks what the child saw and raises otherwise), one record per setting with the
+    default's ratio 1, and the table renders."""
+    from benchmarks import allocator_env
+
+    allocator_env.main(["--preset", "quick", "--out", str(tmp_path)])
+    document = harness.read_results(tmp_path / "allocator_env.json")
+    records = document["records"]
+    assert [r["setting"] for r in records] == list(allocator_env.SETTINGS)
+    assert all(r["ms"] > 0 and len(r["ms_rounds"]) == 1 for r in records)
+    assert next(r for r in records if r["setting"] == "default")["ratio_to_default"] == 1.0
+    table = allocator_env.render_table(document)
+    assert table.count("| MNIST VQ") == 1 and "MALLOC_TRIM_THRESHOLD_" in table

@@ -127,10 +127,17 @@ def render_table(document: dict) -> str:
     settings = "; ".join(f"{n}: " + (" ".join(f"`{k}={v}`" for k, v in SETTINGS[n].items()) or "glibc's defaults")
                          for n in names)
     rounds = records[0]["rounds"] if records else 0
-    lines += ["", f"Module training step (`benchmarks.module_step`'s), median ms of each child process's steps, medians "
+    lines += ["", "Module training step (`benchmarks.module_step`'s), median ms of each child process's steps, medians "
               f"over {rounds} rounds; ratios: medians of per-round ratios to the default (< 1: faster). Settings: "
               f"{settings}."]
     return "\n".join(lines)
+
+
+def _glibc_version() -> str | None:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):  # not glibc, or no confstr
+        return None
 
 
 def main(argv=None) -> None:
@@ -153,7 +160,7 @@ def main(argv=None) -> None:
     preset = PRESETS[args.preset]
     settings = {"preset": args.preset, "threads": args.threads, "seed": args.seed, "rounds": preset["rounds"],
                 "budget_s": preset["budget_s"], "settings": SETTINGS,
-                "glibc": os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None}
+                "glibc": _glibc_version()}
     harness.set_threads(args.threads)
     meta = harness.collect_metadata("allocator_env", settings)
     records = run(preset, args.threads, args.seed)

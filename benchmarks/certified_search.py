@@ -271,7 +271,8 @@ def _metadata(args) -> dict:
     return {
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_revision": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--", "fastrq")),
-        "cpu": cpu["cpu"], "cpu_id": cpu["cpu_id"], "bf16_matmul_is_fast": certified.bf16_matmul_is_fast(), "threads": args.threads,
+        "cpu": cpu["cpu"], "cpu_id": cpu["cpu_id"], "bf16_matmul_is_fast": certified.bf16_matmul_is_fast(),
+        "threads": args.threads,
         "load_average": os.getloadavg(), "preset": args.preset,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "fastrq": fastrq.__version__},
     }
@@ -286,11 +287,11 @@ def _ratio(record: dict, key: str) -> str:
 
 
 def _markdown(meta: dict, records: list[dict], rq_records: list[dict], alternatives: dict) -> str:
-    cpu = meta["cpu"] if not meta.get("cpu_id") else f"{meta['cpu']} ({meta['cpu_id']})"
     lines = [
         "# Certified bf16 search vs float32 (nearest_code, CPU)",
         "",
-        f"{meta['timestamp']}, {cpu}, {meta['threads']} threads, torch {meta['versions']['torch']}, "
+        f"{meta['timestamp']}, {harness.cpu_label(meta)}, {meta['threads']} threads, "
+        f"torch {meta['versions']['torch']}, "
         f"git {meta['git_revision']}{' (dirty)' if meta['git_dirty'] else ''}; load average at start "
         f"{meta['load_average'][0]:.1f}, at the end {meta.get('load_average_end', [float('nan')])[0]:.1f} (the "
         f"machine is shared: compare the ratios; medians of {records[0]['reps']} interleaved rounds, and the ratio "

@@ -409,6 +409,11 @@ def cpu_info() -> dict[str, Any]:
             "cpu_flags": None if flags is None else {flag: flag in flags for flag in CPU_FLAGS}}
 
 
+def cpu_label(meta: Mapping[str, Any]) -> str:
+    """The CPU as a results file's markdown names it: the model name, with ``cpu_id`` where it was recorded."""
+    return f"{meta.get('cpu')} ({meta['cpu_id']})" if meta.get("cpu_id") else str(meta.get("cpu"))
+
+
 def versions() -> dict[str, str | None]:
     """Installed versions from the package metadata, without importing the packages (torch: its own
     ``__version__``, which names the build, e.g. ``2.14.1+cu130``)."""
@@ -488,8 +493,7 @@ def write_results(name: str, records: list[dict[str, Any]], meta: Mapping[str, A
     path.write_text(json.dumps(document, indent=1, default=_jsonable) + "\n")
     if markdown is not None:
         revision = (meta.get("git_revision") or "?")[:10] + ("+dirty" if meta.get("git_dirty") else "")
-        cpu = meta.get("cpu") if not meta.get("cpu_id") else f"{meta.get('cpu')} ({meta['cpu_id']})"
-        footer = (f"\n\n_{meta.get('timestamp')}, git {revision}, {cpu}, threads "
+        footer = (f"\n\n_{meta.get('timestamp')}, git {revision}, {cpu_label(meta)}, threads "
                   f"{meta.get('threads', {}).get('torch')}; data: `{name}.json`_\n")
         (folder / f"{name}.md").write_text(markdown.rstrip() + footer)
     return path

@@ -70,14 +70,14 @@ def test_call_scratch_layouts(monkeypatch):
     buffer, first = check(small)
     again_buffer, again = check(small)
     assert again == first and again_buffer is buffer  # remembered
-    other = check((5, 5))[1]
-    assert other != first or len(other) != len(first)
+    check((5, 5))  # a second layout of the same buffer leaves the first one as it was
+    assert check(small)[1] == first
     # a call that needs more than the kept buffer replaces it; the remembered layout then follows the new buffer
     grown = buffer.numel() + 1000
     new_buffer, _ = check((grown,))
     after_buffer, after = check(small)
     assert after_buffer is new_buffer and after_buffer is not buffer
-    assert after[0] >= after_buffer.data_ptr()
+    assert after[0] != first[0]  # laid out again in the new buffer, not the remembered addresses of the old one
 
 
 def _separate_checks(x, codebooks, table_dims):
